@@ -1,0 +1,3 @@
+"""slotlab: object-centric learning with slots (GLASS, SPOT, MSF, DINOSAUR)."""
+
+__version__ = "0.1.0"
