@@ -1,0 +1,97 @@
+"""Forward speed of the encoders on the CPU (images per second, no gradient).
+
+Usage: python benchmarks/bench_encoders.py [--image-size 64] [--batch 16] [--repeat 5]
+       [--threads 1] [--cifar-weights FILE] [--out FILE]
+
+Times the CPU encoders (patch, cnn, random cifar_resnet twin, and the real CIFAR ResNet
+when --cifar-weights is given) and the tiny ViT twins, and writes JSON: per encoder the
+token grid and dim, and the best and median images/s over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from slotlab.nn.encoders import EncoderConfig, build_encoder
+
+
+def encoder_configs(image_size: int, cifar_weights: str | None) -> dict[str, EncoderConfig]:
+    vit_size = image_size // 14 * 14  # DINOv2's patch is 14
+    configs = {
+        "patch": EncoderConfig(name="patch", image_size=image_size),
+        "patch+colour8": EncoderConfig(name="patch", image_size=image_size, colour_frequencies=8),
+        "cnn": EncoderConfig(name="cnn", image_size=image_size),
+        "cifar_resnet-tiny-layer2": EncoderConfig(name="cifar_resnet", tiny=True, image_size=image_size, layer=2),
+        "dinov2-tiny": EncoderConfig(name="dinov2", tiny=True, image_size=vit_size),
+        "dino-tiny": EncoderConfig(name="dino", tiny=True, image_size=image_size),
+        "mae-tiny": EncoderConfig(name="mae", tiny=True, image_size=image_size),
+    }
+    if cifar_weights:
+        for layer in (2, 3):
+            configs[f"cifar_resnet-layer{layer}"] = EncoderConfig(
+                name="cifar_resnet", path=cifar_weights, image_size=image_size, layer=layer
+            )
+    return configs
+
+
+def images_per_second(config: EncoderConfig, batch: int, repeat: int) -> tuple[dict, list[float]]:
+    encoder = build_encoder(config).eval()
+    images = torch.rand(batch, 3, config.image_size, config.image_size)
+    rates = []
+    with torch.no_grad():
+        encoder(images)  # warm-up
+        for _ in range(repeat):
+            start = time.perf_counter()
+            encoder(images)
+            rates.append(batch / (time.perf_counter() - start))
+    shape = {"grid": list(encoder.grid_size()), "dim": encoder.dim, "image_size": config.image_size}
+    return shape, rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cifar-weights", help="a CIFAR ResNet checkpoint to time the real network too")
+    parser.add_argument("--out", help="write the JSON here instead of stdout")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    for name, config in encoder_configs(args.image_size, args.cifar_weights).items():
+        shape, rates = images_per_second(config, args.batch, args.repeat)
+        results[name] = {
+            **shape,
+            "best_images_per_s": round(max(rates), 1),
+            "median_images_per_s": round(statistics.median(rates), 1),
+        }
+    report = {
+        "benchmark": "encoders_forward",
+        "batch": args.batch,
+        "repeat": args.repeat,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,419 @@
+"""COCO instances (``instances_*.json``, pycocotools) and COCO panoptic (JSON + PNGs).
+
+Conventions (see docs/datasets.md):
+
+- Classes: the categories of the JSON sorted by id get contiguous ids 1..K (1..80 for
+  COCO things); 0 is background. ``dataset.class_names[k]`` and
+  ``dataset.category_to_class`` expose the mapping.
+- Instances: instance m+1 is the m-th kept annotation of the image in file order (the
+  order pycocotools' ``getAnnIds`` returns). Where instances overlap the later one is
+  written into ``instance_mask`` and, by default, the pixel is set in ``ignore_mask``
+  (OCLF's ``ignore_overlaps``).
+- Crowd annotations (``iscrowd=1``): ``crowd="instance"`` keeps them as ordinary
+  instances, as the OCLF conversion does (it stores every annotation);
+  ``crowd="ignore"`` puts their pixels into ``ignore_mask`` instead; ``crowd="drop"``
+  discards them.
+- Images without (kept) annotations: ``empty="keep"`` (default; the OCLF conversion keeps
+  them and its metrics skip them) or ``empty="skip"`` (they are left out of the index).
+- Panoptic (the MSF convention): "thing" segments become instances, "stuff" segments
+  become background; void pixels (id 0) go to ``ignore_mask`` (``void="ignore"``, the
+  default, so that each evaluation protocol decides how to score them) or become
+  background (``void="background"``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from slotlab.data.imageio import (
+    DEFAULT_MAX_PIXELS,
+    BadSampleError,
+    DatasetError,
+    FileDataset,
+    SampleTransform,
+    make_sample,
+    read_image,
+    read_label_map,
+    require_dir,
+    require_file,
+    resolve_under,
+)
+from slotlab.data.sample import Sample
+
+CrowdPolicy = Literal["instance", "ignore", "drop"]
+EmptyPolicy = Literal["keep", "skip"]
+VoidPolicy = Literal["background", "ignore"]
+
+CROWD_POLICIES = ("instance", "ignore", "drop")
+EMPTY_POLICIES = ("keep", "skip")
+VOID_POLICIES = ("background", "ignore")
+
+# A polygon needs three (x, y) points; pycocotools reads a 4-number list as a box instead.
+_MIN_POLYGON_COORDS = 6
+# How many offending annotation ids an issue line quotes.
+_EXAMPLES = 5
+
+
+def _check_choice(value: str, choices: tuple[str, ...], option: str) -> None:
+    if value not in choices:
+        raise DatasetError(f"{option}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def category_mapping(categories: list[dict]) -> tuple[list[str], dict[int, int]]:
+    """Categories sorted by id -> (class names with 0 = "background", category id -> class id)."""
+    ordered = sorted(categories, key=lambda c: c["id"])
+    names = ["background"] + [c["name"] for c in ordered]
+    return names, {c["id"]: k + 1 for k, c in enumerate(ordered)}
+
+
+def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict:
+    """One RLE for a COCO segmentation (polygons, uncompressed or compressed RLE).
+
+    Same result as pycocotools' ``COCO.annToRLE``; polygon parts with fewer than three
+    points are left out (pycocotools would misread them as boxes). Raises ValueError
+    when nothing usable remains.
+    """
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if _valid_polygon(p)]
+        if not polygons:
+            raise ValueError("no polygon with at least three points")
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        if list(segmentation["size"]) != [height, width]:
+            raise ValueError(f"RLE size {segmentation['size']} differs from the image size {[height, width]}")
+        if isinstance(segmentation["counts"], list):
+            return mask_utils.frPyObjects(segmentation, height, width)
+        return segmentation
+    raise ValueError(f"segmentation must be polygons or an RLE dict, got {type(segmentation).__name__}")
+
+
+def _valid_polygon(polygon: object) -> bool:
+    return isinstance(polygon, list) and len(polygon) >= _MIN_POLYGON_COORDS and len(polygon) % 2 == 0
+
+
+def decode_rles(rles: list[dict], height: int, width: int) -> np.ndarray:
+    """(N, H, W) bool masks of RLEs."""
+    if not rles:
+        return np.zeros((0, height, width), dtype=bool)
+    with warnings.catch_warnings():
+        # pycocotools' Cython decoder predates NumPy 2's copy keyword; the result is unaffected.
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
+
+
+def decode_segmentations(segmentations: list, height: int, width: int) -> np.ndarray:
+    """(N, H, W) bool masks of COCO segmentations (equal to pycocotools' ``annToMask``)."""
+    return decode_rles([segmentation_rle(s, height, width) for s in segmentations], height, width)
+
+
+def paint_instances(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) bool -> (label map with later masks on top, pixels covered more than once)."""
+    small = len(masks) < np.iinfo(np.uint8).max  # uint8 arithmetic is several times faster
+    dtype = np.uint8 if small else np.int32
+    if not len(masks):
+        return np.zeros(masks.shape[1:], np.int64), np.zeros(masks.shape[1:], bool)
+    ids = np.arange(1, len(masks) + 1, dtype=dtype).reshape(-1, 1, 1)
+    labels = (masks * ids).max(axis=0).astype(np.int64)  # the highest id, i.e. the latest mask, wins
+    return labels, masks.sum(axis=0, dtype=dtype) > 1
+
+
+def _summarise(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:_EXAMPLES])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > _EXAMPLES else "")
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path} is not valid JSON ({err}); re-download or re-export it") from err
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DatasetError(f"{path} has no {key!r} list; is it a COCO annotation file?")
+    return data
+
+
+def _first_captions(path: Path) -> dict[int, str]:
+    """image id -> its caption with the lowest annotation id (a deterministic choice)."""
+    try:
+        with open(path) as f:
+            annotations = json.load(f)["annotations"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is not a COCO captions file ({err!r}); pass captions=captions_SPLIT.json") from err
+    chosen: dict[int, tuple[int, str]] = {}
+    for ann in annotations:
+        current = chosen.get(ann["image_id"])
+        if current is None or ann["id"] < current[0]:
+            chosen[ann["image_id"]] = (ann["id"], ann["caption"].strip())
+    return {image_id: caption for image_id, (_, caption) in chosen.items()}
+
+
+class COCOInstances(FileDataset):
+    """COCO instance segmentation from ``instances_*.json``.
+
+    Default layout (the official one): ``ROOT/annotations/instances_{split}.json`` and
+    ``ROOT/{split}/*.jpg``; ``annotations``/``images`` override either path (relative
+    paths are taken under ROOT). ``captions`` names a ``captions_*.json`` whose lowest-id
+    caption per image becomes ``sample.caption``.
+    """
+
+    name = "coco"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val2017",
+        annotations: str | None = None,
+        images: str | None = None,
+        crowd: CrowdPolicy = "instance",
+        empty: EmptyPolicy = "keep",
+        ignore_overlaps: bool = True,
+        captions: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        transform: SampleTransform | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(transform, strict)
+        _check_choice(crowd, CROWD_POLICIES, "crowd")
+        _check_choice(empty, EMPTY_POLICIES, "empty")
+        self.root = Path(root)
+        self.split = split
+        self.crowd = crowd
+        self.ignore_overlaps = ignore_overlaps
+        self.max_pixels = max_pixels
+        hint = "pass annotations=PATH (relative to ROOT or absolute)"
+        self.annotation_file = require_file(
+            resolve_under(self.root, annotations or f"annotations/instances_{split}.json"), "COCO annotation", hint
+        )
+        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
+        data = _load_json(self.annotation_file)
+        self.class_names, self.category_to_class = category_mapping(data["categories"])
+        self._captions = _first_captions(resolve_under(self.root, captions)) if captions else {}
+        per_image = self._index_annotations(data)
+        images_sorted = sorted(data["images"], key=lambda im: im["id"])
+        if empty == "skip":
+            images_sorted = [im for im in images_sorted if self._has_instances(per_image.get(im["id"], []))]
+        self._images = [
+            {k: im[k] for k in ("id", "file_name", "height", "width")} for im in images_sorted
+        ]
+        self._annotations = [per_image.get(im["id"], []) for im in self._images]
+
+    def _has_instances(self, anns: list[dict]) -> bool:
+        return any(self.crowd == "instance" or not a["iscrowd"] for a in anns)
+
+    def _index_annotations(self, data: dict) -> dict[int, list[dict]]:
+        """Kept annotations per image id (file order); one issue line per kind of repair."""
+        sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+        problems: dict[str, list[int]] = defaultdict(list)
+        per_image: dict[int, list[dict]] = defaultdict(list)
+        for ann in data["annotations"]:
+            kept = self._check_annotation(ann, sizes, problems)
+            if kept is not None:
+                per_image[ann["image_id"]].append(kept)
+        for problem, ids in problems.items():
+            self.note_issue(f"{self.annotation_file}: {problem} (annotation ids {_summarise(ids)})")
+        return per_image
+
+    def _check_annotation(self, ann: dict, sizes: dict, problems: dict[str, list[int]]) -> dict | None:
+        crowd = bool(ann.get("iscrowd", 0))
+        if crowd and self.crowd == "drop":
+            return None
+        if ann["image_id"] not in sizes:
+            problems["dropped annotations of image ids absent from 'images'"].append(ann["id"])
+            return None
+        if ann["category_id"] not in self.category_to_class:
+            problems["dropped annotations with category ids absent from 'categories'"].append(ann["id"])
+            return None
+        segmentation = ann.get("segmentation")
+        if isinstance(segmentation, list):
+            valid = [p for p in segmentation if _valid_polygon(p)]
+            if not valid:
+                problems["dropped annotations with an empty polygon list"].append(ann["id"])
+                return None
+            if len(valid) < len(segmentation):
+                problems["dropped polygon parts with fewer than three points"].append(ann["id"])
+        elif not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
+            problems["dropped annotations without a polygon or RLE segmentation"].append(ann["id"])
+            return None
+        return {"id": ann["id"], "category_id": ann["category_id"], "iscrowd": crowd, "segmentation": segmentation}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self._images[index]["file_name"]
+
+    def _decode(self, anns: list[dict], height: int, width: int) -> tuple[np.ndarray, list[dict]]:
+        """Masks of the annotations that decode; a malformed RLE is dropped with an issue."""
+        rles, kept = [], []
+        for ann in anns:
+            try:
+                rles.append(segmentation_rle(ann["segmentation"], height, width))
+            except Exception as err:  # pycocotools raises bare Exception on malformed input
+                self.note_issue(f"{self.annotation_file}: dropped annotation {ann['id']} ({err})")
+                continue
+            kept.append(ann)
+        return decode_rles(rles, height, width), kept
+
+    def load(self, index: int) -> Sample:
+        record = self._images[index]
+        path = self.image_path(index)
+        image = read_image(path, self.max_pixels)
+        height, width = record["height"], record["width"]
+        if tuple(image.shape[-2:]) != (height, width):
+            raise BadSampleError(
+                path,
+                f"image is {image.shape[-1]}x{image.shape[-2]} but {self.annotation_file.name} says "
+                f"{width}x{height} (WxH)",
+            )
+        masks, anns = self._decode(self._annotations[index], height, width)
+        is_crowd = np.array([a["iscrowd"] for a in anns], dtype=bool)
+        crowd_region = np.zeros((height, width), bool)
+        if self.crowd == "ignore" and is_crowd.any():
+            crowd_region = masks[is_crowd].any(axis=0)
+            masks, anns = masks[~is_crowd], [a for a, c in zip(anns, is_crowd, strict=True) if not c]
+        instance_mask, overlap = paint_instances(masks)
+        ignore = crowd_region | (overlap if self.ignore_overlaps else False)
+        class_ids = [self.category_to_class[a["category_id"]] for a in anns]
+        meta = {
+            "dataset": self.name,
+            "index": index,
+            "image_id": record["id"],
+            "file": str(path),
+            "annotation_ids": [a["id"] for a in anns],
+            "crowd": [a["iscrowd"] for a in anns],
+        }
+        return make_sample(
+            image, instance_mask, class_ids, ignore_mask=ignore, caption=self._captions.get(record["id"], ""), meta=meta
+        )
+
+
+class COCOPanoptic(FileDataset):
+    """COCO panoptic segmentation: ``panoptic_*.json`` plus one PNG per image.
+
+    Default layout (the official one): ``ROOT/annotations/panoptic_{split}.json``, PNGs in
+    ``ROOT/annotations/panoptic_{split}/`` and images in ``ROOT/{split}/``; override with
+    ``annotations``, ``masks`` and ``images``. Segment id of a pixel = R + 256 G + 256^2 B,
+    joined with ``segments_info``. Class ids number the *thing* categories 1..K by id.
+    """
+
+    name = "coco-panoptic"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val2017",
+        annotations: str | None = None,
+        images: str | None = None,
+        masks: str | None = None,
+        crowd: CrowdPolicy = "instance",
+        void: VoidPolicy = "ignore",
+        empty: EmptyPolicy = "keep",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        transform: SampleTransform | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(transform, strict)
+        _check_choice(crowd, CROWD_POLICIES, "crowd")
+        _check_choice(void, VOID_POLICIES, "void")
+        _check_choice(empty, EMPTY_POLICIES, "empty")
+        self.root = Path(root)
+        self.split = split
+        self.crowd = crowd
+        self.void = void
+        self.max_pixels = max_pixels
+        self.annotation_file = require_file(
+            resolve_under(self.root, annotations or f"annotations/panoptic_{split}.json"),
+            "COCO panoptic annotation",
+            "pass annotations=PATH (relative to ROOT or absolute)",
+        )
+        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
+        self.mask_dir = require_dir(
+            resolve_under(self.root, masks or f"annotations/panoptic_{split}"), "panoptic PNG", "pass masks=DIR"
+        )
+        data = _load_json(self.annotation_file)
+        things = [c for c in data["categories"] if c.get("isthing", 1)]
+        self.class_names, self.category_to_class = category_mapping(things)
+        self._stuff_ids = {c["id"] for c in data["categories"] if not c.get("isthing", 1)}
+        self._entries = self._index(data, empty)
+
+    def _index(self, data: dict, empty: EmptyPolicy) -> list[dict]:
+        by_image = {ann["image_id"]: ann for ann in data["annotations"]}
+        missing = [im["id"] for im in data["images"] if im["id"] not in by_image]
+        if missing:
+            self.note_issue(
+                f"{self.annotation_file}: left out images without a panoptic entry (ids {_summarise(missing)})"
+            )
+        unknown: list[int] = []
+        entries = []
+        for im in sorted(data["images"], key=lambda im: im["id"]):
+            ann = by_image.get(im["id"])
+            if ann is None:
+                continue
+            segments = []
+            for seg in ann["segments_info"]:
+                if seg["category_id"] in self.category_to_class or seg["category_id"] in self._stuff_ids:
+                    segments.append({k: seg.get(k, 0) for k in ("id", "category_id", "iscrowd")})
+                else:
+                    unknown.append(seg["id"])
+            if empty == "skip" and not any(self._is_instance(s) for s in segments):
+                continue
+            entries.append({**{k: im[k] for k in ("id", "file_name", "height", "width")}, "png": ann["file_name"],
+                            "segments": segments})
+        if unknown:
+            self.note_issue(
+                f"{self.annotation_file}: segments with category ids absent from 'categories' are treated as void "
+                f"(segment ids {_summarise(unknown)})"
+            )
+        return entries
+
+    def _is_instance(self, segment: dict) -> bool:
+        if segment["category_id"] not in self.category_to_class:
+            return False
+        return not (segment["iscrowd"] and self.crowd != "instance")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self._entries[index]["file_name"]
+
+    def load(self, index: int) -> Sample:
+        entry = self._entries[index]
+        path = self.image_path(index)
+        image = read_image(path, self.max_pixels)
+        size = tuple(image.shape[-2:])
+        segment_ids = read_label_map(self.mask_dir / entry["png"], size, self.max_pixels)
+        instances = [s for s in entry["segments"] if self._is_instance(s)]
+        labelled = {s["id"] for s in entry["segments"]}
+        # Lookup over the distinct ids of the PNG: instance label, and whether to ignore.
+        values, inverse = np.unique(segment_ids, return_inverse=True)
+        label_of = {s["id"]: m + 1 for m, s in enumerate(instances)}
+        crowd_ignored = {s["id"] for s in entry["segments"] if s["iscrowd"] and self.crowd == "ignore"
+                         and s["category_id"] in self.category_to_class}
+        void = ~np.isin(values, list(labelled))
+        unlisted = values[void & (values != 0)]
+        if len(unlisted):
+            self.note_issue(f"{self.mask_dir / entry['png']}: segment ids {unlisted.tolist()} not in segments_info, "
+                            "treated as void")
+        labels = np.array([label_of.get(int(v), 0) for v in values], dtype=np.int64)
+        ignored = np.isin(values, list(crowd_ignored)) | (void if self.void == "ignore" else False)
+        inverse = inverse.reshape(size)
+        meta = {
+            "dataset": self.name,
+            "index": index,
+            "image_id": entry["id"],
+            "file": str(path),
+            "segment_ids": [s["id"] for s in instances],
+            "crowd": [bool(s["iscrowd"]) for s in instances],
+        }
+        class_ids = [self.category_to_class[s["category_id"]] for s in instances]
+        return make_sample(image, labels[inverse], class_ids, ignore_mask=ignored[inverse], meta=meta)
