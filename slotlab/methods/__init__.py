@@ -1,0 +1,25 @@
+"""Method registry: name -> ObjectCentricModel subclass."""
+
+from __future__ import annotations
+
+from slotlab.methods.base import Decomposition, ObjectCentricModel
+
+
+def _registry() -> dict[str, type[ObjectCentricModel]]:
+    from slotlab.methods.dinosaur import Dinosaur
+
+    return {cls.method: cls for cls in (Dinosaur,)}
+
+
+def method_names() -> list[str]:
+    return sorted(_registry())
+
+
+def get_method(name: str) -> type[ObjectCentricModel]:
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+__all__ = ["Decomposition", "ObjectCentricModel", "get_method", "method_names"]

@@ -1,0 +1,109 @@
+"""The training configuration: method + model config, data, optimiser and stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from slotlab.config import ConfigError, apply_overrides, from_dict, load_preset, to_dict
+
+SCHEDULES = ("constant", "warmup_cosine")
+OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Dataset specs as understood by ``slotlab.data.registry.build_dataset``."""
+
+    train: str = "scenes?split=train&size=2000"
+    val: str = "scenes?split=val&size=256"
+    batch_size: int = 32  # per process
+    num_workers: int = 0
+
+
+@dataclass
+class StageConfig:
+    """One training phase (GLASS trains in two).
+
+    lr:            learning rate per parameter group of the method; groups not listed are
+                   frozen during this stage.
+    loss_weights:  overrides of the method's loss weights in this stage (0 skips a term).
+    """
+
+    name: str = "train"
+    steps: int = 1000
+    lr: dict[str, float] = field(default_factory=lambda: {"grouping": 4e-4, "decoder": 4e-4})
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    final_lr_scale: float = 0.0  # warmup_cosine: the lr decays to base * final_lr_scale
+    loss_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"stage {self.name!r}: schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if self.steps < 1:
+            raise ValueError(f"stage {self.name!r}: steps must be >= 1, got {self.steps}")
+        if not self.lr:
+            raise ValueError(f"stage {self.name!r}: lr must name at least one parameter group")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = 1.0  # None disables clipping
+    grad_clip_norm: float = 2.0  # norm type; SPOT clips the inf-norm
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name={self.name!r}; choose one of {OPTIMIZERS}")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "dinosaur"
+    model: dict[str, Any] = field(default_factory=dict)  # the method's own config (validated by it)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    seed: int = 0
+    mixed_precision: str = "no"
+    log_every: int = 10
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    eval_protocol: str = "native"
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}; choose one of {PRECISIONS}")
+        if not self.stages:
+            raise ValueError("stages must hold at least one stage")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def model_config(self) -> Any:
+        from slotlab.methods import get_method
+
+        return from_dict(get_method(self.method).config_class, self.model, "model")
+
+
+def build_train_config(data: dict, overrides: list[str] | None = None) -> TrainConfig:
+    """Validate a preset dict (+ overrides) into a TrainConfig, model section included."""
+    data = apply_overrides(data, overrides or [])
+    config = from_dict(TrainConfig, data)
+    try:
+        config.model_config()
+    except ValueError as err:  # unknown method
+        raise ConfigError(str(err)) from err
+    return config
+
+
+def load_train_config(preset: str, overrides: list[str] | None = None) -> TrainConfig:
+    return build_train_config(load_preset(preset), overrides)
+
+
+__all__ = ["DataConfig", "StageConfig", "OptimConfig", "TrainConfig", "build_train_config", "load_train_config", "to_dict"]

@@ -1,0 +1,293 @@
+"""One training loop for every method, on accelerate (CPU, one GPU, many GPUs/nodes).
+
+Checkpoints are directories written under a temporary name and renamed into place, so a
+run killed at any moment (even SIGKILL) resumes from its last complete checkpoint. The data
+order is a pure function of (seed, step), so a resumed run sees exactly the batches an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from slotlab.config import ConfigError
+from slotlab.data.sample import collate
+from slotlab.engine.config import StageConfig, TrainConfig, to_dict
+from slotlab.methods import ObjectCentricModel, get_method
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_DIR = "model"
+LOG_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the terms."""
+
+
+def build_model(config: TrainConfig) -> ObjectCentricModel:
+    return get_method(config.method)(config.model_config())
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Yields this process's batch indices for steps [start, stop).
+
+    Epoch e is a permutation seeded by (seed, e); step s takes the s-th slice of
+    batch_size * world indices, of which process ``rank`` takes its share.
+    """
+
+    def __init__(self, length: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.global_batch = batch_size * world
+        if length < self.global_batch:
+            raise ConfigError(
+                f"the training set has {length} samples, fewer than one batch "
+                f"({batch_size} x {world} processes): lower data.batch_size or add data"
+            )
+        self.steps_per_epoch = length // self.global_batch
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.length, generator=g)
+
+    def __iter__(self):
+        epoch, perm = None, None
+        for step in range(self.start, self.stop):
+            e, offset = divmod(step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, perm = e, self._permutation(e)
+            first = offset * self.global_batch + self.rank * self.batch_size
+            yield perm[first : first + self.batch_size].tolist()
+
+
+def reseed(seed: int, step: int, rank: int) -> None:
+    """Seed the random stream of process ``rank`` from ``step``: called at the start and after
+    every checkpoint, so a resumed run draws the same noise as an uninterrupted one."""
+    torch.manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+def stage_lr_scale(stage: StageConfig, step_in_stage: int) -> float:
+    """Multiplier of each group's base lr at ``step_in_stage`` (constant or warm-up + cosine)."""
+    if stage.schedule == "constant":
+        return min(1.0, (step_in_stage + 1) / stage.warmup_steps) if stage.warmup_steps else 1.0
+    if step_in_stage < stage.warmup_steps:
+        return (step_in_stage + 1) / stage.warmup_steps
+    span = max(1, stage.steps - stage.warmup_steps)
+    progress = min(1.0, (step_in_stage - stage.warmup_steps) / span)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return stage.final_lr_scale + (1 - stage.final_lr_scale) * cosine
+
+
+def stage_at(config: TrainConfig, step: int) -> tuple[int, int]:
+    """(stage index, step within stage) of global ``step``."""
+    for i, stage in enumerate(config.stages):
+        if step < stage.steps:
+            return i, step
+        step -= stage.steps
+    return len(config.stages) - 1, config.stages[-1].steps
+
+
+def configure_stage(model: ObjectCentricModel, stage: StageConfig, optim) -> torch.optim.Optimizer:
+    """Freeze groups the stage does not list; one optimiser param group per listed group."""
+    groups = model.parameter_groups()
+    unknown = set(stage.lr) - set(groups)
+    if unknown:
+        raise ConfigError(
+            f"stage {stage.name!r} sets lr for unknown parameter group(s) {sorted(unknown)}; "
+            f"this model has {sorted(groups)}"
+        )
+    for name, params in groups.items():
+        for p in params:
+            p.requires_grad_(name in stage.lr)
+    param_groups = [{"params": groups[n], "lr": lr, "base_lr": lr, "name": n} for n, lr in stage.lr.items()]
+    cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+    return cls(param_groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+
+
+# ---- checkpoints -----------------------------------------------------------------------
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "state.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(out: Path, model: ObjectCentricModel, optimizer, step: int, stage: int, keep: int) -> Path:
+    root = out / CHECKPOINT_DIR
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "stage": stage}))  # written last
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model: ObjectCentricModel) -> dict:
+    """Restore weights; returns the saved state (step, stage) and the optimizer state."""
+    weights = load_file(str(path / "model.safetensors"))
+    model.load_state_dict(weights, strict=True)
+    state = json.loads((path / "state.json").read_text())
+    state["optimizer"] = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    return state
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (they will be produced again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def prepare_output(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Refuse to mix runs: a fresh run needs an empty dir, a resumed one the same config."""
+    saved = out / CONFIG_FILE
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    if saved.is_file():
+        if not resume:
+            raise ConfigError(f"{out} already holds a training run: pass --resume to continue it, or choose another --out")
+        if yaml.safe_load(saved.read_text()) != yaml.safe_load(text):
+            raise ConfigError(
+                f"--resume: the config differs from the one in {saved}; resume with the same preset and --set values"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(saved)
+
+
+@dataclass
+class TrainResult:
+    model: ObjectCentricModel
+    steps: int
+    train_seconds: float
+    steps_per_second: float
+    model_dir: Path
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> TrainResult:
+    """Train ``config`` into directory ``out`` (checkpoints, metrics.jsonl, model/).
+
+    ``dataset`` overrides ``config.data.train`` (a Dataset of Samples).
+    """
+    from slotlab.data.registry import build_dataset
+
+    out = Path(out)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    main = accelerator.is_main_process
+    if main:
+        prepare_output(out, config, resume)
+    accelerator.wait_for_everyone()
+    set_seed(config.seed)
+    model = build_model(config)
+    dataset = dataset if dataset is not None else build_dataset(config.data.train)
+
+    step, opt_state, opt_stage = 0, None, None
+    ckpts = checkpoint_dirs(out)
+    if resume and ckpts:
+        state = load_checkpoint(ckpts[-1], model)
+        step, opt_state, opt_stage = state["step"], state["optimizer"], state["stage"]
+    reseed(config.seed, step, accelerator.process_index)
+    log_path = out / LOG_FILE
+    if main:
+        truncate_log(log_path, step)
+    model.to(accelerator.device).train()
+
+    total = config.total_steps
+    bar = tqdm(total=total, initial=step, desc=f"train {config.method}", disable=not (progress and main), unit="step")
+    start_time, start_step = time.perf_counter(), step
+    while step < total:
+        stage_index, in_stage = stage_at(config, step)
+        stage = config.stages[stage_index]
+        optimizer = configure_stage(model, stage, config.optim)
+        if opt_state is not None and opt_stage == stage_index:  # not across a stage boundary
+            optimizer.load_state_dict(opt_state)
+        opt_state = None
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
+        stage_end = step - in_stage + stage.steps
+        sampler = StepBatchSampler(
+            len(dataset), config.data.batch_size, config.seed, step, stage_end,
+            accelerator.process_index, accelerator.num_processes,
+        )
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
+        trainable = [p for g in optimizer.param_groups for p in g["params"]]
+        for batch in loader:
+            in_stage = step - (stage_end - stage.steps)
+            scale = stage_lr_scale(stage, in_stage)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            batch = batch.to(accelerator.device)
+            with accelerator.autocast():
+                outputs = wrapped(batch)
+                losses = model.losses(outputs, batch, weights=stage.loss_weights)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                terms = {k: float(v) for k, v in losses.items()}
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step} (stage {stage.name!r}): {terms}. Lower the learning rate, "
+                    f"enable optim.grad_clip, or train in full precision (mixed_precision=no); "
+                    f"resume from the last checkpoint with --resume"
+                )
+            accelerator.backward(loss)
+            if config.optim.grad_clip is not None:
+                accelerator.clip_grad_norm_(trainable, config.optim.grad_clip, norm_type=config.optim.grad_clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == stage_end:
+                values = {k: accelerator.reduce(v.detach().float(), "mean").item() for k, v in losses.items()}
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if main:
+                    record = {"step": step, "stage": stage.name, "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
+                    record.update(values)
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if step % config.checkpoint_every == 0 or step == stage_end:
+                accelerator.wait_for_everyone()
+                if main:
+                    save_checkpoint(out, model, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                                    step, stage_index, config.keep_checkpoints)
+                accelerator.wait_for_everyone()
+                reseed(config.seed, step, accelerator.process_index)
+    bar.close()
+    seconds = time.perf_counter() - start_time
+    model_dir = out / MODEL_DIR
+    if main:
+        tmp = out / ".tmp-model"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.replace(model_dir)
+    accelerator.wait_for_everyone()
+    done = step - start_step
+    return TrainResult(model.eval(), step, seconds, done / seconds if seconds > 0 else 0.0, model_dir)

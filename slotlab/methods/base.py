@@ -1,0 +1,126 @@
+"""The contract every method follows, plus checkpoint directories (safetensors + config).
+
+A method is ``forward(batch) -> outputs`` (all network computation), ``losses(outputs,
+batch) -> dict`` (pure tensor math; key "loss" is the weighted total) and ``masks(outputs)
+-> (B, K, h, w)``. Training, evaluation, the CLI and the report rely on nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from slotlab.config import ConfigError, from_dict, to_dict
+from slotlab.data.sample import Batch
+from slotlab.data.transforms import resize_masks_soft
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class Decomposition:
+    """What ``model.decompose(images)`` gives: slots and one mask per slot at image size."""
+
+    slots: Tensor  # (B, K, D)
+    masks: Tensor  # (B, K, H, W) soft masks, sum to 1 over K
+    segmentation: Tensor  # (B, H, W) argmax slot index per pixel
+
+
+class ObjectCentricModel(nn.Module):
+    """Base class: subclasses set ``method`` and ``config_class`` and implement the contract."""
+
+    method: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # ---- the contract -------------------------------------------------------------
+    def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> Any:
+        raise NotImplementedError
+
+    def losses(self, outputs: Any, batch: Batch, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def masks(self, outputs: Any) -> Tensor:
+        raise NotImplementedError
+
+    def slots(self, outputs: Any) -> Tensor:
+        return outputs.slots
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups of trainable parameters; a training stage gives each its learning rate."""
+        raise NotImplementedError
+
+    # ---- user API -----------------------------------------------------------------
+    @torch.no_grad()
+    def decompose(self, images: Tensor, num_slots: int | None = None) -> Decomposition:
+        """Slots and per-slot masks for a batch of images (B, 3, H, W) in [0, 1]."""
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"decompose() expects images (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = self(images.to(self.device), num_slots=num_slots)
+        finally:
+            self.train(was_training)
+        masks = resize_masks_soft(self.masks(outputs), tuple(images.shape[-2:]))
+        return Decomposition(slots=self.slots(outputs), masks=masks, segmentation=masks.argmax(1))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- checkpoints --------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json + model.safetensors into ``directory`` (atomically per file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"method": self.method, "config": to_dict(self.config)}
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.replace(directory / CONFIG_FILE)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(directory / WEIGHTS_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ObjectCentricModel":
+        """Load a directory written by ``save_pretrained`` (never unpickles anything)."""
+        from slotlab.methods import get_method
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: {directory} is not a slotlab checkpoint "
+                    f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save_pretrained)"
+                )
+        try:
+            meta = json.loads(config_path.read_text())
+            method, raw = meta["method"], meta["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ConfigError(f"{config_path} is not a valid slotlab config: {err}") from err
+        model_cls = get_method(method)
+        if cls is not ObjectCentricModel and not issubclass(model_cls, cls):
+            raise ConfigError(f"{directory} holds a {method!r} model, not a {cls.method!r} model")
+        model = model_cls(from_dict(model_cls.config_class, raw, f"{config_path}:config"))
+        state = load_file(str(weights_path), device=map_location)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ConfigError(f"{weights_path} does not fit the {method!r} config in {config_path}: {err}") from err
+        return model.to(map_location).eval()
