@@ -125,13 +125,41 @@ def _run_presets(args) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    from slotlab.guidance import generate_cli
+
+    p = sub.add_parser(
+        "generate",
+        help="generate GLASS training data: images + pseudo semantic masks",
+        description="The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the "
+        "CPU scenes backend) -> images and pseudo semantic masks read off attention, written as resumable shards.",
+    )
+    generate_cli.add_arguments(p)
+    p.set_defaults(func=generate_cli.run)
+
+
+def _add_data(sub) -> None:
+    from slotlab.data import inspect as data_inspect
+
+    p = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    q = data_sub.add_parser(
+        "inspect",
+        help="print counts, classes and bad files of a dataset and write a few overlays",
+        description="Check a dataset before training: counts, class histogram, objects per image, image sizes, "
+        "bad files, and overlay PNGs.",
+    )
+    data_inspect.add_arguments(q)
+    q.set_defaults(func=data_inspect.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
         description="Object-centric learning with slots: GLASS, SPOT, MSF and DINOSAUR on shared parts.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_presets):
+    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_presets):
         add(sub)
     return parser
 

@@ -127,8 +127,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+#: Presets of `slotlab generate` share the folder under this prefix.
+GENERATE_PREFIX = "generate-"
+
+
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    """Training presets (the generation presets are listed by ``slotlab generate --help``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith(GENERATE_PREFIX))
 
 
 def load_yaml(path: Path) -> dict:

@@ -77,6 +77,7 @@ DATASETS: dict[str, _Entry] = {
     "clevrtex": _Entry("slotlab.data.clevrtex:ClevrTex", True, "ClevrTex images + _flat.png masks"),
     "clevr-masks": _Entry("slotlab.data.clevrtex:ClevrMasks", True, "CLEVR_image_<i>.png + CLEVR_mask_<i>_<k>.png"),
     "movi": _Entry("slotlab.data.movi:MOViFrames", True, "MOVi frames exported as rgba_/segmentation_ PNGs"),
+    "generated": _Entry("slotlab.data.generated:GeneratedDataset", True, "shards written by slotlab generate"),
     "folder": _Entry("slotlab.data.folder:ImageFolder", True, "any folder of images, masks optional"),
     "packed": _Entry("slotlab.data.packed:PackedDataset", True, "tar shards written by slotlab.data.packed.convert"),
     "scenes": _Entry("slotlab.data.scenes:ScenesDataset", False, "built-in procedural scenes (no files)"),

@@ -229,6 +229,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         stage_index, in_stage = stage_at(config, step)
         stage = config.stages[stage_index]
         optimizer = configure_stage(model, stage, config.optim)
+        model.set_loss_weights(stage.loss_weights)
         if opt_state is not None and opt_stage == stage_index:  # not across a stage boundary
             optimizer.load_state_dict(opt_state)
         opt_state = None
@@ -248,7 +249,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             batch = batch.to(accelerator.device)
             with accelerator.autocast():
                 outputs = wrapped(batch)
-                losses = model.losses(outputs, batch, weights=stage.loss_weights)
+                losses = model.losses(outputs, batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 terms = {k: float(v) for k, v in losses.items()}

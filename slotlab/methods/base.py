@@ -1,7 +1,8 @@
 """The contract every method follows, plus checkpoint directories (safetensors + config).
 
 A method is ``forward(batch) -> outputs`` (all network computation), ``losses(outputs,
-batch) -> dict`` (pure tensor math; key "loss" is the weighted total) and ``masks(outputs)
+batch) -> dict`` (tensor math on the outputs; key "loss" is the total weighted by
+``loss_weights``) and ``masks(outputs)
 -> (B, K, h, w)``. Training, evaluation, the CLI and the report rely on nothing else.
 """
 
@@ -42,12 +43,27 @@ class ObjectCentricModel(nn.Module):
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
+        self.loss_weights = self.default_loss_weights()
+
+    def default_loss_weights(self) -> dict[str, float]:
+        """Weight of each loss term, from the config (a weight of 0 skips the term)."""
+        return {}
+
+    def set_loss_weights(self, overrides: dict[str, float]) -> None:
+        """Weights for the current training stage: the config's, with ``overrides`` applied."""
+        defaults = self.default_loss_weights()
+        unknown = set(overrides) - set(defaults)
+        if unknown:
+            raise ConfigError(
+                f"loss_weights names unknown term(s) {sorted(unknown)}; {self.method} has {sorted(defaults) or 'none'}"
+            )
+        self.loss_weights = defaults | dict(overrides)
 
     # ---- the contract -------------------------------------------------------------
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> Any:
         raise NotImplementedError
 
-    def losses(self, outputs: Any, batch: Batch, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
+    def losses(self, outputs: Any, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def masks(self, outputs: Any) -> Tensor:

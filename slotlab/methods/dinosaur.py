@@ -90,7 +90,7 @@ class Dinosaur(ObjectCentricModel):
             grid=self.grid,
         )
 
-    def losses(self, outputs: DinosaurOutput, batch: Batch, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
+    def losses(self, outputs: DinosaurOutput, batch: Batch) -> dict[str, Tensor]:
         mse = feature_reconstruction_loss(outputs.reconstruction, outputs.features)
         return {"loss": mse, "feature_mse": mse}
 
