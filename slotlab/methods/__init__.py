@@ -7,8 +7,9 @@ from slotlab.methods.base import Decomposition, ObjectCentricModel
 
 def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.dinosaur import Dinosaur
+    from slotlab.methods.glass import Glass
 
-    return {cls.method: cls for cls in (Dinosaur,)}
+    return {cls.method: cls for cls in (Dinosaur, Glass)}
 
 
 def method_names() -> list[str]:

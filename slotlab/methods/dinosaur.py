@@ -103,7 +103,7 @@ class Dinosaur(ObjectCentricModel):
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         groups = {
-            "encoder": [p for p in self.encoder.parameters() if p.requires_grad],
+            "encoder": [p for m in self.encoder.trainable_modules for p in m.parameters()],
             "grouping": list(self.slot_attention.parameters()),
             "decoder": list(self.decoder.parameters()),
         }

@@ -1,0 +1,152 @@
+"""GLASS: Guided Latent Slot Diffusion (GLASS Sec. 4, Eq. 1-3, supplement Sec. 2).
+
+Frozen encoder -> slot attention (GLASS Eq. 1) -> two decoders: the MLP feature decoder
+(instance guidance, L_instance) and a slot-conditioned diffusion decoder (L_recon); the
+slot-attention masks are guided by pseudo semantic masks (L_semantic, GLASS Eq. 2). The
+total is GLASS Eq. 3: L = L_recon + lambda_s L_semantic + lambda_i L_instance. Masks for
+evaluation are the slot attention of the last iteration (GLASS Sec. 5.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from slotlab.data.sample import Batch
+from slotlab.data.transforms import resize_image, resize_mask, resize_masks_soft
+from slotlab.guidance.semantic import MATCH_COSTS, semantic_guidance_loss
+from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
+from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
+from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
+from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
+
+
+def _glass_slot_attention() -> SlotAttentionConfig:
+    # Released GLASS model: 7 slots, 5 iterations, 768 everywhere, eps 1e-6, position
+    # embedding + input MLP; output projection to the UNet's cross-attention width.
+    return SlotAttentionConfig(slot_dim=768, num_slots=7, iters=5, mlp_hidden=768, eps=1e-6, output_dim=None)
+
+
+@dataclass
+class GlassConfig:
+    """GLASS. ``diffusion_decoder: null`` drops the diffusion decoder (then lambda_recon
+    must be 0): the slot attention is then trained by the two guidances alone.
+
+    lambda_semantic / lambda_instance / lambda_recon: the weights of GLASS Eq. 3 (paper:
+    0.7 / 0.9 / 1). semantic_cost: how Eq. 2 scores IoU ("soft" slot masks or "hard"
+    argmax masks). semantic_background: also match the background as a segment.
+    semantic_resolution: resize pseudo masks (nearest) to this side before matching,
+    instead of upsampling slot masks to the pseudo-mask size (None = the paper's way).
+    """
+
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="dinov2", image_size=448))
+    slot_attention: SlotAttentionConfig = field(default_factory=_glass_slot_attention)
+    instance_decoder: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
+    diffusion_decoder: DiffusionDecoderConfig | None = field(default_factory=DiffusionDecoderConfig)
+    lambda_semantic: float = 0.7
+    lambda_instance: float = 0.9
+    lambda_recon: float = 1.0
+    semantic_cost: str = "soft"
+    semantic_background: bool = False
+    semantic_resolution: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.semantic_cost not in MATCH_COSTS:
+            raise ValueError(f"semantic_cost={self.semantic_cost!r}; choose one of {MATCH_COSTS}")
+        if self.diffusion_decoder is None and self.lambda_recon:
+            raise ValueError("lambda_recon > 0 needs a diffusion_decoder; set lambda_recon=0 or configure one")
+
+
+@dataclass
+class GlassOutput:
+    slots: Tensor  # (B, K, D_out): the decoder's conditioning tokens
+    attention: Tensor  # (B, N, K) last slot-attention iteration
+    grid: tuple[int, int]
+    features: Tensor  # (B, N, D) encoder tokens
+    feature_reconstruction: Tensor | None = None  # (B, N, D) from the MLP decoder
+    recon_loss: Tensor | None = None  # diffusion decoder's L_recon
+
+
+class Glass(ObjectCentricModel):
+    method = "glass"
+    config_class = GlassConfig
+
+    def __init__(self, config: GlassConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config.encoder)
+        self.grid = self.encoder.grid_size()
+        sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder, self.encoder.dim, self.grid)
+        if config.diffusion_decoder is not None:
+            width = config.diffusion_decoder.cross_attention_dim
+            if sa.output_dim not in (None, width):
+                raise ValueError(
+                    f"slot_attention.output_dim={sa.output_dim} must equal diffusion_decoder.cross_attention_dim={width}"
+                )
+            sa = dataclasses.replace(sa, output_dim=width)
+        self.slot_attention = SlotAttention(sa)
+        self.instance_decoder = MLPDecoder(dec)
+        self.diffusion_decoder = (
+            SlotDiffusionDecoder.from_config(config.diffusion_decoder) if config.diffusion_decoder is not None else None
+        )
+
+    def default_loss_weights(self) -> dict[str, float]:
+        c = self.config
+        return {"recon": c.lambda_recon, "semantic": c.lambda_semantic, "instance": c.lambda_instance}
+
+    def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> GlassOutput:
+        images = batch.image if isinstance(batch, Batch) else batch
+        features = self.encoder(images)
+        grouping = self.slot_attention(features, self.grid, num_slots=num_slots)
+        out = GlassOutput(slots=grouping.slots, attention=grouping.attention, grid=self.grid, features=features)
+        if not self.training:
+            return out
+        if self.loss_weights["instance"]:
+            out.feature_reconstruction = self.instance_decoder(grouping.slots_pre_projection).reconstruction
+        if self.loss_weights["recon"]:
+            size = (self.config.diffusion_decoder.resolution,) * 2
+            out.recon_loss = self.diffusion_decoder.loss(resize_image(images, size).clamp(0, 1), grouping.slots)
+        return out
+
+    def attention_masks(self, outputs: GlassOutput) -> Tensor:
+        a = outputs.attention.transpose(1, 2)
+        return a.reshape(a.shape[0], a.shape[1], *outputs.grid)
+
+    def masks(self, outputs: GlassOutput) -> Tensor:
+        return self.attention_masks(outputs)
+
+    def semantic_loss(self, outputs: GlassOutput, batch: Batch):
+        """L_semantic on the batch's pseudo masks (semantic_mask, with ignore_mask as 255)."""
+        semantic, ignore = batch.semantic_mask, batch.ignore_mask
+        if self.config.semantic_resolution:
+            size = (self.config.semantic_resolution,) * 2
+            semantic, ignore = resize_mask(semantic, size), resize_mask(ignore, size)
+        masks = resize_masks_soft(self.attention_masks(outputs), tuple(semantic.shape[-2:]))
+        return semantic_guidance_loss(masks, semantic, ignore, self.config.semantic_cost, self.config.semantic_background)
+
+    def losses(self, outputs: GlassOutput, batch: Batch) -> dict[str, Tensor]:
+        w = self.loss_weights
+        terms: dict[str, Tensor] = {}
+        if w["recon"]:
+            terms["recon"] = outputs.recon_loss
+        if w["semantic"]:
+            terms["semantic"] = self.semantic_loss(outputs, batch).loss
+        if w["instance"]:
+            terms["instance"] = feature_reconstruction_loss(outputs.feature_reconstruction, outputs.features)
+        if not terms:
+            raise ValueError("every GLASS loss weight is 0 in this stage: nothing to train")
+        total = sum(w[name] * value for name, value in terms.items())
+        return {"loss": total, **terms}
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        groups = {
+            "encoder": [p for m in self.encoder.trainable_modules for p in m.parameters()],
+            "grouping": list(self.slot_attention.parameters()),
+            "instance_decoder": list(self.instance_decoder.parameters()),
+            "diffusion_decoder": self.diffusion_decoder.trainable_parameters() if self.diffusion_decoder else [],
+        }
+        return {name: params for name, params in groups.items() if params}
