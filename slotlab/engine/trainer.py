@@ -239,7 +239,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             len(dataset), config.data.batch_size, config.seed, step, stage_end,
             accelerator.process_index, accelerator.num_processes,
         )
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
+        # Its own generator: creating the loader must not draw from the global stream (resume).
+        workers_seed = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                            num_workers=config.data.num_workers, generator=workers_seed)
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
         for batch in loader:
             in_stage = step - (stage_end - stage.steps)
@@ -252,7 +255,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                 losses = model.losses(outputs, batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
-                terms = {k: float(v) for k, v in losses.items()}
+                terms = {k: float(v.detach()) for k, v in losses.items()}
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step} (stage {stage.name!r}): {terms}. Lower the learning rate, "
                     f"enable optim.grad_clip, or train in full precision (mixed_precision=no); "

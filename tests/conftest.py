@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two test workers share two cores: one thread each avoids oversubscription."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_train_config(method: str = "dinosaur", steps: int = 6, **extra) -> dict:
+    """A preset dict small enough to train in seconds on a CPU."""
+    encoder = {"name": "patch", "image_size": 32, "patch_size": 4, "dim": 16}
+    model = {
+        "encoder": encoder,
+        "slot_attention": {"slot_dim": 16, "num_slots": 4, "iters": 2, "mlp_hidden": 32},
+    }
+    if method == "dinosaur":
+        model["decoder"] = {"hidden_dim": 32, "hidden_layers": 1}
+        lr = {"grouping": 1e-3, "decoder": 1e-3}
+    else:
+        raise ValueError(method)
+    config = {
+        "method": method,
+        "model": model,
+        "data": {"train": "scenes?split=train&size=32&resolution=32", "val": "scenes?split=val&size=8&resolution=32",
+                 "batch_size": 4},
+        "stages": [{"name": "train", "steps": steps, "lr": lr}],
+        "log_every": 1,
+        "checkpoint_every": 3,
+    }
+    config.update(extra)
+    return config

@@ -1,0 +1,55 @@
+import pytest
+
+from slotlab.config import ConfigError, apply_overrides, from_dict, list_presets, load_preset
+from slotlab.engine.config import TrainConfig, build_train_config
+from tests.conftest import tiny_train_config
+
+
+def test_every_preset_validates():
+    names = list_presets()
+    assert "dinosaur-tiny" in names and "glass-tiny" in names
+    for name in names:
+        config = build_train_config(load_preset(name))
+        assert config.total_steps > 0
+
+
+def test_overrides_reach_nested_fields_and_list_items():
+    config = build_train_config(tiny_train_config(), ["stages.0.steps=11", "model.slot_attention.num_slots=3", "seed=5"])
+    assert config.stages[0].steps == 11 and config.seed == 5
+    assert config.model_config().slot_attention.num_slots == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("nonsense=1", "unknown key"),
+        ("model.slot_attention.slots=3", "unknown key"),
+        ("stages.4.steps=1", "index"),
+        ("seed=abc", "must be int"),
+        ("method=nope", "unknown method"),
+        ("mixed_precision=fp8", "mixed_precision"),
+        ("noequals", "key.path=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_train_config(tiny_train_config(), [override])
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match="dinosaur-tiny"):
+        load_preset("no-such-preset")
+
+
+def test_stage_lr_for_unknown_group_is_rejected_at_train_time(tmp_path):
+    from slotlab.engine.trainer import train
+
+    config = build_train_config(tiny_train_config(), ["stages.0.lr={grouping: 0.001, nonsense: 0.1}"])
+    with pytest.raises(ConfigError, match="nonsense"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_from_dict_types():
+    config = from_dict(TrainConfig, {"seed": 3, "optim": {"grad_clip": None}})
+    assert config.optim.grad_clip is None
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}

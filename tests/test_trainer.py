@@ -1,0 +1,105 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from slotlab.engine.config import build_train_config
+from slotlab.engine.trainer import StepBatchSampler, checkpoint_dirs, stage_lr_scale, train
+from slotlab.engine.config import StageConfig
+from slotlab.methods import ObjectCentricModel
+from tests.conftest import tiny_train_config
+
+
+def _run_cli(args, env_extra=None, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(env_extra or {})
+    return subprocess.Popen([sys.executable, "-m", "slotlab.cli", *args], env=env, **kw)
+
+
+def test_sampler_is_a_function_of_step_and_splits_processes():
+    full = list(StepBatchSampler(20, 4, seed=1, start=0, stop=10))
+    tail = list(StepBatchSampler(20, 4, seed=1, start=6, stop=10))
+    assert full[6:] == tail
+    epoch0 = sum(full[:5], [])
+    assert sorted(epoch0) == list(range(20))  # one epoch covers every sample once
+    r0 = list(StepBatchSampler(20, 2, seed=1, start=0, stop=5, rank=0, world=2))
+    r1 = list(StepBatchSampler(20, 2, seed=1, start=0, stop=5, rank=1, world=2))
+    assert [a + b for a, b in zip(r0, r1)] == full[:5]
+
+
+def test_warmup_cosine_schedule():
+    stage = StageConfig(steps=100, schedule="warmup_cosine", warmup_steps=10, final_lr_scale=0.1)
+    assert stage_lr_scale(stage, 0) == pytest.approx(0.1)
+    assert stage_lr_scale(stage, 9) == pytest.approx(1.0)
+    assert stage_lr_scale(stage, 100) == pytest.approx(0.1)
+    assert stage_lr_scale(StageConfig(steps=5), 3) == 1.0
+
+
+def test_training_writes_checkpoints_log_and_model(tmp_path):
+    config = build_train_config(tiny_train_config(steps=6))
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.steps == 6
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] > 0 for r in lines)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-00000003", "step-00000006"]
+    model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")
+    images = torch.rand(2, 3, 32, 32)
+    d = model.decompose(images)
+    assert d.masks.shape == (2, 4, 32, 32) and d.slots.shape == (2, 4, 16)
+    torch.testing.assert_close(d.masks.sum(1), torch.ones(2, 32, 32))
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path):
+    from slotlab.config import ConfigError
+
+    train(build_train_config(tiny_train_config(steps=3)), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(build_train_config(tiny_train_config(steps=3)), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="differs"):
+        train(build_train_config(tiny_train_config(steps=3), ["seed=4"]), tmp_path / "run", resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    from slotlab.engine.trainer import NonFiniteLossError
+
+    config = build_train_config(tiny_train_config(steps=50), ["stages.0.lr={grouping: 1.0e+30, decoder: 1.0e+30}",
+                                                              "optim.grad_clip=null"])
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step"):
+        train(config, tmp_path / "run", progress=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(tiny_train_config(steps=60, checkpoint_every=10)))
+    straight = _run_cli(["train", "--preset", str(preset), "--out", str(tmp_path / "a"), "--no-eval"])
+    assert straight.wait(timeout=600) == 0
+
+    victim = _run_cli(["train", "--preset", str(preset), "--out", str(tmp_path / "b"), "--no-eval"],
+                      stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "b" / "checkpoints" / "step-00000020").exists():
+        assert victim.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "b" / "model").exists()  # no output that looks complete
+
+    resumed = _run_cli(["train", "--preset", str(preset), "--out", str(tmp_path / "b"), "--resume", "--no-eval"])
+    assert resumed.wait(timeout=600) == 0
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))  # nothing lost or duplicated in the log
