@@ -17,7 +17,8 @@ def _add_demo(sub) -> None:
         "DIR/overlays.png and DIR/report.html. Runs in minutes on a 2-core CPU.",
     )
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: each preset's own)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method, spread over its stages in the preset's proportions "
+                   "(default: each preset's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.set_defaults(func=_run_demo)
 

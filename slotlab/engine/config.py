@@ -9,7 +9,7 @@ from slotlab.config import ConfigError, apply_overrides, from_dict, load_preset,
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
-PRECISIONS = ("no", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -69,7 +69,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: str = "fp32"  # or mixed "fp16" / "bf16"
     log_every: int = 10
     checkpoint_every: int = 250
     keep_checkpoints: int = 2

@@ -18,11 +18,31 @@ from slotlab.engine.trainer import train
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
 
-#: (entry in metrics.json, preset) trained by the demo, in order.
-DEMO_METHODS = (("dinosaur", "dinosaur-tiny"),)
+#: (entry in metrics.json, training preset, generation preset or None) run by the demo, in order.
+#: GLASS trains on images of its data engine (scenes backend), evaluated on real scenes val.
+DEMO_METHODS = (("dinosaur", "dinosaur-tiny", None), ("glass", "glass-tiny", "generate-scenes-tiny"))
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
-OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs")
+OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated")
+
+
+def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
+    """Run the data engine for ``preset`` into ``out``; returns the dataset spec to train on."""
+    from slotlab.config import from_dict
+    from slotlab.guidance.engine import GenerateConfig, run_generation
+
+    config = from_dict(GenerateConfig, load_preset(preset) | {"seed": seed}, where=f"preset {preset}")
+    run_generation(config, out, resume=False, progress=progress)
+    return f"generated:{out}"
+
+
+def _steps_overrides(preset: dict, steps: int | None) -> list[str]:
+    """Spread ``steps`` over the preset's stages in their original proportions."""
+    if steps is None:
+        return []
+    lengths = [stage["steps"] for stage in preset["stages"]]
+    total = sum(lengths)
+    return [f"stages.{i}.steps={max(1, round(steps * n / total))}" for i, n in enumerate(lengths)]
 
 
 def _clear_previous(out: Path) -> None:
@@ -49,8 +69,10 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, methods=DEMO_ME
     segmentations: dict[str, torch.Tensor] = {}
     val_spec = None
     num_shown = 8
-    for name, preset in methods:
-        overrides = [f"seed={seed}"] + ([f"stages.{i}.steps={steps}" for i in range(len(load_preset(preset)["stages"]))] if steps else [])
+    for name, preset, generate_preset in methods:
+        overrides = [f"seed={seed}", *_steps_overrides(load_preset(preset), steps)]
+        if generate_preset is not None:
+            overrides.append(f"data.train={_generate(generate_preset, out / 'generated' / name, seed, progress)}")
         config = build_train_config(load_preset(preset), overrides)
         val_spec = config.data.val
         val = build_dataset(val_spec)

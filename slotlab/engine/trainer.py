@@ -200,7 +200,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     out = Path(out)
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
+        mixed_precision="no" if config.mixed_precision == "fp32" else config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
@@ -258,7 +258,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                 terms = {k: float(v.detach()) for k, v in losses.items()}
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step} (stage {stage.name!r}): {terms}. Lower the learning rate, "
-                    f"enable optim.grad_clip, or train in full precision (mixed_precision=no); "
+                    f"enable optim.grad_clip, or train in full precision (mixed_precision=fp32); "
                     f"resume from the last checkpoint with --resume"
                 )
             accelerator.backward(loss)
