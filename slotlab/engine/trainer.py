@@ -204,12 +204,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
+    # Data and model first: a wrong path or size fails before anything is written.
+    dataset = dataset if dataset is not None else build_dataset(config.data.train)
+    set_seed(config.seed)
+    model = build_model(config)
     if main:
         prepare_output(out, config, resume)
     accelerator.wait_for_everyone()
-    set_seed(config.seed)
-    model = build_model(config)
-    dataset = dataset if dataset is not None else build_dataset(config.data.train)
 
     step, opt_state, opt_stage = 0, None, None
     ckpts = checkpoint_dirs(out)

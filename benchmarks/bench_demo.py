@@ -1,0 +1,52 @@
+"""Time `slotlab demo`: wall time, peak memory, train steps/s and the metrics, as JSON.
+
+    python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from slotlab.engine.demo import run_demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: presets')")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        metrics = run_demo(Path(tmp) / "demo", steps=args.steps, seed=args.seed, progress=False)
+        wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {
+        "benchmark": "slotlab demo",
+        "wall_seconds": round(wall, 1),
+        "peak_memory_mb": round(peak_mb, 1),
+        "train_steps_per_second": {
+            name: round(m["train_steps"] / m["train_seconds"], 2)
+            for name, m in metrics.items() if m.get("train_steps")
+        },
+        "metrics": metrics,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "load_average_at_end": os.getloadavg()},
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

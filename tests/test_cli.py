@@ -1,0 +1,77 @@
+"""The `slotlab` command: help, bad input, and a short demo."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slotlab.cli import build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    for command in ("demo", "train", "eval", "generate", "presets"):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([command, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage: slotlab" in out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "inspect", "--help"])
+    assert "SPEC" in capsys.readouterr().out.upper()
+
+
+def test_unknown_preset_is_a_clear_error(capsys, tmp_path):
+    assert main(["train", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and "dinosaur-tiny" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_set_key_is_a_clear_error(capsys, tmp_path):
+    assert main(["train", "--preset", "dinosaur-tiny", "--out", str(tmp_path / "x"), "--set", "model.bogus=1"]) == 2
+    assert "unknown key(s) ['bogus']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_checkpoint_is_a_clear_error(capsys, tmp_path):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "not a slotlab checkpoint" in capsys.readouterr().err
+
+
+def test_incompatible_checkpoint_is_a_clear_error(capsys, tmp_path):
+    from slotlab.engine.config import build_train_config
+    from slotlab.engine.trainer import train
+    from tests.conftest import tiny_train_config
+
+    train(build_train_config(tiny_train_config(steps=1)), tmp_path / "run", progress=False)
+    config = tmp_path / "run" / "model" / "config.json"
+    data = json.loads(config.read_text())
+    data["config"]["slot_attention"]["slot_dim"] = 8
+    config.write_text(json.dumps(data))
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "model")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_missing_dataset_root_is_a_clear_error(capsys, tmp_path):
+    code = main(["train", "--preset", "glass-tiny", "--out", str(tmp_path / "g"),
+                 "--set", f"data.train=generated:{tmp_path / 'missing'}"])
+    assert code == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_writes_metrics_pictures_and_report(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "slotlab.cli", "demo", "--out", str(out), "--steps", "8"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"dinosaur", "glass", "blocks"} <= set(metrics)
+    for name in ("dinosaur", "glass", "blocks"):
+        assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and metrics[name]["protocol"] == "native"
+    assert metrics["dinosaur"]["train_steps"] == 8
+    assert (out / "overlays.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "glass" in html
