@@ -10,6 +10,7 @@ from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import checkpoint_dirs, train
 from slotlab.guidance.engine import GenerateConfig, run_generation
 from slotlab.methods import ObjectCentricModel, get_method
+from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +25,12 @@ def generated(tmp_path_factory) -> str:
     return f"generated:{out}"
 
 
-# The paper preset with every pretrained part swapped for its tiny random twin and sizes shrunk.
-PAPER_TINY = [
-    "model.encoder.path=null", "model.encoder.tiny=true", "model.encoder.image_size=56",
-    "model.slot_attention.slot_dim=32", "model.slot_attention.mlp_hidden=32",
-    "model.instance_decoder.hidden_dim=32",
-    "model.diffusion_decoder.pretrained_path=null", "model.diffusion_decoder.tiny=true",
-    "model.diffusion_decoder.resolution=32", "model.diffusion_decoder.cross_attention_dim=32",
-    "data.batch_size=2", "data.num_workers=0", "stages.0.steps=2", "stages.1.steps=2",
-    "mixed_precision=fp32", "checkpoint_every=2", "log_every=1",
-]
+TRAIN_SHORT = ["data.batch_size=2", "stages.0.steps=2", "stages.1.steps=2", "checkpoint_every=2", "log_every=1"]
 
 
 def paper_tiny_config(generated: str, extra=()):
-    return build_train_config(load_preset("glass-coco"), PAPER_TINY + [f"data.train={generated}", *extra])
+    overrides = [*PAPER_TWIN_OVERRIDES, *TRAIN_SHORT, f"data.train={generated}", *extra]
+    return build_train_config(load_preset("glass-coco"), overrides)
 
 
 def test_paper_preset_runs_both_phases_on_tiny_twins(generated, tmp_path):

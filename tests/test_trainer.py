@@ -103,3 +103,22 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 61))  # nothing lost or duplicated in the log
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_with_gloo(tmp_path):
+    """The same command under torchrun: 2 processes, gloo, batches split between ranks."""
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(tiny_train_config(steps=4, checkpoint_every=2)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "slotlab.cli", "train", "--preset", str(preset), "--out", str(tmp_path / "run"), "--no-eval"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # one log line per step, written by the main process only
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-00000002", "step-00000004"]
+    model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")
+    assert model.decompose(torch.rand(1, 3, 32, 32)).masks.shape == (1, 4, 32, 32)

@@ -200,6 +200,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     out = Path(out)
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # under torchrun on CPUs this selects gloo
         mixed_precision="no" if config.mixed_precision == "fp32" else config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )

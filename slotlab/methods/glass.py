@@ -26,6 +26,19 @@ from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 
+#: ``--set`` overrides that swap every pretrained part of a GLASS paper preset for its tiny
+#: random twin and shrink the widths, keeping the architecture: the whole paper path runs
+#: offline in seconds (tests, benchmarks).
+PAPER_TWIN_OVERRIDES = (
+    "model.encoder.path=null", "model.encoder.tiny=true", "model.encoder.image_size=56",
+    "model.slot_attention.slot_dim=32", "model.slot_attention.mlp_hidden=32",
+    "model.instance_decoder.hidden_dim=32",
+    "model.diffusion_decoder.pretrained_path=null", "model.diffusion_decoder.tiny=true",
+    "model.diffusion_decoder.resolution=32", "model.diffusion_decoder.cross_attention_dim=32",
+    "data.num_workers=0", "mixed_precision=fp32",
+)
+
+
 def _glass_slot_attention() -> SlotAttentionConfig:
     # Released GLASS model: 7 slots, 5 iterations, 768 everywhere, eps 1e-6, position
     # embedding + input MLP; output projection to the UNet's cross-attention width.

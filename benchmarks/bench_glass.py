@@ -1,0 +1,117 @@
+"""GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
+
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--skip-ablation]
+
+Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
+is trained with its CPU preset on the same generated scenes for every seed and evaluated on
+the real scenes val split (protocol 'native'); mean and standard deviation over seeds.
+Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
+the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
+random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from slotlab.config import from_dict, load_preset
+from slotlab.data.registry import build_dataset
+from slotlab.engine.config import build_train_config
+from slotlab.engine.evaluate import evaluate_model
+from slotlab.engine.trainer import train
+from slotlab.guidance.engine import GenerateConfig, run_generation
+from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
+
+ROWS = {  # Table 6a row -> CPU preset
+    "recon": "glass-tiny-recon",
+    "recon+semantic": "glass-tiny-recon-semantic",
+    "recon+instance": "glass-tiny-recon-instance",
+    "full": "glass-tiny",
+}
+VAL = "scenes?split=val&size=256"
+
+
+def generate(out: Path) -> str:
+    config = from_dict(GenerateConfig, load_preset("generate-scenes-tiny"))
+    run_generation(config, out, resume=False, progress=False)
+    return f"generated:{out}"
+
+
+def steps_overrides(preset: str, steps: int | None) -> list[str]:
+    if steps is None:
+        return []
+    lengths = [s["steps"] for s in load_preset(preset)["stages"]]
+    return [f"stages.{i}.steps={max(1, round(steps * n / sum(lengths)))}" for i, n in enumerate(lengths)]
+
+
+def ablation(data: str, seeds: list[int], steps: int | None, work: Path) -> dict:
+    val = build_dataset(VAL)
+    rows = {}
+    for row, preset in ROWS.items():
+        runs = []
+        for seed in seeds:
+            config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(preset, steps)])
+            result = train(config, work / f"{preset}-{seed}", progress=False)
+            metrics = evaluate_model(result.model, val, protocol="native", progress=False)["metrics"]
+            runs.append({"seed": seed, "miou_i": metrics["miou_i"], "mbo_i": metrics["mbo_i"],
+                         "fg_ari": metrics["fg_ari"], "train_seconds": round(result.train_seconds, 1)})
+            print(row, runs[-1], flush=True)
+        summary = {}
+        for key in ("miou_i", "mbo_i", "fg_ari"):
+            values = [r[key] for r in runs]
+            summary[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
+        rows[row] = {"preset": preset, "runs": runs, **summary}
+    return rows
+
+
+def stage_speed(config_overrides: list[str], preset: str, data: str, steps: int, work: Path, name: str) -> dict:
+    """steps/s of each stage, timed by training ``steps`` steps of that stage alone."""
+    speeds = {}
+    for index, stage in enumerate(load_preset(preset)["stages"]):
+        only = [f"stages=[{json.dumps(stage | {'steps': steps})}]"]
+        config = build_train_config(load_preset(preset), [f"data.train={data}", *config_overrides, *only])
+        start = time.perf_counter()
+        result = train(config, work / f"{name}-{index}", progress=False)
+        speeds[stage["name"]] = {"steps_per_second": round(steps / (time.perf_counter() - start), 3),
+                                 "batch_size": config.data.batch_size}
+        del result
+    return speeds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
+    parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
+    args = parser.parse_args()
+    report: dict = {"benchmark": "glass", "protocol": "native", "val": VAL}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = generate(work / "generated")
+        report["speed_tiny_preset"] = stage_speed([], "glass-tiny", data, 30, work, "speed-tiny")
+        twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
+        report["speed_paper_modules_tiny_weights"] = stage_speed(twin, "glass-coco", data, 5, work, "speed-paper")
+        if not args.skip_ablation:
+            report["ablation_table6a"] = ablation(data, args.seeds, args.steps, work)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
