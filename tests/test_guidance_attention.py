@@ -19,15 +19,6 @@ from slotlab.guidance.attention import (
 from slotlab.guidance.engine import class_token_span, class_tokens, encode_text, tiny_sd_components
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def parts():
     return tiny_sd_components(seed=1)

@@ -28,15 +28,6 @@ from slotlab.guidance.lexicon import label_set
 from slotlab.guidance.prompts import build_prompt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
     return tiny_sd_components(seed=0).save(tmp_path_factory.mktemp("tiny-sd"))
