@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slotlab",
         description="Object-centric learning with slots: GLASS, SPOT, MSF and DINOSAUR on shared parts.",
     )
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op CPU threads (default: torch's own; `demo` uses 1, which is fastest for "
+                        "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_presets):
         add(sub)
@@ -170,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     from slotlab.engine.trainer import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
+    threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
