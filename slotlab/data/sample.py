@@ -119,11 +119,15 @@ def one_hot_masks(label_map: Tensor, num_channels: int | None = None) -> Tensor:
 def boxes_from_instance_mask(instance_mask: Tensor, num_objects: int) -> Tensor:
     """Normalised (x0, y0, x1, y1) box of each instance id 1..num_objects; zeros if absent."""
     h, w = instance_mask.shape
-    boxes = torch.zeros(num_objects, 4)
-    for m in range(num_objects):
-        ys, xs = torch.nonzero(instance_mask == m + 1, as_tuple=True)
-        if len(xs):
-            boxes[m] = torch.tensor(
-                [xs.min().item() / w, ys.min().item() / h, (xs.max().item() + 1) / w, (ys.max().item() + 1) / h]
-            )
-    return boxes
+    if num_objects == 0:
+        return torch.zeros(0, 4)
+    ids = torch.arange(1, num_objects + 1, device=instance_mask.device)
+    rows = (instance_mask.unsqueeze(0) == ids[:, None, None]).any(2)  # (M, H): rows holding object m
+    cols = (instance_mask.unsqueeze(0) == ids[:, None, None]).any(1)  # (M, W)
+    present = rows.any(1)
+    y0 = rows.float().argmax(1)
+    y1 = h - rows.flip(1).float().argmax(1)
+    x0 = cols.float().argmax(1)
+    x1 = w - cols.flip(1).float().argmax(1)
+    boxes = torch.stack([x0 / w, y0 / h, x1 / w, y1 / h], dim=1).float()
+    return boxes * present[:, None]
