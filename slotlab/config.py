@@ -60,11 +60,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if inner is Any:
         return value
-    if inner is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if inner is float and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:  # YAML 1.1 reads "1e-8" (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
     if inner is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if inner in (int, str) and not isinstance(value, inner) or (inner is int and isinstance(value, bool)):
+    if inner in (int, str, float) and not isinstance(value, inner) or (inner is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {inner.__name__}, got {value!r}")
     return value
 

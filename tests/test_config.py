@@ -49,6 +49,13 @@ def test_stage_lr_for_unknown_group_is_rejected_at_train_time(tmp_path):
         train(config, tmp_path / "run", progress=False)
 
 
+def test_exponent_without_dot_is_a_float_and_text_is_rejected():
+    config = build_train_config(tiny_train_config(), ["stages.0.lr={grouping: 1e-8, decoder: 2e-3}"])
+    assert config.stages[0].lr == {"grouping": 1e-8, "decoder": 2e-3}
+    with pytest.raises(ConfigError, match="must be a number"):
+        build_train_config(tiny_train_config(), ["stages.0.lr={grouping: fast}"])
+
+
 def test_from_dict_types():
     config = from_dict(TrainConfig, {"seed": 3, "optim": {"grad_clip": None}})
     assert config.optim.grad_clip is None
