@@ -412,3 +412,18 @@ def test_real_cifar_resnet_tokens_are_its_stage_features():
     features = encoder.network.features(imagenet_normalise(x), stage=2)
     assert torch.allclose(tokens, features.flatten(2).transpose(1, 2))
     assert (tokens >= 0).all()  # stage outputs end in a ReLU
+
+
+def test_patch_position_features_make_tokens_position_dependent():
+    from slotlab.nn.encoders import position_fourier_features
+
+    config = EncoderConfig(name="patch", image_size=16, patch_size=4, dim=8, position_frequencies=2)
+    tokens = build_encoder(config)(torch.full((1, 3, 16, 16), 0.5))
+    assert tokens.shape == (1, 16, 8)
+    assert not torch.allclose(tokens[0, 0], tokens[0, 5])  # same colour, other place
+    plain = build_encoder(EncoderConfig(name="patch", image_size=16, patch_size=4, dim=8))
+    flat = plain(torch.full((1, 3, 16, 16), 0.5))
+    torch.testing.assert_close(flat[0, 0], flat[0, 5])
+    features = position_fourier_features(3, 5, 2)
+    assert features.shape == (8, 3, 5)
+    torch.testing.assert_close(features[0, 0], torch.sin(torch.pi * torch.linspace(0, 1, 5)))

@@ -93,6 +93,9 @@ class EncoderConfig:
         colour_frequencies: only ``patch``: number of fixed random Fourier frequencies of
             the pixel colour appended to each pixel (sin and cos each); default 0.
         colour_sigma: only ``patch``: std of those frequencies (default 1.0).
+        position_frequencies: only ``patch``: number of fixed Fourier frequencies of each
+            pixel's (x, y) position appended per pixel (sin and cos of each coordinate);
+            default 0. Gives the tokens the position information ViT features carry.
         cnn_layers: only ``cnn``: number of 3x3 conv layers (default 4).
         layer: only ``cifar_resnet``: output stage 1, 2 or 3 (default 3).
         seed: seed of every random weight (random projections, random CNN, tiny twins).
@@ -109,6 +112,7 @@ class EncoderConfig:
     projection: str | None = None
     colour_frequencies: int | None = None
     colour_sigma: float | None = None
+    position_frequencies: int | None = None
     cnn_layers: int | None = None
     layer: int | None = None
     seed: int = 0
@@ -122,6 +126,7 @@ _SPECIFIC_FIELDS = {
     "projection": ("patch",),
     "colour_frequencies": ("patch",),
     "colour_sigma": ("patch",),
+    "position_frequencies": ("patch",),
     "cnn_layers": ("cnn",),
     "layer": ("cifar_resnet",),
 }
@@ -226,6 +231,16 @@ def colour_fourier_features(pixels: Tensor, frequencies: Tensor) -> Tensor:
     return torch.cat([phase.sin(), phase.cos()], dim=1)
 
 
+def position_fourier_features(height: int, width: int, frequencies: int, device=None) -> Tensor:
+    """(4F, H, W): sin and cos of pi 2^k x and pi 2^k y, k < F, with x, y in [0, 1]."""
+    ys = torch.linspace(0.0, 1.0, height, device=device)
+    xs = torch.linspace(0.0, 1.0, width, device=device)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=device)
+    phase = torch.cat([x[None] * scales[:, None, None], y[None] * scales[:, None, None]])
+    return torch.cat([phase.sin(), phase.cos()])
+
+
 def image_to_patches(pixels: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, N, C * p * p), non-overlapping patches in raster order."""
     patches = F.unfold(pixels, kernel_size=patch_size, stride=patch_size)
@@ -249,16 +264,19 @@ class PatchEncoder(Encoder):
         colour_frequencies: int,
         colour_sigma: float,
         seed: int,
+        position_frequencies: int = 0,
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
         if colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={colour_frequencies} must be >= 0")
-        in_dim = (3 + 2 * colour_frequencies) * patch_size**2
+        if position_frequencies < 0:
+            raise ValueError(f"encoder.position_frequencies={position_frequencies} must be >= 0")
+        in_dim = (3 + 2 * colour_frequencies + 4 * position_frequencies) * patch_size**2
         if projection == "pixels":
             if dim is not None and dim != in_dim:
                 raise ValueError(
-                    f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies)"
+                    f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies + 4 * position_frequencies)"
                     f" * patch_size^2 = {in_dim} features: leave encoder.dim unset"
                 )
             dim = in_dim
@@ -269,6 +287,7 @@ class PatchEncoder(Encoder):
         generator = seeded_generator(seed)
         frequencies = torch.randn(colour_frequencies, 3, generator=generator) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
+        self.position_frequencies = position_frequencies
         self.projection: nn.Module | None = None
         if projection == "random":
             weight = torch.randn(in_dim, dim, generator=generator) / math.sqrt(in_dim)
@@ -284,6 +303,10 @@ class PatchEncoder(Encoder):
     def encode(self, pixels: Tensor) -> Tensor:
         if self.colour_frequencies.shape[0] > 0:
             pixels = torch.cat([pixels, colour_fourier_features(pixels, self.colour_frequencies)], dim=1)
+        if self.position_frequencies:
+            b, _, h, w = pixels.shape
+            position = position_fourier_features(h, w, self.position_frequencies, pixels.device).to(pixels.dtype)
+            pixels = torch.cat([pixels, position.expand(b, -1, -1, -1)], dim=1)
         patches = image_to_patches(pixels, self.patch_size)
         if self.projection_kind == "random":
             return patches @ self.random_projection
@@ -687,6 +710,7 @@ def build_patch_encoder(config: EncoderConfig) -> Encoder:
         config.colour_frequencies or 0,
         DEFAULT_COLOUR_SIGMA if config.colour_sigma is None else config.colour_sigma,
         config.seed,
+        config.position_frequencies or 0,
     )
 
 
