@@ -74,27 +74,30 @@ def _add_eval(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory with config.json + model.safetensors")
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default="native", help="metric protocol: native, spot, glass, msf (default: %(default)s)")
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+                   "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
-    data = args.data or _run_val_spec(Path(args.checkpoint)) or "scenes?split=val&size=256"
-    _evaluate_and_write(Path(args.checkpoint), data, args.protocol, Path(args.out) if args.out else None, args.batch_size)
+    run = _run_config(Path(args.checkpoint))
+    data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
+    protocol = args.protocol or run.get("eval_protocol") or "native"
+    _evaluate_and_write(Path(args.checkpoint), data, protocol, Path(args.out) if args.out else None, args.batch_size)
     return 0
 
 
-def _run_val_spec(checkpoint: Path) -> str | None:
-    """The data.val of the run a checkpoint belongs to (run/model or run/checkpoints/step-N)."""
+def _run_config(checkpoint: Path) -> dict:
+    """The config.yaml of the run a checkpoint belongs to (run/model or run/checkpoints/step-N)."""
     import yaml
 
     for run in (checkpoint.parent, checkpoint.parent.parent):
         config = run / "config.yaml"
         if config.is_file():
-            return (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("val")
-    return None
+            return yaml.safe_load(config.read_text()) or {}
+    return {}
 
 
 def _evaluate_and_write(model_dir: Path, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
