@@ -157,6 +157,19 @@ def _add_data(sub) -> None:
     q.set_defaults(func=data_inspect.run)
 
 
+def _add_probe(sub) -> None:
+    from slotlab.metrics import probe
+
+    p = sub.add_parser(
+        "probe",
+        help="linear probes on frozen slots: object class and box centre (GLASS Table 8)",
+        description="Match a trained model's slots to ground-truth objects by mask IoU and fit linear probes "
+        "for the object class (top-1 accuracy) and the box centre (MSE), AdamW 3e-4 with early stopping.",
+    )
+    probe.add_arguments(p)
+    p.set_defaults(func=probe.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
@@ -166,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_presets):
+    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_presets):
         add(sub)
     return parser
 

@@ -1,0 +1,329 @@
+"""Linear probes on frozen slots: instance-level property prediction (GLASS Table 8,
+supplement Sec. 2.1).
+
+Protocol: every image is decomposed by the frozen model; its slot masks (argmax, at the
+resolution of the ground truth) are matched one-to-one to the ground-truth objects by
+IoU with the Hungarian algorithm, and matches with IoU > 0 give (slot, object) pairs.
+Two single linear layers are trained on the training pairs, with AdamW (constant lr
+3e-4) and early stopping (patience 5) on a held-out part of the training pairs:
+
+- class: a linear classifier on the object's class id, scored by top-1 accuracy;
+- centre: a linear regression onto the object's normalised box centre ((x0+x1)/2,
+  (y0+y1)/2, both in [0, 1]), scored by the mean squared error over pairs and both
+  coordinates.
+
+VOC has no instance masks for training; the paper matches on the semantic mask there
+(``match_on="semantic"``: one ground-truth "object" per class present in the image).
+The paper trains for at most 50 epochs on VOC and 10 on COCO (``max_epochs``).
+
+    slotlab probe --checkpoint runs/glass --train "coco:data/coco?split=train2017&resize=256&crop=256" \
+        --test "coco:data/coco?split=val2017&resize=256&crop=256" --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, collate
+from slotlab.data.transforms import resize_masks_soft
+from slotlab.guidance.matching import hungarian_match, pairwise_iou
+
+Task = Literal["class", "centre"]
+MatchOn = Literal["instance", "semantic"]
+TASKS: tuple[str, ...] = ("class", "centre")
+MATCH_TARGETS: tuple[str, ...] = ("instance", "semantic")
+
+#: Share of the training pairs held out for early stopping (the paper does not state it).
+DEFAULT_VAL_FRACTION = 0.1
+PAPER_LR = 3e-4
+PAPER_PATIENCE = 5
+
+
+@dataclass
+class SlotPairs:
+    """Matched (slot, object) pairs: slot vectors and the matched object's properties."""
+
+    slots: Tensor  # (P, D) float
+    class_ids: Tensor  # (P,) int64
+    centres: Tensor  # (P, 2) float, normalised (x, y) box centre
+
+    def __len__(self) -> int:
+        return self.slots.shape[0]
+
+    def subset(self, index: Tensor) -> "SlotPairs":
+        return SlotPairs(self.slots[index], self.class_ids[index], self.centres[index])
+
+    @classmethod
+    def concatenate(cls, parts: list["SlotPairs"]) -> "SlotPairs":
+        if not parts:
+            raise ValueError("no slot pairs to concatenate")
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("slots", "class_ids", "centres")))
+
+
+@dataclass
+class ProbeResult:
+    """A trained probe (best validation weights) and how its training went."""
+
+    probe: nn.Linear
+    task: str
+    best_epoch: int  # 1-based epoch whose weights were kept
+    epochs_run: int
+    stopped_early: bool
+    val_losses: list[float] = field(default_factory=list)
+
+
+# ---- matching ------------------------------------------------------------------------
+@dataclass
+class ObjectTargets:
+    """Ground-truth objects of a batch: label maps 1..M, and per item class ids and centres."""
+
+    label_map: Tensor  # (B, H, W) int64, 0 = background / no object
+    class_ids: list[Tensor]  # per item (M_b,)
+    centres: list[Tensor]  # per item (M_b, 2)
+
+
+def box_centres(boxes: Tensor) -> Tensor:
+    """Normalised (x0, y0, x1, y1) boxes (M, 4) -> centres (M, 2) as (x, y)."""
+    return torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=1)
+
+
+def semantic_objects(semantic_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One object per class present in (H, W): (label map 1..M, class ids (M,), boxes (M, 4))."""
+    classes = semantic_mask.unique()
+    classes = classes[(classes != 0) & (classes != IGNORE_INDEX)]
+    label_map = torch.zeros_like(semantic_mask)
+    for index, cls in enumerate(classes.tolist(), start=1):
+        label_map[semantic_mask == cls] = index
+    return label_map, classes.long(), boxes_from_instance_mask(label_map, len(classes))
+
+
+def object_targets(batch: Batch, match_on: MatchOn = "instance") -> ObjectTargets:
+    """The ground-truth objects slots are matched to: instances, or semantic classes (VOC)."""
+    if match_on == "instance":
+        centres = [box_centres(b.float()) for b in batch.boxes]
+        return ObjectTargets(batch.instance_mask.long(), [c.long() for c in batch.class_ids], centres)
+    if match_on == "semantic":
+        parts = [semantic_objects(m) for m in batch.semantic_mask]
+        return ObjectTargets(
+            torch.stack([p[0] for p in parts]), [p[1] for p in parts], [box_centres(p[2]) for p in parts]
+        )
+    raise ValueError(f"match_on={match_on!r}; choose one of {MATCH_TARGETS}")
+
+
+def match_slots_to_objects(
+    slot_masks: Tensor, label_map: Tensor, num_objects: list[int], ignore: Tensor | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """Hungarian matching of slots to objects by IoU of hard masks; keeps matches with IoU > 0.
+
+    slot_masks (B, K, h, w) soft masks, resized bilinearly to the label map and arg-maxed;
+    label_map (B, H, W) object ids 1..M (0 = none); ``ignore`` (B, H, W) pixels count for
+    neither side. Returns per item (slot indices, object indices 0..M-1).
+    """
+    size = tuple(label_map.shape[-2:])
+    segmentation = resize_masks_soft(slot_masks, size).argmax(1)  # (B, H, W)
+    k = slot_masks.shape[1]
+    valid = torch.ones_like(label_map, dtype=torch.bool) if ignore is None else ~ignore.bool()
+    slot_hard = F.one_hot(segmentation, k).movedim(-1, 1) * valid.unsqueeze(1)  # (B, K, H, W)
+    max_objects = max(max(num_objects, default=0), 1)
+    ids = torch.arange(1, max_objects + 1, device=label_map.device).reshape(1, -1, 1, 1)
+    object_hard = (label_map.unsqueeze(1) == ids) & valid.unsqueeze(1)  # (B, M, H, W)
+    iou = pairwise_iou(slot_hard.flatten(2).float(), object_hard.flatten(2).float())  # (B, K, M)
+    present = torch.arange(max_objects, device=iou.device) < torch.tensor(num_objects, device=iou.device)[:, None]
+    iou = iou * present.unsqueeze(1)  # objects beyond an item's count never match
+    matches = []
+    for item, (rows, cols) in enumerate(hungarian_match(iou)):
+        keep = iou[item, rows, cols].cpu() > 0
+        matches.append((rows[keep], cols[keep]))
+    return matches
+
+
+@torch.no_grad()
+def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instance") -> SlotPairs:
+    """Decompose one batch with the frozen model and return its matched (slot, object) pairs."""
+    decomposition = model.decompose(batch.image)
+    targets = object_targets(batch, match_on)
+    counts = [len(c) for c in targets.class_ids]
+    matches = match_slots_to_objects(
+        decomposition.masks, targets.label_map.to(decomposition.masks.device), counts,
+        batch.ignore_mask.to(decomposition.masks.device),
+    )
+    slots = decomposition.slots.detach().float().cpu()
+    parts = [
+        SlotPairs(slots[item, rows], targets.class_ids[item][cols].cpu(), targets.centres[item][cols].float().cpu())
+        for item, (rows, cols) in enumerate(matches)
+    ]
+    return SlotPairs.concatenate(parts)
+
+
+def collect_slot_pairs(
+    model: nn.Module, dataset: Dataset, batch_size: int = 8, match_on: MatchOn = "instance", num_workers: int = 0
+) -> SlotPairs:
+    """All matched (slot, object) pairs of a dataset under the frozen ``model``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    pairs = SlotPairs.concatenate([batch_slot_pairs(model, batch, match_on) for batch in loader])
+    if len(pairs) == 0:
+        raise ValueError(
+            "no slot matched any ground-truth object (all IoUs were 0): does the dataset have object annotations?"
+        )
+    return pairs
+
+
+def split_pairs(pairs: SlotPairs, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> tuple[SlotPairs, SlotPairs]:
+    """Random (train, held-out) split of the training pairs for early stopping."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    num_val = max(1, round(len(pairs) * val_fraction))
+    if num_val >= len(pairs):
+        raise ValueError(f"{len(pairs)} training pairs are too few to hold out {val_fraction:.0%} for early stopping")
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+    return pairs.subset(order[num_val:]), pairs.subset(order[:num_val])
+
+
+# ---- probes --------------------------------------------------------------------------
+def probe_targets(pairs: SlotPairs, task: Task) -> Tensor:
+    if task == "class":
+        return pairs.class_ids
+    if task == "centre":
+        return pairs.centres
+    raise ValueError(f"task={task!r}; choose one of {TASKS}")
+
+
+def probe_loss(outputs: Tensor, targets: Tensor, task: Task) -> Tensor:
+    """Cross-entropy for the class probe, MSE for the centre probe."""
+    return F.cross_entropy(outputs, targets) if task == "class" else F.mse_loss(outputs, targets)
+
+
+def train_probe(
+    train_pairs: SlotPairs,
+    val_pairs: SlotPairs,
+    task: Task = "class",
+    seed: int = 0,
+    max_epochs: int = 100,
+    patience: int = PAPER_PATIENCE,
+    lr: float = PAPER_LR,
+    batch_size: int = 64,
+    num_classes: int | None = None,
+) -> ProbeResult:
+    """Train one linear layer on frozen slots (AdamW, constant lr) with early stopping.
+
+    After each epoch the loss on ``val_pairs`` is measured; training stops once it has not
+    improved for ``patience`` epochs, and the best epoch's weights are returned.
+    ``num_classes`` defaults to the largest class id in either split plus one.
+    """
+    if max_epochs < 1 or patience < 1:
+        raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    train_y, val_y = probe_targets(train_pairs, task), probe_targets(val_pairs, task)
+    if len(train_pairs) == 0 or len(val_pairs) == 0:
+        raise ValueError(f"train_probe needs pairs in both splits, got {len(train_pairs)} train / {len(val_pairs)} val")
+    if task == "class":
+        outputs = num_classes or int(max(train_y.max(), val_y.max())) + 1
+    else:
+        outputs = 2
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe = nn.Linear(train_pairs.slots.shape[1], outputs)
+    optimiser = torch.optim.AdamW(probe.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    best_loss, best_epoch, best_state, val_losses = float("inf"), 0, None, []
+    epoch, stopped_early = 0, False
+    for epoch in range(1, max_epochs + 1):
+        probe.train()
+        for index in torch.randperm(len(train_pairs), generator=generator).split(batch_size):
+            optimiser.zero_grad()
+            probe_loss(probe(train_pairs.slots[index]), train_y[index], task).backward()
+            optimiser.step()
+        probe.eval()
+        with torch.no_grad():
+            val_loss = float(probe_loss(probe(val_pairs.slots), val_y, task))
+        val_losses.append(val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.clone() for k, v in probe.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            stopped_early = True
+            break
+    probe.load_state_dict(best_state)
+    return ProbeResult(probe.eval(), task, best_epoch, epoch, stopped_early, val_losses)
+
+
+@torch.no_grad()
+def evaluate_probe(result: ProbeResult, pairs: SlotPairs) -> float:
+    """Top-1 accuracy (fraction) for the class probe; MSE of the centre for the centre probe."""
+    outputs = result.probe(pairs.slots)
+    targets = probe_targets(pairs, result.task)
+    if result.task == "class":
+        return float((outputs.argmax(1) == targets).float().mean())
+    return float(F.mse_loss(outputs, targets))
+
+
+def run_probes(
+    model: nn.Module,
+    train_dataset: Dataset,
+    test_dataset: Dataset,
+    batch_size: int = 8,
+    match_on: MatchOn = "instance",
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    max_epochs: int = 100,
+    patience: int = PAPER_PATIENCE,
+) -> dict[str, float]:
+    """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set."""
+    train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on)
+    test = collect_slot_pairs(model, test_dataset, batch_size, match_on)
+    train, val = split_pairs(train_all, val_fraction, seed)
+    num_classes = int(max(train_all.class_ids.max(), test.class_ids.max())) + 1
+    results: dict[str, float] = {
+        "num_train_pairs": float(len(train)),
+        "num_val_pairs": float(len(val)),
+        "num_test_pairs": float(len(test)),
+    }
+    for task, metric in (("class", "class_accuracy"), ("centre", "centre_mse")):
+        trained = train_probe(train, val, task, seed, max_epochs, patience, num_classes=num_classes)
+        results[metric] = evaluate_probe(trained, test)
+        results[f"{task}_epochs"] = float(trained.epochs_run)
+    return results
+
+
+# ---- command line --------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory written by save_pretrained")
+    parser.add_argument("--train", required=True, metavar="DATASET_SPEC", help="dataset the probes are trained on")
+    parser.add_argument("--test", required=True, metavar="DATASET_SPEC", help="dataset the probes are scored on")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the results as JSON to FILE")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per decomposition batch")
+    parser.add_argument("--match-on", choices=MATCH_TARGETS, default="instance",
+                        help="match slots to instance masks, or to semantic classes (VOC, which lacks instances)")
+    parser.add_argument("--max-epochs", type=int, default=100, help="probe epochs at most (paper: 50 VOC, 10 COCO)")
+    parser.add_argument("--patience", type=int, default=PAPER_PATIENCE, help="early-stopping patience in epochs")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help="share of the training pairs held out for early stopping")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the probes")
+    parser.add_argument("--device", default="cpu", help="device the model runs on")
+
+
+def run(args: argparse.Namespace) -> int:
+    from slotlab.data.registry import build_dataset
+    from slotlab.methods import ObjectCentricModel
+
+    model = ObjectCentricModel.from_pretrained(args.checkpoint, map_location=args.device)
+    results = run_probes(
+        model, build_dataset(args.train), build_dataset(args.test), batch_size=args.batch_size,
+        match_on=args.match_on, val_fraction=args.val_fraction, seed=args.seed,
+        max_epochs=args.max_epochs, patience=args.patience,
+    )
+    text = json.dumps(results, indent=2)
+    print(text, file=sys.stdout)
+    if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0

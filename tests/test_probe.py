@@ -1,0 +1,175 @@
+import argparse
+import json
+
+import pytest
+import torch
+
+from slotlab.config import from_dict
+from slotlab.data.registry import build_dataset
+from slotlab.data.sample import IGNORE_INDEX
+from slotlab.methods import get_method
+from slotlab.methods.dinosaur import DinosaurConfig
+from slotlab.metrics.probe import (
+    SlotPairs,
+    add_arguments,
+    evaluate_probe,
+    match_slots_to_objects,
+    run,
+    run_probes,
+    semantic_objects,
+    split_pairs,
+    train_probe,
+)
+from tests.conftest import tiny_train_config
+
+NUM_CLASSES, DIM = 5, 16
+
+
+def encoded_pairs(n: int, seed: int, informative: bool = True) -> SlotPairs:
+    """Slots that carry class and centre linearly (or, if not informative, random labels)."""
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    centres = torch.rand(n, 2, generator=g)
+    slots = 0.1 * torch.randn(n, DIM, generator=g)
+    if informative:
+        slots[:, :NUM_CLASSES] += 3 * torch.nn.functional.one_hot(classes, NUM_CLASSES)
+        slots[:, NUM_CLASSES : NUM_CLASSES + 2] += 4 * centres
+    else:
+        classes = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        centres = torch.rand(n, 2, generator=g)
+    return SlotPairs(slots, classes, centres)
+
+
+def test_class_probe_reads_a_linearly_encoded_class():
+    train, val = split_pairs(encoded_pairs(600, seed=0), seed=0)
+    result = train_probe(train, val, task="class", max_epochs=60)
+    assert evaluate_probe(result, encoded_pairs(300, seed=1)) > 0.97
+
+
+def test_class_probe_on_random_labels_is_near_chance():
+    train, val = split_pairs(encoded_pairs(600, seed=0, informative=False), seed=0)
+    result = train_probe(train, val, task="class", max_epochs=30)
+    accuracy = evaluate_probe(result, encoded_pairs(1000, seed=1, informative=False))
+    assert abs(accuracy - 1 / NUM_CLASSES) < 0.08
+
+
+def test_early_stopping_stops_when_validation_loss_rises():
+    train = encoded_pairs(300, seed=0)
+    # validation labels contradict the training labels: learning makes its loss worse
+    val = encoded_pairs(60, seed=1)
+    val = SlotPairs(val.slots, (val.class_ids + 1) % NUM_CLASSES, val.centres)
+    result = train_probe(train, val, task="class", max_epochs=100, patience=5)
+    assert result.stopped_early and result.epochs_run == result.best_epoch + 5 < 100
+    assert min(result.val_losses) == result.val_losses[result.best_epoch - 1]
+    assert result.val_losses[-1] > result.val_losses[result.best_epoch - 1]
+
+
+def test_centre_probe_beats_the_mean_predictor():
+    train, val = split_pairs(encoded_pairs(600, seed=0), seed=0)
+    result = train_probe(train, val, task="centre", max_epochs=400)  # lr 3e-4 converges slowly
+    test = encoded_pairs(300, seed=1)
+    baseline = float(((test.centres - train.centres.mean(0)) ** 2).mean())  # about 1/12
+    assert evaluate_probe(result, test) < 0.25 * baseline
+
+
+def test_train_probe_is_deterministic_for_a_seed():
+    train, val = split_pairs(encoded_pairs(200, seed=0), seed=0)
+    a = train_probe(train, val, task="class", max_epochs=5, seed=3)
+    b = train_probe(train, val, task="class", max_epochs=5, seed=3)
+    assert torch.equal(a.probe.weight, b.probe.weight)
+
+
+def test_train_probe_rejects_unknown_task():
+    pairs = encoded_pairs(20, seed=0)
+    with pytest.raises(ValueError, match="task"):
+        train_probe(pairs, pairs, task="colour")
+
+
+def box(h, w, top, left, bottom, right):
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[top:bottom, left:right] = True
+    return m
+
+
+def test_matching_assigns_the_overlapping_slot_on_hand_made_masks():
+    h = w = 8
+    label_map = torch.zeros(1, h, w, dtype=torch.long)
+    label_map[0][box(h, w, 0, 0, 4, 4)] = 1  # object 1: top-left
+    label_map[0][box(h, w, 4, 4, 8, 8)] = 2  # object 2: bottom-right
+    slot_masks = torch.zeros(1, 3, h, w)
+    slot_masks[0, 0] = 1.0  # slot 0: everything else (background)
+    slot_masks[0, 2][box(h, w, 4, 4, 8, 8)] = 5.0  # slot 2 covers object 2
+    slot_masks[0, 1][box(h, w, 0, 0, 3, 3)] = 5.0  # slot 1 covers most of object 1
+    (rows, cols), = match_slots_to_objects(slot_masks, label_map, [2])
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 2}
+
+
+def test_matching_drops_objects_no_slot_overlaps():
+    label_map = torch.zeros(1, 4, 4, dtype=torch.long)
+    label_map[0, :2, :2] = 1
+    label_map[0, 3, 3] = 2
+    slot_masks = torch.zeros(1, 2, 4, 4)
+    slot_masks[0, 0, :2, :2] = 1.0  # slot 0 = object 1
+    slot_masks[0, 1] = 0.5  # slot 1 wins nowhere except where slot 0 is 0 ...
+    slot_masks[0, 1, 3, 3] = 0.0
+    slot_masks[0, 0, 3, 3] = 1.0  # ... and object 2's pixel goes to slot 0
+    ignore = torch.zeros(1, 4, 4, dtype=torch.bool)
+    ignore[0, 3, 3] = True  # object 2's only pixel is ignored: IoU 0 with every slot
+    (rows, cols), = match_slots_to_objects(slot_masks, label_map, [2], ignore)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+
+
+def test_matching_resizes_low_resolution_slot_masks():
+    label_map = torch.zeros(1, 8, 8, dtype=torch.long)
+    label_map[0, :, 4:] = 1
+    slot_masks = torch.zeros(1, 2, 2, 2)
+    slot_masks[0, 0, :, 0] = 1.0
+    slot_masks[0, 1, :, 1] = 1.0
+    (rows, cols), = match_slots_to_objects(slot_masks, label_map, [1])
+    assert rows.tolist() == [1] and cols.tolist() == [0]
+
+
+def test_semantic_objects_merge_instances_of_a_class():
+    semantic = torch.zeros(4, 4, dtype=torch.long)
+    semantic[0, 0] = 7
+    semantic[3, 3] = 7
+    semantic[1, 1] = 3
+    semantic[2, 2] = IGNORE_INDEX
+    label_map, classes, boxes = semantic_objects(semantic)
+    assert classes.tolist() == [3, 7]
+    assert label_map[0, 0] == label_map[3, 3] == 2 and label_map[2, 2] == 0
+    assert torch.allclose(boxes[1], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def tiny_dinosaur():
+    torch.manual_seed(0)
+    config = from_dict(DinosaurConfig, tiny_train_config()["model"])
+    return get_method("dinosaur")(config)
+
+
+SCENES = "scenes?split=val&size=8&resolution=32"
+
+
+def test_run_probes_end_to_end_on_tiny_dinosaur():
+    data = build_dataset(SCENES)
+    results = run_probes(tiny_dinosaur(), data, data, batch_size=4, max_epochs=3)
+    assert results["num_train_pairs"] > 0 and results["num_test_pairs"] > 0
+    assert 0.0 <= results["class_accuracy"] <= 1.0 and results["centre_mse"] >= 0.0
+    assert 1 <= results["class_epochs"] <= 3
+    # matching is one-to-one: at most min(K=4, objects) pairs per image
+    bound = sum(min(4, data[i].num_objects) for i in range(len(data)))
+    assert results["num_test_pairs"] <= bound
+
+
+def test_probe_cli_writes_json(tmp_path, capsys):
+    tiny_dinosaur().save_pretrained(tmp_path / "ckpt")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "probe.json"
+    args = parser.parse_args(
+        ["--checkpoint", str(tmp_path / "ckpt"), "--train", SCENES, "--test", SCENES, "--out", str(out), "--max-epochs", "2"]
+    )
+    assert run(args) == 0
+    written = json.loads(out.read_text())
+    assert set(written) >= {"class_accuracy", "centre_mse", "num_test_pairs"}
+    assert json.loads(capsys.readouterr().out) == written
