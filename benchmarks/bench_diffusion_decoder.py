@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from slotlab.data.transforms import resize_image
-from slotlab.nn.autoencoders import KLAutoencoder, TinyAutoencoder
+from slotlab.nn.autoencoders import TinyAutoencoder
 from slotlab.nn.diffusion_decoder import (
     DiffusionDecoderConfig,
     SlotDiffusionDecoder,
@@ -90,20 +91,17 @@ def speed_of(decoder: SlotDiffusionDecoder, batch: int, train_repeats: int, samp
     }
 
 
-def cpu_configs(include_taesd: bool) -> dict[str, DiffusionDecoderConfig]:
-    configs = {"pixel32": cpu_config(cross_attention_dim=SLOT_WIDTH, resolution=32)}
+def cpu_configs() -> dict[str, DiffusionDecoderConfig]:
+    configs = {"pixel32": cpu_config(cross_attention_dim=SLOT_WIDTH)}
     taef2 = SHARED / "assets" / "taef2"
-    if include_taesd and taef2.is_dir():
-        configs["taef2_64"] = cpu_config(
-            cross_attention_dim=SLOT_WIDTH, resolution=64, latent="taesd", taesd_path=str(taef2),
-            block_out_channels=(64, 128), cross_attention_levels=(True, True),
-        )  # fmt: skip
+    if taef2.is_dir():
+        configs["taef2_64"] = cpu_config(cross_attention_dim=SLOT_WIDTH, taesd_path=str(taef2))
     return configs
 
 
 def bench_speed(args) -> dict:
     results = {}
-    for name, config in cpu_configs(include_taesd=True).items():
+    for name, config in cpu_configs().items():
         torch.manual_seed(0)
         decoder = SlotDiffusionDecoder.from_config(config)
         results[name] = speed_of(decoder, batch=16, train_repeats=args.repeats, sample_batch=8, sample_steps=50)
@@ -121,7 +119,7 @@ def bench_sd21(args) -> dict:
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               prediction_type="v_prediction", clip_sample=False)  # fmt: skip
     config = DiffusionDecoderConfig(resolution=256, cross_attention_dim=1024)
-    decoder = SlotDiffusionDecoder(config, unet, KLAutoencoder(vae), scheduler, unconditional_embedding=torch.randn(77, 1024))
+    decoder = SlotDiffusionDecoder(config, unet, vae, scheduler, unconditional_embedding=torch.randn(77, 1024))
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(1, 3, 256, 256, generator=generator)
     slots = torch.randn(1, NUM_SLOTS, 1024, generator=generator)
@@ -227,9 +225,17 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 CPU_CONFIG_NOTES = {
-    "pixel32": "cpu_config(resolution=32): pixel space, UNet (32, 64), attention at 16x16 + mid, xy channels",
-    "taef2_64": "cpu_config(resolution=64, latent='taesd'): FLUX.2 tiny AE latents 8x8x32, UNet (64, 128), xy channels",
+    "pixel32": "cpu_config(): pixel space 32x32, UNet (32, 64), attention at 16x16 + mid",
+    "taef2_64": "cpu_config(taesd_path=taef2): 64x64 as FLUX.2 tiny AE latents 8x8x32, UNet (64, 128)",
 }
+CPU_CONFIG_NOTES.update({f"{name}_xy": f"{note}, coordinate_channels=True" for name, note in CPU_CONFIG_NOTES.items()})
+
+
+def learning_configs() -> dict[str, DiffusionDecoderConfig]:
+    """The CPU configurations and their ``coordinate_channels=True`` variants (suffix _xy)."""
+    configs = cpu_configs()
+    variants = {f"{n}_xy": DiffusionDecoderConfig(**{**asdict(c), "coordinate_channels": True}) for n, c in configs.items()}
+    return {**configs, **variants}
 
 
 def learn_one(name: str, config: DiffusionDecoderConfig, args) -> dict:
@@ -291,7 +297,7 @@ def save_grid(images: Tensor, path: Path) -> None:
 
 
 def bench_learning(args) -> dict:
-    available = cpu_configs(include_taesd=True)
+    available = learning_configs()
     chosen = [n.strip() for n in args.learn_configs.split(",") if n.strip()]
     results = {}
     for name in chosen:
@@ -314,7 +320,8 @@ def main() -> None:
     parser.add_argument("--learn-steps", type=int, default=600)
     parser.add_argument("--learn-scenes", type=int, default=2000)
     parser.add_argument("--learn-lr", type=float, default=1e-3)
-    parser.add_argument("--learn-configs", default="pixel32,taef2_64")
+    parser.add_argument("--learn-configs", default="pixel32,taef2_64",
+                        help="comma list of pixel32, taef2_64 and their _xy (coordinate channels) variants")
     parser.add_argument("--learn-images", type=Path, default=None, help="folder for sample grids (optional)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -96,9 +96,8 @@ class DiffusionDecoderConfig:
             always has it. Keep attention at low resolutions on a CPU.
         norm_num_groups: GroupNorm groups in the UNet.
         coordinate_channels: append two fixed channels with the (x, y) position in [-1, 1] to
-            the UNet input. A small UNet has no other absolute position signal (SD's UNet
-            learns it from scale), so without them it cannot put an object where a slot says.
-            Not in the paper; on in the CPU configuration.
+            the UNet input, an absolute position signal beyond what zero padding gives a small
+            UNet. Not in the paper; off by default (no measurable gain in short CPU runs).
     """
 
     pretrained_path: str | None = None
@@ -183,18 +182,21 @@ _FROM_SCRATCH_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def cpu_config(cross_attention_dim: int = 64, resolution: int = 32, **overrides) -> DiffusionDecoderConfig:
-    """The configuration that learns on small built-in scenes on a 2-core CPU in minutes.
+def cpu_config(cross_attention_dim: int = 64, taesd_path: str | None = None, **overrides) -> DiffusionDecoderConfig:
+    """A configuration that learns on the 64x64 built-in scenes on a 2-core CPU in minutes.
 
-    Pixel-space diffusion at ``resolution`` (downsample 64x64 scenes to 32x32), a two-level
-    UNet (32, 64) with self/cross-attention only at the 16x16 level and in the mid block,
-    (x, y) coordinate input channels, and a learned null token for guidance (no Stable
-    Diffusion text encoder on a CPU).
-    See benchmarks/bench_diffusion_decoder.py for measured speed.
+    Without ``taesd_path``: pixel-space diffusion at 32x32 (downsample the scenes), a two-level
+    UNet (32, 64) with self/cross-attention only at 16x16 and in the mid block (about 1 M
+    parameters). With ``taesd_path`` (a TAESD-family weight directory, e.g. the FLUX.2 tiny
+    autoencoder): the full 64x64 images as 8x8x32 latents and a UNet (64, 128) with attention
+    at both levels (about 4 M parameters; faster and better per minute, see
+    benchmarks/bench_diffusion_decoder.py). Both use a learned null token for guidance (no
+    Stable Diffusion text encoder on a CPU). ``overrides`` replace any field, e.g.
+    ``coordinate_channels=True``.
     """
     settings = dict(
         latent="pixel",
-        resolution=resolution,
+        resolution=32,
         cross_attention_dim=cross_attention_dim,
         unconditional="null_slots",
         block_out_channels=(32, 64),
@@ -202,8 +204,12 @@ def cpu_config(cross_attention_dim: int = 64, resolution: int = 32, **overrides)
         attention_head_dim=32,
         cross_attention_levels=(False, True),
         norm_num_groups=8,
-        coordinate_channels=True,
     )
+    if taesd_path is not None:
+        settings.update(
+            latent="taesd", taesd_path=str(taesd_path), resolution=64,
+            block_out_channels=(64, 128), cross_attention_levels=(True, True),
+        )  # fmt: skip
     settings.update(overrides)
     return DiffusionDecoderConfig(**settings)
 
@@ -487,36 +493,49 @@ def _empty_prompt_embedding(config: DiffusionDecoderConfig) -> Tensor:
 class SlotDiffusionDecoder(nn.Module):
     """Slot-conditioned diffusion decoder: slots replace the text tokens of a UNet's cross-attention.
 
+    Builds every part the config names; parts passed explicitly take precedence. With
+    ``config.pretrained_path`` the UNet, VAE and scheduler load from the local SD directory
+    (``local_files_only=True``) and the empty-prompt embedding is computed once with its text
+    encoder; otherwise the UNet is random from the config's size knobs.
+
     Args:
         config: the decoder configuration.
         unet: a ``UNet2DConditionModel`` whose ``cross_attention_dim`` equals the slot width.
-        autoencoder: the frozen image autoencoder (see :mod:`slotlab.nn.autoencoders`).
+        vae: an ``AutoencoderKL`` for ``latent="vae"`` (frozen here).
         scheduler: the training noise scheduler (diffusers ``DDPMScheduler``).
-        unconditional_embedding: (L, D) empty-prompt embedding, required when
-            ``config.unconditional == "empty_prompt"``; stored as a buffer (saved with weights).
-
-    Most callers use :meth:`from_config`, which builds or loads all parts.
+        unconditional_embedding: (L, D) empty-prompt embedding for
+            ``unconditional="empty_prompt"``, instead of computing it; stored as a buffer
+            (saved with the weights).
     """
 
     def __init__(
         self,
         config: DiffusionDecoderConfig,
-        unet: nn.Module,
-        autoencoder: ImageAutoencoder,
-        scheduler,
+        unet: nn.Module | None = None,
+        vae: nn.Module | None = None,
+        scheduler=None,
         unconditional_embedding: Tensor | None = None,
     ) -> None:
         super().__init__()
+        if config.pretrained_path is not None and (unet is None or vae is None or scheduler is None):
+            loaded_unet, loaded_vae, loaded_scheduler = _load_pretrained_parts(config)
+            unet = loaded_unet if unet is None else unet
+            vae = loaded_vae if vae is None else vae
+            scheduler = loaded_scheduler if scheduler is None else scheduler
+        if vae is not None and config.latent != "vae":
+            raise ValueError(f"a vae was passed but DiffusionDecoderConfig.latent={config.latent!r}; set latent='vae'")
         self.config = config
+        self.autoencoder = _build_autoencoder(config, vae)
+        if unet is None:
+            side = config.resolution // self.autoencoder.downscale_factor
+            unet = _unet_from_config(config, self.autoencoder.latent_channels, side)
         self.unet = unet
-        self.autoencoder = autoencoder
-        self.noise_scheduler = scheduler
-        self.prediction_type: str = config.prediction_type or scheduler.config.prediction_type
+        self.noise_scheduler = scheduler if scheduler is not None else _scheduler_from_config(config)
+        self.prediction_type: str = config.prediction_type or self.noise_scheduler.config.prediction_type
         self.condition_dropout = config.effective_condition_dropout
         self._check_parts()
-        self.register_buffer(
-            "alphas_cumprod", scheduler.alphas_cumprod.detach().clone().float(), persistent=False
-        )
+        alphas_cumprod = self.noise_scheduler.alphas_cumprod.detach().clone().float()
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
         self.null_slot: nn.Parameter | None = None
         self.empty_prompt_embedding: Tensor | None
         if config.unconditional == "null_slots":
@@ -525,46 +544,16 @@ class SlotDiffusionDecoder(nn.Module):
             self.register_buffer("empty_prompt_embedding", None)
         else:
             if unconditional_embedding is None:
-                raise ValueError(
-                    "SlotDiffusionDecoder: unconditional='empty_prompt' needs unconditional_embedding "
-                    "(L, D); SlotDiffusionDecoder.from_config computes it"
-                )
+                unconditional_embedding = _empty_prompt_embedding(config)
             self._check_embedding(unconditional_embedding)
             self.register_buffer("empty_prompt_embedding", unconditional_embedding.detach().clone().float())
 
     # -- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_config(
-        cls,
-        config: DiffusionDecoderConfig,
-        unet: nn.Module | None = None,
-        vae: nn.Module | None = None,
-        scheduler=None,
-        unconditional_embedding: Tensor | None = None,
-    ) -> "SlotDiffusionDecoder":
-        """Build every part the config names; parts passed explicitly take precedence.
-
-        With ``pretrained_path`` the UNet, VAE and scheduler load from the local SD directory
-        (``local_files_only=True``) and the empty-prompt embedding is computed once with its
-        text encoder; otherwise the UNet is random from the size knobs.
-        """
-        if config.pretrained_path is not None and (unet is None or vae is None or scheduler is None):
-            loaded_unet, loaded_vae, loaded_scheduler = _load_pretrained_parts(config)
-            unet = loaded_unet if unet is None else unet
-            vae = loaded_vae if vae is None else vae
-            scheduler = loaded_scheduler if scheduler is None else scheduler
-        if vae is not None and config.latent != "vae":
-            raise ValueError(f"a vae was passed but DiffusionDecoderConfig.latent={config.latent!r}; set latent='vae'")
-        autoencoder = _build_autoencoder(config, vae)
-        if unet is None:
-            side = config.resolution // autoencoder.downscale_factor
-            unet = _unet_from_config(config, autoencoder.latent_channels, side)
-        if scheduler is None:
-            scheduler = _scheduler_from_config(config)
-        if config.unconditional == "empty_prompt" and unconditional_embedding is None:
-            unconditional_embedding = _empty_prompt_embedding(config)
-        return cls(config, unet, autoencoder, scheduler, unconditional_embedding)
+    def from_config(cls, config: DiffusionDecoderConfig, **parts) -> "SlotDiffusionDecoder":
+        """``SlotDiffusionDecoder(config, **parts)``: the name other slotlab modules use."""
+        return cls(config, **parts)
 
     def _check_parts(self) -> None:
         config, unet, autoencoder = self.config, self.unet, self.autoencoder
