@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
     parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: presets')")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, as `slotlab demo` uses (default: 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         metrics = run_demo(Path(tmp) / "demo", steps=args.steps, seed=args.seed, progress=False)
