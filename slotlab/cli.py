@@ -170,6 +170,26 @@ def _add_probe(sub) -> None:
     p.set_defaults(func=probe.run)
 
 
+def _add_reconstruct(sub) -> None:
+    from slotlab.engine import compose
+
+    p = sub.add_parser("reconstruct", help="sample images back from their GLASS slots",
+                       description="Decompose each image into slots and sample it back with the GLASS diffusion "
+                       "decoder (DPM-Solver++); writes original | reconstruction PNGs.")
+    compose.add_arguments(p, compose=False)
+    p.set_defaults(func=compose.run_reconstruct)
+
+
+def _add_compose(sub) -> None:
+    from slotlab.engine import compose
+
+    p = sub.add_parser("compose", help="edit a scene by removing, adding or swapping GLASS slots",
+                       description="Remove slots of --image, add slots of --with, or swap slots between them, then "
+                       "sample the edited scene; writes original (edited slot outlined) | reconstruction | edit.")
+    compose.add_arguments(p, compose=True)
+    p.set_defaults(func=compose.run_compose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
@@ -179,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_presets):
+    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_reconstruct, _add_compose, _add_presets):
         add(sub)
     return parser
 

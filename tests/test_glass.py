@@ -92,3 +92,42 @@ def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
 def test_recon_weight_needs_a_diffusion_decoder():
     with pytest.raises(Exception, match="lambda_recon"):
         build_train_config(load_preset("glass-tiny"), ["model.diffusion_decoder=null"])
+
+
+def test_slot_edits():
+    from slotlab.engine.compose import add_slots, remove_slots, slot_for_region, swap_slots
+
+    a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
+    torch.testing.assert_close(remove_slots(a, [1, 3]), a[[0, 2]])
+    zeroed = remove_slots(a, [1], mode="zero")
+    assert zeroed.shape == a.shape and zeroed[1].abs().sum() == 0 and torch.equal(zeroed[0], a[0])
+    torch.testing.assert_close(add_slots(a, b, [2]), torch.cat([a, b[2:3]]))
+    a2, b2 = swap_slots(a, b, 0, 1)
+    assert torch.equal(a2[0], b[1]) and torch.equal(b2[1], a[0]) and torch.equal(a2[1:], a[1:])
+    with pytest.raises(ValueError, match="out of range"):
+        remove_slots(a, [4])
+    masks = torch.zeros(3, 4, 4)
+    masks[0], masks[1, :2, :2], masks[2, 2:, 2:] = 0.5, 1.0, 1.0
+    region = torch.zeros(4, 4, dtype=torch.bool)
+    region[2:, 2:] = True
+    assert slot_for_region(masks, region) == 2
+
+
+def test_reconstruct_and_compose_commands(generated, tmp_path):
+    from PIL import Image
+
+    from slotlab.cli import main
+
+    train(paper_tiny_config(generated), tmp_path / "run", progress=False)
+    for i in range(2):
+        Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(tmp_path / f"img{i}.png")
+    ckpt = str(tmp_path / "run" / "model")
+    assert main(["reconstruct", "--checkpoint", ckpt, "--images", str(tmp_path / "img0.png"), "--steps", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "img0-reconstruction.png").size == (512, 256)
+    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--with",
+                 str(tmp_path / "img1.png"), "--remove", "1", "--add", "0", "2", "--steps", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "img0-composition.png").size == (768, 256)
+    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--add", "1",
+                 "--out", str(tmp_path / "out")]) == 2  # --add needs --with
