@@ -6,15 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from report import emit, machine_info
 
 from slotlab.engine.demo import run_demo
 
@@ -41,13 +39,9 @@ def main() -> None:
             for name, m in metrics.items() if m.get("train_steps")
         },
         "metrics": metrics,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "load_average_at_end": os.getloadavg()},
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,10 @@ on the unedited reconstruction is the control: a removal rate is only meaningful
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import torch
+from report import emit, machine_info
 
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
@@ -86,11 +84,8 @@ def main() -> None:
     report["probe_glass"] = run_probes(model, train_set, test_set)
     if args.dinosaur:
         report["probe_dinosaur"] = run_probes(ObjectCentricModel.from_pretrained(args.dinosaur), train_set, test_set)
-    report["load_average_at_end"] = os.getloadavg()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report["machine"] = machine_info()
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

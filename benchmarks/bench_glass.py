@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from report import emit, machine_info
 
 from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.engine.config import build_train_config
+from slotlab.engine.demo import steps_overrides
 from slotlab.engine.evaluate import evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.guidance.engine import GenerateConfig, run_generation
@@ -46,20 +45,13 @@ def generate(out: Path) -> str:
     return f"generated:{out}"
 
 
-def steps_overrides(preset: str, steps: int | None) -> list[str]:
-    if steps is None:
-        return []
-    lengths = [s["steps"] for s in load_preset(preset)["stages"]]
-    return [f"stages.{i}.steps={max(1, round(steps * n / sum(lengths)))}" for i, n in enumerate(lengths)]
-
-
 def ablation(data: str, seeds: list[int], steps: int | None, work: Path) -> dict:
     val = build_dataset(VAL)
     rows = {}
     for row, preset in ROWS.items():
         runs = []
         for seed in seeds:
-            config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(preset, steps)])
+            config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(load_preset(preset), steps)])
             result = train(config, work / f"{preset}-{seed}", progress=False)
             metrics = evaluate_model(result.model, val, protocol="native", progress=False)["metrics"]
             runs.append({"seed": seed, "miou_i": metrics["miou_i"], "mbo_i": metrics["mbo_i"],
@@ -105,12 +97,8 @@ def main() -> None:
         if not args.skip_ablation:
             report["ablation_table6a"] = ablation(data, args.seeds, args.steps, work)
     report["seconds"] = round(time.perf_counter() - start, 1)
-    report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                         "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report["machine"] = machine_info()
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

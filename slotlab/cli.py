@@ -129,17 +129,21 @@ def _run_presets(args) -> int:
     return 0
 
 
+def _command(sub, name: str, help: str, description: str, add_arguments, run):
+    """A subcommand whose options and action live in the module that does the work."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
 def _add_generate(sub) -> None:
     from slotlab.guidance import generate_cli
 
-    p = sub.add_parser(
-        "generate",
-        help="generate GLASS training data: images + pseudo semantic masks",
-        description="The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the "
-        "CPU scenes backend) -> images and pseudo semantic masks read off attention, written as resumable shards.",
-    )
-    generate_cli.add_arguments(p)
-    p.set_defaults(func=generate_cli.run)
+    _command(sub, "generate", "generate GLASS training data: images + pseudo semantic masks",
+             "The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the CPU "
+             "scenes backend) -> images and pseudo semantic masks read off attention, written as resumable shards.",
+             generate_cli.add_arguments, generate_cli.run)
 
 
 def _add_data(sub) -> None:
@@ -147,47 +151,36 @@ def _add_data(sub) -> None:
 
     p = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    q = data_sub.add_parser(
-        "inspect",
-        help="print counts, classes and bad files of a dataset and write a few overlays",
-        description="Check a dataset before training: counts, class histogram, objects per image, image sizes, "
-        "bad files, and overlay PNGs.",
-    )
-    data_inspect.add_arguments(q)
-    q.set_defaults(func=data_inspect.run)
+    _command(data_sub, "inspect", "print counts, classes and bad files of a dataset and write a few overlays",
+             "Check a dataset before training: counts, class histogram, objects per image, image sizes, bad files, "
+             "and overlay PNGs.", data_inspect.add_arguments, data_inspect.run)
 
 
 def _add_probe(sub) -> None:
     from slotlab.metrics import probe
 
-    p = sub.add_parser(
-        "probe",
-        help="linear probes on frozen slots: object class and box centre (GLASS Table 8)",
-        description="Match a trained model's slots to ground-truth objects by mask IoU and fit linear probes "
-        "for the object class (top-1 accuracy) and the box centre (MSE), AdamW 3e-4 with early stopping.",
-    )
-    probe.add_arguments(p)
-    p.set_defaults(func=probe.run)
+    _command(sub, "probe", "linear probes on frozen slots: object class and box centre (GLASS Table 8)",
+             "Match a trained model's slots to ground-truth objects by mask IoU and fit linear probes for the object "
+             "class (top-1 accuracy) and the box centre (MSE), AdamW 3e-4 with early stopping.",
+             probe.add_arguments, probe.run)
 
 
 def _add_reconstruct(sub) -> None:
     from slotlab.engine import compose
 
-    p = sub.add_parser("reconstruct", help="sample images back from their GLASS slots",
-                       description="Decompose each image into slots and sample it back with the GLASS diffusion "
-                       "decoder (DPM-Solver++); writes original | reconstruction PNGs.")
-    compose.add_arguments(p, compose=False)
-    p.set_defaults(func=compose.run_reconstruct)
+    _command(sub, "reconstruct", "sample images back from their GLASS slots",
+             "Decompose each image into slots and sample it back with the GLASS diffusion decoder (DPM-Solver++); "
+             "writes original | reconstruction PNGs.",
+             lambda p: compose.add_arguments(p, compose=False), compose.run_reconstruct)
 
 
 def _add_compose(sub) -> None:
     from slotlab.engine import compose
 
-    p = sub.add_parser("compose", help="edit a scene by removing, adding or swapping GLASS slots",
-                       description="Remove slots of --image, add slots of --with, or swap slots between them, then "
-                       "sample the edited scene; writes original (edited slot outlined) | reconstruction | edit.")
-    compose.add_arguments(p, compose=True)
-    p.set_defaults(func=compose.run_compose)
+    _command(sub, "compose", "edit a scene by removing, adding or swapping GLASS slots",
+             "Remove slots of --image, add slots of --with, or swap slots between them, then sample the edited "
+             "scene; writes original (edited slot outlined) | reconstruction | edit.",
+             lambda p: compose.add_arguments(p, compose=True), compose.run_compose)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,15 +33,6 @@ DIM = 32  # slot width of the tiny configurations
 RES = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread; more threads oversubscribe a shared 2-core CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**overrides) -> DiffusionDecoderConfig:
     settings = dict(tiny=True, resolution=RES, cross_attention_dim=DIM, attention_head_dim=16)
     settings.update(overrides)

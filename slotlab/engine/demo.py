@@ -36,7 +36,7 @@ def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
     return f"generated:{out}"
 
 
-def _steps_overrides(preset: dict, steps: int | None) -> list[str]:
+def steps_overrides(preset: dict, steps: int | None) -> list[str]:
     """Spread ``steps`` over the preset's stages in their original proportions."""
     if steps is None:
         return []
@@ -70,7 +70,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, methods=DEMO_ME
     val_spec = None
     num_shown = 8
     for name, preset, generate_preset in methods:
-        overrides = [f"seed={seed}", *_steps_overrides(load_preset(preset), steps)]
+        overrides = [f"seed={seed}", *steps_overrides(load_preset(preset), steps)]
         if generate_preset is not None:
             overrides.append(f"data.train={_generate(generate_preset, out / 'generated' / name, seed, progress)}")
         config = build_train_config(load_preset(preset), overrides)
