@@ -138,8 +138,10 @@ def test_lpips_vgg_from_files_with_random_backbone(tmp_path):
 def test_missing_weight_files_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_lpips_weights(tmp_path / "nope.pth")
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
         as_feature_extractor(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="nn.Module"):
+        as_feature_extractor(42)
 
 
 class MeanColour(nn.Module):

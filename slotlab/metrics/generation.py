@@ -12,8 +12,9 @@ and a missing file is an error that names it.
   over space and summed over layers.
 - FID (lower is better; Heusel et al. 2017): Frechet distance between Gaussian fits of
   features of real and generated images. The standard FID uses the 2048-d pool features of
-  the TensorFlow InceptionV3 "pt_inception-2015-12-05" weights; see docs/downstream.md for
-  how to supply them. Numbers from any other extractor are not comparable to published FIDs.
+  the TensorFlow InceptionV3 "pt_inception-2015-12-05" weights: pass the path of that local
+  file and slotlab builds the network (slotlab.metrics.inception). Numbers from any other
+  extractor are not comparable to published FIDs.
 
 All images are float (B, 3, H, W) in [0, 1].
 """
@@ -28,6 +29,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from slotlab.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3
 
 #: Number of generated (and real) images GLASS Table 7 computes the FID on.
 GLASS_FID_IMAGES = 512
@@ -227,16 +230,20 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     return (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * cross
 
 
-def as_feature_extractor(extractor: nn.Module) -> nn.Module:
-    """The FID feature network: an ``nn.Module`` mapping [0, 1] images to (B, D) features.
+def as_feature_extractor(extractor: nn.Module | str | Path) -> nn.Module:
+    """The FID feature network: an ``nn.Module`` mapping [0, 1] images to (B, D) features,
+    or the path of the standard FID InceptionV3 weights (``pt_inception-2015-12-05-6726825d.pth``
+    or a safetensors copy), which builds :class:`FIDInceptionV3` from that file.
 
-    Serialized programs (TorchScript, pickles) are never loaded: build the network in code
-    and load its weights from safetensors or with ``torch.load(weights_only=True)``.
+    Serialized programs (TorchScript, pickles) are never loaded: networks are built in code
+    and their weights read from safetensors or with ``torch.load(weights_only=True)``.
     """
+    if isinstance(extractor, (str, Path)):
+        return FIDInceptionV3.from_file(extractor)
     if not isinstance(extractor, nn.Module):
         raise TypeError(
-            f"fid_extractor must be an nn.Module, got {type(extractor).__name__}: build the InceptionV3 "
-            "(pt_inception-2015-12-05 weights) or another feature network in code and pass the module"
+            f"fid_extractor must be an nn.Module or the path of the FID InceptionV3 weights ({FID_WEIGHTS_FILE}), "
+            f"got {type(extractor).__name__}"
         )
     return extractor
 
@@ -268,7 +275,8 @@ def evaluate_reconstructions(
     FID on the first ``fid_num_images`` generated vs real images (512 in the paper).
 
     ``generated_batches[i]`` are the reconstructions of ``real_batches[i]``, both
-    (B, 3, H, W) in [0, 1]. LPIPS and FID are computed only when their networks are given.
+    (B, 3, H, W) in [0, 1]. LPIPS and FID are computed only when their networks are given;
+    ``fid_extractor`` is a module or the path of the FID InceptionV3 weights.
     Fewer images than ``fid_num_images`` is an error, since the FID depends on the count.
     """
     extractor = None if fid_extractor is None else as_feature_extractor(fid_extractor)
