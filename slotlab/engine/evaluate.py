@@ -26,25 +26,44 @@ def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Ten
 
 
 def predict(
-    model: ObjectCentricModel, dataset: Dataset, batch_size: int = 32, progress: bool = True, desc: str = "eval"
+    model: ObjectCentricModel,
+    dataset: Dataset,
+    batch_size: int = 32,
+    progress: bool = True,
+    desc: str = "eval",
+    seed: int = 0,
 ) -> Iterator[tuple[Tensor, Batch]]:
-    """Yield (masks (B, K, h, w), batch) over ``dataset`` in order, in eval mode, without grad."""
+    """Yield (masks (B, K, h, w), batch) over ``dataset`` in order, in eval mode, without grad.
+
+    Slot initialisation draws noise, so the masks depend on the random stream: it is seeded
+    with ``seed`` here (and the caller's stream left untouched), which makes an evaluation
+    a function of the model and the data alone.
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     model.eval()
     device = model.device
-    with torch.no_grad():
+    devices = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
         for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
             outputs = model(batch.to(device))
             yield model.masks(outputs).float().cpu(), batch
 
 
 def evaluate_model(
-    model: ObjectCentricModel, dataset: Dataset, protocol: str = "native", batch_size: int = 32, progress: bool = True
+    model: ObjectCentricModel,
+    dataset: Dataset,
+    protocol: str = "native",
+    batch_size: int = 32,
+    progress: bool = True,
+    seed: int = 0,
 ) -> dict:
-    """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol)."""
+    """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol);
+    ``seed`` fixes the slot-initialisation noise (see :func:`predict`)."""
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
-    return evaluate_masks(predict(model, dataset, batch_size, progress, desc=f"eval {model.method}"), get_protocol(protocol))
+    masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed)
+    return evaluate_masks(masks, get_protocol(protocol))
 
 
 def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], protocol: str = "native", batch_size: int = 64) -> dict:
