@@ -20,13 +20,27 @@ def _add_demo(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per method, spread over its stages in the preset's proportions "
                    "(default: each preset's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
+    p.add_argument("--tasks", default="all", metavar="LIST",
+                   help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
+                   "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, a removal and "
+                   "an addition pictured, PSNR/SSIM and the removal success rate), 'all' or 'none' (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="methods trained at once in worker processes, each with --threads divided among them "
+                   "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
     p.set_defaults(func=_run_demo)
+
+
+def _demo_tasks(text: str) -> tuple[str, ...]:
+    from slotlab.engine.demo import DEMO_TASKS, check_tasks
+
+    names = {"all": DEMO_TASKS, "none": ()}.get(text)
+    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
 
 
 def _run_demo(args) -> int:
     from slotlab.engine.demo import run_demo
 
-    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed)
+    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, tasks=_demo_tasks(args.tasks), jobs=args.jobs)
     print(json.dumps(metrics, indent=2))
     print(f"wrote {Path(args.out) / 'metrics.json'}, overlays.png and report.html")
     return 0
@@ -189,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Object-centric learning with slots: GLASS, SPOT, MSF and DINOSAUR on shared parts.",
     )
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op CPU threads (default: torch's own; `demo` uses 1, which is fastest for "
+                        help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_reconstruct, _add_compose, _add_presets):
@@ -199,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from slotlab.config import ConfigError
+    from slotlab.data.imageio import BadSampleError
     from slotlab.engine.trainer import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
@@ -209,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
+    except (ConfigError, BadSampleError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
         print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -113,6 +113,21 @@ def test_slot_edits():
     assert slot_for_region(masks, region) == 2
 
 
+def test_slots_chosen_by_class_and_listed():
+    from slotlab.engine.compose import slot_for_class, slot_listing
+
+    masks = torch.zeros(3, 4, 4)
+    masks[0], masks[1, :2, :2], masks[2, 2:, 2:] = 0.5, 1.0, 1.0
+    class_map = torch.zeros(4, 4, dtype=torch.int64)
+    class_map[:2, :2], class_map[2:, 3] = 5, 2
+    assert slot_for_class(masks, class_map, 5) == 1 and slot_for_class(masks, class_map, 2) == 2
+    with pytest.raises(ValueError, match=r"class 3 has no pixel.*\[2, 5\]"):
+        slot_for_class(masks, class_map, 3)
+    lines = slot_listing(masks, class_map)
+    assert lines[1] == "slot 1: 25.0% of the image; covers class 5 (100%)"
+    assert lines[2] == "slot 2: 25.0% of the image; covers class 2 (50%)"
+
+
 def test_reconstruct_and_compose_commands(generated, tmp_path):
     from PIL import Image
 
@@ -131,3 +146,12 @@ def test_reconstruct_and_compose_commands(generated, tmp_path):
     assert Image.open(tmp_path / "out" / "img0-composition.png").size == (768, 256)
     assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--add", "1",
                  "--out", str(tmp_path / "out")]) == 2  # --add needs --with
+    labels = torch.zeros(40, 40, dtype=torch.uint8)
+    labels[5:20, 5:20] = 3
+    Image.fromarray(labels.numpy()).save(tmp_path / "classes0.png")
+    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--class-map",
+                 str(tmp_path / "classes0.png"), "--remove-class", "3", "--steps", "2", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "img0-composition.png").is_file()
+    Image.fromarray(labels[:30].numpy()).save(tmp_path / "small.png")  # wrong size: a clear error
+    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--class-map",
+                 str(tmp_path / "small.png"), "--remove-class", "3", "--out", str(tmp_path / "c")]) == 2

@@ -69,6 +69,37 @@ def slot_for_region(masks: Tensor, region: Tensor) -> int:
     return int((inter / union).argmax())
 
 
+def slot_for_class(masks: Tensor, class_map: Tensor, class_id: int) -> int:
+    """The slot that best covers the pixels of ``class_id`` in ``class_map`` (H, W)."""
+    region = class_map == class_id
+    if not region.any():
+        present = sorted(set(class_map.unique().tolist()) - {0})
+        raise ValueError(f"class {class_id} has no pixel in the class map; its classes are {present}")
+    return slot_for_region(masks, region)
+
+
+def slot_listing(masks: Tensor, class_map: Tensor | None = None) -> list[str]:
+    """One line per slot: its share of the image and, given a class map, the classes it covers
+    (share of the slot's pixels), largest first."""
+    labels = masks.argmax(0)
+    lines = []
+    for k in range(masks.shape[0]):
+        mine = labels == k
+        line = f"slot {k}: {mine.float().mean():.1%} of the image"
+        if class_map is not None and mine.any():
+            ids, counts = class_map[mine].unique(return_counts=True)
+            shares = sorted(zip(counts.tolist(), ids.tolist()), reverse=True)
+            line += "; covers " + ", ".join(f"class {c} ({n / mine.sum():.0%})" for n, c in shares if c != 0)
+        lines.append(line)
+    return lines
+
+
+def _read_class_map(path: str, size: tuple[int, int]) -> Tensor:
+    from slotlab.data.imageio import read_label_map
+
+    return torch.from_numpy(read_label_map(path, size=tuple(size)))
+
+
 def _check_indices(indices: list[int], k: int) -> None:
     bad = [i for i in indices if not 0 <= i < k]
     if bad:
@@ -116,11 +147,17 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     parser.add_argument("--remove", type=int, nargs="+", default=[], metavar="K", help="slot indices to remove")
     parser.add_argument("--remove-box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
                         help="also remove the slot that best covers this box (normalised image coordinates)")
+    parser.add_argument("--class-map", default=None, metavar="PNG",
+                        help="label PNG of --image (palette index or grey level = class id, same size as the image) "
+                        "for --remove-class")
+    parser.add_argument("--remove-class", type=int, nargs="+", default=[], metavar="ID",
+                        help="also remove, per class id, the slot that best covers that class's pixels in --class-map")
     parser.add_argument("--remove-mode", choices=REMOVE_MODES, default="drop",
                         help="drop the slot token (default) or zero it, as the reference code does")
     parser.add_argument("--add", type=int, nargs="+", default=[], metavar="K", help="slot indices of --with to add")
     parser.add_argument("--swap", default=None, metavar="I:J", help="swap slot I of --image with slot J of --with")
-    parser.add_argument("--list", action="store_true", help="print each slot's mask area and exit")
+    parser.add_argument("--list", action="store_true",
+                        help="print each slot's mask area (and, with --class-map, the classes it covers) and exit")
 
 
 def run_reconstruct(args) -> int:
@@ -141,12 +178,16 @@ def run_reconstruct(args) -> int:
 def run_compose(args) -> int:
     model = ObjectCentricModel.from_pretrained(args.checkpoint)
     image, slots, masks = _load(model, args.image)
+    class_map = _read_class_map(args.class_map, masks.shape[-2:]) if args.class_map else None
     if args.list:
-        areas = masks.argmax(0).flatten().bincount(minlength=masks.shape[0]).float() / masks[0].numel()
-        for k, area in enumerate(areas.tolist()):
-            print(f"slot {k}: {area:.1%} of the image")
+        for line in slot_listing(masks, class_map):
+            print(line)
         return 0
     remove = list(args.remove)
+    if args.remove_class:
+        if class_map is None:
+            raise ValueError("--remove-class needs --class-map PNG (the class id of every pixel of --image)")
+        remove += [slot_for_class(masks, class_map, c) for c in args.remove_class]
     if args.remove_box is not None:
         h, w = masks.shape[-2:]
         x0, y0, x1, y1 = args.remove_box
@@ -156,7 +197,7 @@ def run_compose(args) -> int:
     if (args.add or args.swap) and args.other is None:
         raise ValueError("--add and --swap need a second image: --with PATH")
     if not (remove or args.add or args.swap):
-        raise ValueError("nothing to do: give --remove, --remove-box, --add or --swap (or --list)")
+        raise ValueError("nothing to do: give --remove, --remove-box, --remove-class, --add or --swap (or --list)")
     options = SamplingOptions(args.steps, args.guidance, args.seed)
     edited, outline = slots, torch.zeros(masks.shape[-2:], dtype=torch.bool)
     if remove:
