@@ -72,6 +72,26 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
     for name in ("dinosaur", "glass", "blocks"):
         assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and metrics[name]["protocol"] == "native"
     assert metrics["dinosaur"]["train_steps"] == 8
+    for name in ("dinosaur", "glass"):  # --tasks all by default
+        assert 0.0 <= metrics[name]["probe_class_accuracy"] <= 1.0 and metrics[name]["probe_centre_mse"] >= 0.0
     assert (out / "overlays.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "glass" in html
+
+
+def test_demo_rejects_unknown_tasks(capsys, tmp_path):
+    assert main(["demo", "--tasks", "probe,colouring", "--out", str(tmp_path / "d")]) == 2
+    assert "colouring" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_methods_in_worker_processes_match_in_process(tmp_path):
+    from slotlab.engine.demo import DemoMethod, run_demo
+
+    methods = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("again", "dinosaur-tiny"))
+    parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
+    serial = run_demo(tmp_path / "s", steps=4, methods=methods[:1], tasks=(), jobs=1, progress=False)
+    for key in ("mbo_i", "miou_i", "fg_ari"):
+        assert parallel["dinosaur"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)
+        assert parallel["again"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)

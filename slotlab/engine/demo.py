@@ -1,10 +1,19 @@
-"""`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured."""
+"""`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured.
+
+Methods are independent, so with two or more CPU cores they train in parallel worker
+processes (``jobs``), each with its share of the torch threads; every method's run is a
+function of the seed alone, whichever process runs it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -18,12 +27,36 @@ from slotlab.engine.trainer import train
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
 
-#: (entry in metrics.json, training preset, generation preset or None) run by the demo, in order.
-#: GLASS trains on images of its data engine (scenes backend), evaluated on real scenes val.
-DEMO_METHODS = (("dinosaur", "dinosaur-tiny", None), ("glass", "glass-tiny", "generate-scenes-tiny"))
+
+@dataclass(frozen=True)
+class DemoMethod:
+    """One entry of the demo: its name in metrics.json, its training preset and, for methods
+    that train on data-engine images, the generation preset."""
+
+    name: str
+    preset: str
+    generate_preset: str | None = None
+
+
+#: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
+DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
+#: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
+DEMO_TASKS = ("probe",)
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
-OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated")
+NUM_SHOWN = 8  # validation images in the overlay picture
+OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated", "tasks")
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """What one method's worker hands back: its metrics row, the segmentation of the shown
+    validation images, and captioned pictures it wrote."""
+
+    name: str
+    metrics: dict
+    segmentation: torch.Tensor
+    pictures: dict[str, str]
 
 
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
@@ -45,6 +78,13 @@ def steps_overrides(preset: dict, steps: int | None) -> list[str]:
     return [f"stages.{i}.steps={max(1, round(steps * n / total))}" for i, n in enumerate(lengths)]
 
 
+def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = sorted(set(tasks) - set(DEMO_TASKS))
+    if unknown:
+        raise ValueError(f"unknown demo task(s) {unknown}; choose from {list(DEMO_TASKS)}")
+    return tuple(tasks)
+
+
 def _clear_previous(out: Path) -> None:
     """Remove an earlier demo's outputs so nothing stale can pass for this run's."""
     for name in OUTPUTS:
@@ -60,49 +100,118 @@ def _summary(result: dict) -> dict:
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
 
-def run_demo(out: Path, steps: int | None = None, seed: int = 0, methods=DEMO_METHODS, progress: bool = True) -> dict:
-    """Train and evaluate each (name, preset) of ``methods``; write metrics.json, overlays.png
-    and report.html into ``out`` (metrics.json last: its presence means the demo completed)."""
+def run_method(
+    method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
+    threads: int | None = None, bar_position: int = 0,
+) -> MethodResult:
+    """Train, evaluate and picture one method (in this process or a worker)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    preset = load_preset(method.preset)
+    overrides = [f"seed={seed}", *steps_overrides(preset, steps)]
+    if method.generate_preset is not None:
+        data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
+        overrides.append(f"data.train={data}")
+    config = build_train_config(preset, overrides)
+    val = build_dataset(config.data.val)
+    result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
+    evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
+    metrics = _summary(evaluation) | {
+        "train_seconds": round(result.train_seconds, 2),
+        "train_steps": result.steps,
+        "protocol": evaluation["protocol"],
+    }
+    pictures: dict[str, str] = {}
+    if "probe" in tasks:
+        metrics |= _probe(result.model, seed)
+    if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
+        from slotlab.engine.generation_tasks import run_generation_tasks
+
+        task_metrics, task_pictures = run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)
+        metrics |= task_metrics
+        pictures |= {caption: str(path) for caption, path in task_pictures.items()}
+    shown = collate([val[i] for i in range(NUM_SHOWN)])
+    shown_segmentation = segmentation(result.model.decompose(shown.image).masks)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    return MethodResult(method.name, metrics, shown_segmentation, pictures)
+
+
+#: Scenes the probes learn from (train split) and are scored on (val split).
+PROBE_TRAIN, PROBE_TEST = "scenes?split=train&size=500", "scenes?split=val&size=256"
+
+
+def _probe(model, seed: int) -> dict:
+    """Linear probes on frozen slots (GLASS Table 8 protocol): class accuracy, centre MSE."""
+    from slotlab.metrics.probe import run_probes
+
+    probes = run_probes(model, build_dataset(PROBE_TRAIN), build_dataset(PROBE_TEST), seed=seed)
+    return {"probe_class_accuracy": probes["class_accuracy"], "probe_centre_mse": probes["centre_mse"]}
+
+
+def default_jobs(num_methods: int) -> int:
+    """One worker per method, at most one per CPU core."""
+    return max(1, min(num_methods, os.cpu_count() or 1))
+
+
+def _run_all(methods, out, steps, seed, tasks, progress, jobs) -> list[MethodResult]:
+    if jobs <= 1:
+        return [run_method(m, out, steps, seed, tasks, progress) for m in methods]
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_method, m, out, steps, seed, tasks, progress, threads, i)
+                   for i, m in enumerate(methods)]
+        return [f.result() for f in futures]
+
+
+def run_demo(
+    out: Path, steps: int | None = None, seed: int = 0, methods=DEMO_METHODS, progress: bool = True,
+    tasks: tuple[str, ...] = DEMO_TASKS, jobs: int | None = None,
+) -> dict:
+    """Train and evaluate each method of ``methods`` (``jobs`` at a time); write metrics.json,
+    overlays.png, report.html (and the tasks' pictures) into ``out``. metrics.json is written
+    last: its presence means the demo completed."""
+    tasks = check_tasks(tasks)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    results: dict[str, dict] = {}
-    segmentations: dict[str, torch.Tensor] = {}
-    val_spec = None
-    num_shown = 8
-    for name, preset, generate_preset in methods:
-        overrides = [f"seed={seed}", *steps_overrides(load_preset(preset), steps)]
-        if generate_preset is not None:
-            overrides.append(f"data.train={_generate(generate_preset, out / 'generated' / name, seed, progress)}")
-        config = build_train_config(load_preset(preset), overrides)
-        val_spec = config.data.val
-        val = build_dataset(val_spec)
-        start = time.perf_counter()
-        result = train(config, out / "runs" / name, progress=progress)
-        metrics = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=progress)
-        results[name] = _summary(metrics) | {
-            "train_seconds": round(result.train_seconds, 2),
-            "train_steps": result.steps,
-            "protocol": metrics["protocol"],
-        }
-        shown = collate([val[i] for i in range(num_shown)])
-        segmentations[name] = segmentation(result.model.decompose(shown.image).masks)
-        print(f"{name}: {results[name]} ({time.perf_counter() - start:.0f} s)")
+    jobs = default_jobs(len(methods)) if jobs is None else jobs
+    finished = _run_all(methods, out, steps, seed, tasks, progress, jobs)
+    results = {r.name: r.metrics for r in finished}
+    for r in finished:
+        print(f"{r.name}: {r.metrics}")
+    val_spec = build_train_config(load_preset(methods[0].preset)).data.val
     val = build_dataset(val_spec)
-    shown = collate([val[i] for i in range(num_shown)])
+    shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
     results["blocks"] = _summary(blocks) | {"train_seconds": 0.0, "protocol": blocks["protocol"]}
-    columns = {"ground truth": shown.instance_mask, **segmentations,
-               "blocks": segmentation(block_masks(num_shown, BLOCKS, *shown.image.shape[-2:]))}
+    columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
+               "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
     overlays = save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png")
+    pictures = {"Validation images, ground-truth instances and each method's slot masks": overlays}
+    for r in finished:
+        pictures |= {f"{r.name}: {caption}": Path(path) for caption, path in r.pictures.items()}
     write_report(
         out / "report.html",
         "slotlab demo: object discovery on built-in scenes",
         results,
-        {"Validation images, ground-truth instances and each method's slot masks": overlays},
+        pictures,
         notes=[f"Metrics on {len(val)} scenes val images under protocol '{PROTOCOL}' (masks at image resolution, "
-               f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."],
+               f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
+        + _task_notes(tasks),
     )
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(out / "metrics.json")
     return results
+
+
+def _task_notes(tasks: tuple[str, ...]) -> list[str]:
+    notes = []
+    if "probe" in tasks:
+        notes.append("probe_*: linear probes on frozen slots matched to objects by mask IoU (GLASS Table 8 protocol), "
+                     f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}; class accuracy by chance is 1/6.")
+    if "generation" in tasks:
+        from slotlab.engine.generation_tasks import GENERATION_NOTE
+
+        notes.append(GENERATION_NOTE)
+    return notes

@@ -191,10 +191,15 @@ class TrainResult:
     model_dir: Path
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True, dataset=None) -> TrainResult:
+def train(
+    config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True, dataset=None,
+    bar_position: int = 0,
+) -> TrainResult:
     """Train ``config`` into directory ``out`` (checkpoints, metrics.jsonl, model/).
 
-    ``dataset`` overrides ``config.data.train`` (a Dataset of Samples).
+    ``dataset`` overrides ``config.data.train`` (a Dataset of Samples); ``bar_position`` is the
+    terminal line of the progress bar, so that runs in parallel processes do not overwrite
+    each other's.
     """
     from slotlab.data.registry import build_dataset
 
@@ -225,7 +230,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     model.to(accelerator.device).train()
 
     total = config.total_steps
-    bar = tqdm(total=total, initial=step, desc=f"train {config.method}", disable=not (progress and main), unit="step")
+    bar = tqdm(total=total, initial=step, desc=f"train {config.method}", disable=not (progress and main), unit="step", position=bar_position)
     start_time, start_step = time.perf_counter(), step
     while step < total:
         stage_index, in_stage = stage_at(config, step)
