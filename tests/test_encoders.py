@@ -55,6 +55,7 @@ SHAPE_CASES = [
     (dict(name="patch", patch_size=8, dim=16, projection="learned"), (32, 64), ((4, 4), (8, 8)), 16),
     (dict(name="patch", projection="pixels"), (32, 64), ((8, 8), (16, 16)), 48),
     (dict(name="patch", projection="pixels", colour_frequencies=2), (32,), ((8, 8),), (3 + 4) * 16),
+    (dict(name="patch", projection="pixels", edge_scales=(2.0, 4.0)), (32,), ((8, 8),), (3 + 6) * 16),
     (dict(name="cnn"), (32, 64), ((8, 8), (16, 16)), 64),
     (dict(name="cnn", patch_size=8, dim=24, cnn_layers=3), (32, 64), ((4, 4), (8, 8)), 24),
     (dict(name="cifar_resnet", tiny=True), (32, 64), ((8, 8), (16, 16)), 64),
@@ -333,6 +334,25 @@ def test_colour_features_depend_only_on_the_pixel_colour():
     tokens = encoder(x)
     assert torch.allclose(tokens, tokens[:, :1].expand_as(tokens))
     assert tokens.shape[-1] == (3 + 6) * 16
+
+
+def test_edge_context_features_say_which_side_of_an_object_a_pixel_is_on():
+    from slotlab.nn.encoders import edge_context_features
+
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    assert edge_context_features(flat, (2.0, 4.0)).abs().max() == 0  # no edge, no context
+    disc = flat.clone()
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc[0, 0][(x - 15.5) ** 2 + (y - 15.5) ** 2 < 64] = 1.0  # centred between pixels 15 and 16
+    features = edge_context_features(disc, (2.0,))
+    strength, towards_x, towards_y = features[0]
+    # inside the disc, 3 px from its left edge: the nearest edge is to the left
+    assert towards_x[16, 11] < 0 < towards_x[16, 20]
+    assert towards_y[11, 16] < 0 < towards_y[20, 16]
+    assert strength[16, 8] > strength[16, 16]  # stronger on the edge than at the centre
+    torch.testing.assert_close(towards_x, -towards_x.flip(-1), atol=1e-5, rtol=0)  # mirror symmetric
+    with pytest.raises(ValueError, match="edge_scales"):
+        build_encoder(EncoderConfig(name="patch", image_size=32, edge_scales=(0.0,)))
 
 
 def test_random_projection_is_fixed_by_the_seed():

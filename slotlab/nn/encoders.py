@@ -96,6 +96,10 @@ class EncoderConfig:
         position_frequencies: only ``patch``: number of fixed Fourier frequencies of each
             pixel's (x, y) position appended per pixel (sin and cos of each coordinate);
             default 0. Gives the tokens the position information ViT features carry.
+        edge_scales: only ``patch``: Gaussian scales (pixels) of edge-context features
+            appended per pixel (see :func:`edge_context_features`); default none. They tell
+            a pixel where the nearest colour edges lie, i.e. where it sits inside its object,
+            part-relative information ViT features carry and colour alone does not.
         cnn_layers: only ``cnn``: number of 3x3 conv layers (default 4).
         layer: only ``cifar_resnet``: output stage 1, 2 or 3 (default 3).
         seed: seed of every random weight (random projections, random CNN, tiny twins).
@@ -113,6 +117,7 @@ class EncoderConfig:
     colour_frequencies: int | None = None
     colour_sigma: float | None = None
     position_frequencies: int | None = None
+    edge_scales: tuple[float, ...] | None = None
     cnn_layers: int | None = None
     layer: int | None = None
     seed: int = 0
@@ -127,6 +132,7 @@ _SPECIFIC_FIELDS = {
     "colour_frequencies": ("patch",),
     "colour_sigma": ("patch",),
     "position_frequencies": ("patch",),
+    "edge_scales": ("patch",),
     "cnn_layers": ("cnn",),
     "layer": ("cifar_resnet",),
 }
@@ -241,6 +247,43 @@ def position_fourier_features(height: int, width: int, frequencies: int, device=
     return torch.cat([phase.sin(), phase.cos()])
 
 
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W), reflecting at the borders (radius 3 sigma)."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    pad = (radius, radius, radius, radius)
+    x = F.pad(images, pad, mode="reflect" if min(images.shape[-2:]) > radius else "replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def image_gradients(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Central differences (d/dx, d/dy) of (B, C, H, W), replicated at the borders."""
+    x = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    return (x[..., 1:-1, 2:] - x[..., 1:-1, :-2]) / 2, (x[..., 2:, 1:-1] - x[..., :-2, 1:-1]) / 2
+
+
+def edge_context_features(pixels: Tensor, scales: tuple[float, ...]) -> Tensor:
+    """Where the colour edges around each pixel lie: (B, 3, H, W) -> (B, 3 S, H, W).
+
+    The colour edge strength (norm of the RGB gradient) is blurred at each scale ``s``; per
+    scale a pixel gets the blurred strength and its gradient, scaled by ``s``. The gradient
+    points to the nearby edges, so inside an object it says which side of the object the
+    pixel is on, at the scale of the blur. Fixed filters: no weights.
+    """
+    gx, gy = image_gradients(pixels)
+    edges = (gx.pow(2) + gy.pow(2)).sum(1, keepdim=True).sqrt()
+    features = []
+    for scale in scales:
+        blurred = gaussian_blur(edges, scale)
+        bx, by = image_gradients(blurred)
+        features += [blurred * scale, bx * scale**2, by * scale**2]
+    return torch.cat(features, dim=1)
+
+
 def image_to_patches(pixels: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, N, C * p * p), non-overlapping patches in raster order."""
     patches = F.unfold(pixels, kernel_size=patch_size, stride=patch_size)
@@ -265,6 +308,7 @@ class PatchEncoder(Encoder):
         colour_sigma: float,
         seed: int,
         position_frequencies: int = 0,
+        edge_scales: tuple[float, ...] = (),
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
@@ -272,11 +316,14 @@ class PatchEncoder(Encoder):
             raise ValueError(f"encoder.colour_frequencies={colour_frequencies} must be >= 0")
         if position_frequencies < 0:
             raise ValueError(f"encoder.position_frequencies={position_frequencies} must be >= 0")
-        in_dim = (3 + 2 * colour_frequencies + 4 * position_frequencies) * patch_size**2
+        if any(scale <= 0 for scale in edge_scales):
+            raise ValueError(f"encoder.edge_scales={list(edge_scales)} must all be > 0")
+        in_dim = (3 + 2 * colour_frequencies + 4 * position_frequencies + 3 * len(edge_scales)) * patch_size**2
         if projection == "pixels":
             if dim is not None and dim != in_dim:
                 raise ValueError(
-                    f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies + 4 * position_frequencies)"
+                    f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies + 4 * position_frequencies"
+                    " + 3 * len(edge_scales))"
                     f" * patch_size^2 = {in_dim} features: leave encoder.dim unset"
                 )
             dim = in_dim
@@ -288,6 +335,7 @@ class PatchEncoder(Encoder):
         frequencies = torch.randn(colour_frequencies, 3, generator=generator) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
         self.position_frequencies = position_frequencies
+        self.edge_scales = tuple(float(scale) for scale in edge_scales)
         self.projection: nn.Module | None = None
         if projection == "random":
             weight = torch.randn(in_dim, dim, generator=generator) / math.sqrt(in_dim)
@@ -301,8 +349,11 @@ class PatchEncoder(Encoder):
         return side, side
 
     def encode(self, pixels: Tensor) -> Tensor:
+        colours = pixels
         if self.colour_frequencies.shape[0] > 0:
-            pixels = torch.cat([pixels, colour_fourier_features(pixels, self.colour_frequencies)], dim=1)
+            pixels = torch.cat([pixels, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
+        if self.edge_scales:
+            pixels = torch.cat([pixels, edge_context_features(colours, self.edge_scales)], dim=1)
         if self.position_frequencies:
             b, _, h, w = pixels.shape
             position = position_fourier_features(h, w, self.position_frequencies, pixels.device).to(pixels.dtype)
@@ -711,6 +762,7 @@ def build_patch_encoder(config: EncoderConfig) -> Encoder:
         DEFAULT_COLOUR_SIGMA if config.colour_sigma is None else config.colour_sigma,
         config.seed,
         config.position_frequencies or 0,
+        tuple(config.edge_scales or ()),
     )
 
 
