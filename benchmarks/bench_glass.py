@@ -8,6 +8,10 @@ the real scenes val split (protocol 'native'); mean and standard deviation over 
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
+Ceilings: the instance scores of two oracle "models" on the same val split, scored exactly
+like a model (soft masks at the 16x16 token grid, upsampled bilinearly): the ground-truth
+class segments as slots (the best that grouping by class alone can reach: instances of one
+class share a slot) and the ground-truth instances as slots (the limit of the token grid).
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch.nn.functional as F
 from report import emit, machine_info
 
 from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
+from slotlab.data.sample import collate, one_hot_masks
 from slotlab.engine.config import build_train_config
 from slotlab.engine.demo import steps_overrides
 from slotlab.engine.evaluate import evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.guidance.engine import GenerateConfig, run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
+from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
 ROWS = {  # Table 6a row -> CPU preset
     "recon": "glass-tiny-recon",
@@ -37,6 +44,19 @@ ROWS = {  # Table 6a row -> CPU preset
     "full": "glass-tiny",
 }
 VAL = "scenes?split=val&size=256"
+TOKEN_GRID = 16  # the CPU presets' 64 px images in 4 px patches
+
+
+def oracle_ceilings() -> dict:
+    """Instance scores of class-segment and instance oracles at the token grid (module docstring)."""
+    val = build_dataset(VAL)
+    batch = collate([val[i] for i in range(len(val))])
+    results = {}
+    for name, labels in (("class_segments_as_slots", batch.semantic_mask), ("instances_as_slots", batch.instance_mask)):
+        masks = F.adaptive_avg_pool2d(one_hot_masks(labels).float(), TOKEN_GRID)
+        metrics = evaluate_masks([(masks, batch)], get_protocol("native"))["metrics"]
+        results[name] = {k: metrics[k] for k in ("mbo_i", "miou_i", "fg_ari")}
+    return results
 
 
 def generate(out: Path) -> str:
@@ -90,6 +110,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        report["ceilings_token_grid"] = oracle_ceilings()
         data = generate(work / "generated")
         report["speed_tiny_preset"] = stage_speed([], "glass-tiny", data, 30, work, "speed-tiny")
         twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
