@@ -183,7 +183,8 @@ def _add_reconstruct(sub) -> None:
 
     _command(sub, "reconstruct", "sample images back from their GLASS slots",
              "Decompose each image into slots and sample it back with the GLASS diffusion decoder (DPM-Solver++); "
-             "writes original | reconstruction PNGs.",
+             "writes original | reconstruction PNGs. With --data, reconstructs a dataset split and scores it as GLASS "
+             "Table 7 does (PSNR, SSIM, and LPIPS / FID from local weight files).",
              lambda p: compose.add_arguments(p, compose=False), compose.run_reconstruct)
 
 

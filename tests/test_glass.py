@@ -1,5 +1,7 @@
 """GLASS end to end on tiny models: paper preset path, two phases, resume across the boundary."""
 
+import json
+
 import pytest
 from accelerate.utils import set_seed
 import torch
@@ -140,6 +142,24 @@ def test_reconstruct_and_compose_commands(generated, tmp_path):
     assert main(["reconstruct", "--checkpoint", ckpt, "--images", str(tmp_path / "img0.png"), "--steps", "2",
                  "--out", str(tmp_path / "out")]) == 0
     assert Image.open(tmp_path / "out" / "img0-reconstruction.png").size == (512, 256)
+    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "5",
+                 "--batch-size", "2", "--steps", "2", "--out", str(tmp_path / "split")]) == 0
+    split = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert split["num_images"] == 5 and 0 < split["ssim"] <= 1 and "fid" not in split
+    from safetensors.torch import save_file
+
+    from slotlab.metrics.inception import FIDInceptionV3
+
+    save_file(FIDInceptionV3().state_dict(), str(tmp_path / "inception.safetensors"))  # random weights
+    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "4",
+                 "--steps", "2", "--fid-weights", str(tmp_path / "inception.safetensors"),
+                 "--out", str(tmp_path / "fid")]) == 0
+    fid = json.loads((tmp_path / "fid" / "metrics.json").read_text())
+    assert fid["fid_num_images"] == 4 and fid["fid"] >= 0
+    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "7",
+                 "--out", str(tmp_path / "split")]) == 2  # more images than the split has
+    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--lpips-vgg", "v.pth",
+                 "--out", str(tmp_path / "split")]) == 2  # LPIPS needs both files
     assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--with",
                  str(tmp_path / "img1.png"), "--remove", "1", "--add", "0", "2", "--steps", "2",
                  "--out", str(tmp_path / "out")]) == 0

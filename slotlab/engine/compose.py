@@ -19,6 +19,7 @@ from torch import Tensor
 from slotlab.data.imageio import read_image
 from slotlab.data.transforms import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel
+from slotlab.metrics.generation import GLASS_FID_IMAGES
 from slotlab.viz.overlays import boundaries, save_image, to_uint8
 
 REMOVE_MODES = ("drop", "zero")
@@ -140,7 +141,22 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     if not compose:
-        parser.add_argument("--images", nargs="+", required=True, help="image files to reconstruct")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--images", nargs="+", help="image files to reconstruct")
+        source.add_argument("--data", metavar="SPEC",
+                            help="dataset spec (e.g. 'coco:/data/coco?split=val2017&resize=256&crop=256'): reconstruct "
+                            "its first --num-images images and write the GLASS Table 7 metrics to OUT/metrics.json")
+        parser.add_argument("--num-images", type=int, default=GLASS_FID_IMAGES,
+                            help="--data: images reconstructed and scored; FID uses them all (default: %(default)s, "
+                            "GLASS Table 7)")
+        parser.add_argument("--batch-size", type=int, default=16, help="--data: images per sampling call (default: %(default)s)")
+        parser.add_argument("--fid-weights", default=None, metavar="PTH",
+                            help="--data: InceptionV3 FID weights (pt_inception-2015-12-05-6726825d.pth or a safetensors "
+                            "copy); without it no FID")
+        parser.add_argument("--lpips-vgg", default=None, metavar="FILE",
+                            help="--data: VGG16 state dict (torchvision layout) for LPIPS; needs --lpips-linear")
+        parser.add_argument("--lpips-linear", default=None, metavar="FILE",
+                            help="--data: LPIPS v0.1 linear-layer weights (vgg.pth of the LPIPS release) for LPIPS")
         return
     parser.add_argument("--image", required=True, help="the image to edit")
     parser.add_argument("--with", dest="other", default=None, help="second image for --add / --swap")
@@ -160,11 +176,69 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
                         help="print each slot's mask area (and, with --class-map, the classes it covers) and exit")
 
 
+def reconstruct_split(
+    model: ObjectCentricModel,
+    dataset,
+    options: SamplingOptions,
+    num_images: int,
+    batch_size: int = 16,
+    lpips=None,
+    fid_extractor=None,
+    progress: bool = True,
+) -> tuple[dict[str, float], Tensor, Tensor]:
+    """GLASS Table 7 on the first ``num_images`` images of ``dataset``: each is decomposed and
+    sampled back from its slots (batch i with seed ``options.seed + i``), and compared with the
+    image resized to the decoder's resolution. FID runs on all ``num_images`` pairs. Returns
+    the metrics and the first batch's (real, reconstruction) for pictures."""
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    from slotlab.data.sample import collate
+    from slotlab.metrics.generation import evaluate_reconstructions
+
+    if num_images > len(dataset):
+        raise ValueError(f"--num-images {num_images} but the dataset has {len(dataset)} images")
+    loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, collate_fn=collate)
+    pairs: list[tuple[Tensor, Tensor]] = []
+    for i, batch in enumerate(tqdm(loader, desc="reconstruct", unit="batch", disable=not progress)):
+        slots = model.decompose(batch.image).slots
+        recon = generate(model, slots, SamplingOptions(options.steps, options.guidance_scale, options.seed + i))
+        pairs.append((resize_image(batch.image, tuple(recon.shape[-2:])), recon))
+    metrics = evaluate_reconstructions([r for r, _ in pairs], [g for _, g in pairs], lpips=lpips,
+                                       fid_extractor=fid_extractor, fid_num_images=num_images)
+    return metrics, *pairs[0]
+
+
+def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOptions, out: Path) -> int:
+    import json
+
+    from slotlab.data.registry import build_dataset
+    from slotlab.metrics.generation import LPIPS
+
+    if (args.lpips_vgg is None) != (args.lpips_linear is None):
+        raise ValueError("LPIPS needs both --lpips-vgg and --lpips-linear")
+    lpips = LPIPS.vgg_from_files(args.lpips_vgg, args.lpips_linear) if args.lpips_vgg else None
+    metrics, real, recon = reconstruct_split(model, build_dataset(args.data), options, args.num_images,
+                                             args.batch_size, lpips, args.fid_weights)
+    metrics |= {"data": args.data, "sampler_steps": options.steps, "guidance_scale": options.guidance_scale,
+                "seed": options.seed}
+    examples = min(8, len(real))
+    size = max(128, *real.shape[-2:])
+    rows = [np.asarray(side_by_side([real[i], recon[i]], [None, None], size)) for i in range(examples)]
+    save_image(Image.fromarray(np.concatenate(rows, axis=0)), out / "examples.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out / 'metrics.json'} and {out / 'examples.png'} (image | reconstruction)")
+    return 0
+
+
 def run_reconstruct(args) -> int:
     model = ObjectCentricModel.from_pretrained(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     options = SamplingOptions(args.steps, args.guidance, args.seed)
+    if args.data is not None:
+        return _run_reconstruct_split(args, model, options, out)
     for path in args.images:
         image, slots, _ = _load(model, path)
         recon = generate(model, slots.unsqueeze(0), options)[0]
