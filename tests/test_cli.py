@@ -82,6 +82,8 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
 def test_demo_rejects_unknown_tasks(capsys, tmp_path):
     assert main(["demo", "--tasks", "probe,colouring", "--out", str(tmp_path / "d")]) == 2
     assert "colouring" in capsys.readouterr().err
+    assert main(["demo", "--jobs", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--jobs" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 

@@ -154,7 +154,9 @@ def default_jobs(num_methods: int) -> int:
     return max(1, min(num_methods, os.cpu_count() or 1))
 
 
-def _run_all(methods, out, steps, seed, tasks, progress, jobs) -> list[MethodResult]:
+def _run_all(
+    methods, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool, jobs: int,
+) -> list[MethodResult]:
     if jobs <= 1:
         return [run_method(m, out, steps, seed, tasks, progress) for m in methods]
     threads = max(1, torch.get_num_threads() // jobs)
@@ -172,9 +174,11 @@ def run_demo(
     overlays.png, report.html (and the tasks' pictures) into ``out``. metrics.json is written
     last: its presence means the demo completed."""
     tasks = check_tasks(tasks)
+    jobs = default_jobs(len(methods)) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    jobs = default_jobs(len(methods)) if jobs is None else jobs
     finished = _run_all(methods, out, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
