@@ -22,7 +22,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.add_argument("--tasks", default="all", metavar="LIST",
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
-                   "of object class and centre on frozen slots), 'all' or 'none' (default: %(default)s)")
+                   "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
+                   "pictures of a removal and an addition), 'all' or 'none' (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")

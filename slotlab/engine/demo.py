@@ -41,7 +41,7 @@ class DemoMethod:
 #: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
 DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
-DEMO_TASKS = ("probe",)
+DEMO_TASKS = ("probe", "generation")
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
@@ -204,9 +204,16 @@ def run_demo(
         + _task_notes(tasks),
     )
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
+    tmp.write_text(json.dumps(_nan_to_null(results), indent=2, allow_nan=False))
     tmp.replace(out / "metrics.json")
     return results
+
+
+def _nan_to_null(value):
+    """Undefined scores (NaN) as JSON null, so metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
 
 
 def _task_notes(tasks: tuple[str, ...]) -> list[str]:

@@ -1,0 +1,24 @@
+"""The demo's generation tasks on an untrained GLASS CPU model: metrics and pictures."""
+
+import math
+
+from PIL import Image
+
+from slotlab.config import load_preset
+from slotlab.data.registry import build_dataset
+from slotlab.engine.config import build_train_config
+from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, run_generation_tasks
+from slotlab.engine.trainer import build_model
+
+
+def test_generation_tasks_write_metrics_and_pictures(tmp_path):
+    model = build_model(build_train_config(load_preset("glass-tiny")))
+    val = build_dataset("scenes?split=val&size=6")
+    metrics, pictures = run_generation_tasks(model, val, tmp_path, seed=0, num_images=6)
+    assert metrics["recon_psnr"] > 0 and 0 < metrics["recon_ssim"] <= 1
+    for key in ("recon_object_visible", "removal_success", "removal_control_other_slot"):
+        assert math.isnan(metrics[key]) or 0 <= metrics[key] <= 1, key
+    assert len(pictures) == 2
+    for path in pictures.values():
+        width, height = Image.open(path).size
+        assert (width, height) == (3 * PICTURE_SIZE, NUM_PICTURED * PICTURE_SIZE)
