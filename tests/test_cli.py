@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,44 @@ def test_demo_methods_in_worker_processes_match_in_process(tmp_path):
     for key in ("mbo_i", "miou_i", "fg_ari"):
         assert parallel["dinosaur"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)
         assert parallel["again"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_killed_demo_leaves_no_worker_behind(tmp_path):
+    import signal
+    import time
+
+    demo = subprocess.Popen([sys.executable, "-m", "slotlab.cli", "demo", "--out", str(tmp_path / "d"), "--steps", "100000",
+                             "--tasks", "none", "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    runs = tmp_path / "d" / "runs"
+    # both workers are training once both run directories exist (their initialiser has run)
+    while time.time() < deadline and not (len(workers) == 2 and (runs / "dinosaur").is_dir() and (runs / "glass").is_dir()):
+        time.sleep(1)
+        workers = [p for p in _children(demo.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(workers) == 2, "the demo did not start its two workers"
+    demo.send_signal(signal.SIGKILL)
+    demo.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.5)
+        for p in workers:  # reap nothing: they are not our children; a zombie counts as gone
+            state = Path(f"/proc/{p}/stat")
+            if state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                workers = [w for w in workers if w != p]
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+    assert not (tmp_path / "d" / "metrics.json").exists()

@@ -154,13 +154,25 @@ def default_jobs(num_methods: int) -> int:
     return max(1, min(num_methods, os.cpu_count() or 1))
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, end this worker when the demo process dies (a killed demo
+    must not leave orphans training on); elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _run_all(
     methods, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool, jobs: int,
 ) -> list[MethodResult]:
     if jobs <= 1:
         return [run_method(m, out, steps, seed, tasks, progress) for m in methods]
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
         futures = [pool.submit(run_method, m, out, steps, seed, tasks, progress, threads, i)
                    for i, m in enumerate(methods)]
         return [f.result() for f in futures]
