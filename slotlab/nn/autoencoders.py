@@ -6,6 +6,8 @@ that their spread is close to the unit-variance noise of the diffusion process) 
 - :class:`KLAutoencoder`: a diffusers ``AutoencoderKL`` (Stable Diffusion's VAE; GLASS uses the
   SD 2.1 VAE: 256x256 image -> 32x32x4 latent, scaled by ``scaling_factor`` 0.18215).
 - :class:`PixelSpace`: no autoencoder; the diffusion runs on pixels mapped to [-1, 1].
+- :class:`SpaceToDepth`: pixels in [-1, 1] with each f x f block folded into channels
+  (64x64x3 -> 16x16x48 for f = 4): exact, parameter-free, and the UNet runs at 1/f.
 - :class:`TinyAutoencoder`: a TAESD-family tiny convolutional autoencoder (conv blocks with
   ReLU, three stride-2 downsamplings, nearest upsampling), rebuilt from the tensor names and
   shapes of its weight files, e.g. the FLUX.2 tiny autoencoder (32 latent channels at 1/8).
@@ -25,6 +27,7 @@ __all__ = [
     "ImageAutoencoder",
     "KLAutoencoder",
     "PixelSpace",
+    "SpaceToDepth",
     "TinyAutoencoder",
     "TinyAutoencoderBlock",
     "tiny_autoencoder_encoder",
@@ -78,6 +81,29 @@ class PixelSpace(ImageAutoencoder):
 
     def decode(self, latents: Tensor) -> Tensor:
         return ((latents + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class SpaceToDepth(ImageAutoencoder):
+    """Pixels in [-1, 1], each ``factor`` x ``factor`` block folded into channels (pixel unshuffle).
+
+    An exact, invertible, parameter-free "latent": (B, 3, H, W) -> (B, 3 f^2, H/f, W/f). The
+    UNet then works at 1/f of the image side, which on a CPU buys the full image resolution
+    for the cost of a small one.
+    """
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"SpaceToDepth factor must be >= 1, got {factor}")
+        self.downscale_factor = int(factor)
+        self.latent_channels = 3 * self.downscale_factor**2
+
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return torch.nn.functional.pixel_unshuffle(images * 2.0 - 1.0, self.downscale_factor)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        pixels = torch.nn.functional.pixel_shuffle(latents, self.downscale_factor)
+        return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 class KLAutoencoder(ImageAutoencoder):

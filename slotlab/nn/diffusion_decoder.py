@@ -5,8 +5,9 @@ GLASS decodes slots with Stable Diffusion 2.1: the K slots (B, K, 1024) take the
 Training minimises the denoising loss on the frozen VAE's latents (the image reconstruction
 term L_recon of GLASS Eq. 3); sampling runs DPM-Solver++ with optional classifier-free guidance.
 
-Three working spaces (``DiffusionDecoderConfig.latent``): ``"vae"`` (AutoencoderKL, the paper),
-``"pixel"`` (no autoencoder) and ``"taesd"`` (a tiny frozen TAESD-family autoencoder). A UNet is
+Four working spaces (``DiffusionDecoderConfig.latent``): ``"vae"`` (AutoencoderKL, the paper),
+``"pixel"`` (no autoencoder), ``"space_to_depth"`` (pixels with f x f blocks folded into
+channels) and ``"taesd"`` (a tiny frozen TAESD-family autoencoder). A UNet is
 either loaded from a local Stable Diffusion directory (``pretrained_path``) or built from
 scratch from the size knobs of the config (the CPU configuration and ``tiny`` test twins).
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.nn.autoencoders import ImageAutoencoder, KLAutoencoder, PixelSpace, TinyAutoencoder
+from slotlab.nn.autoencoders import ImageAutoencoder, KLAutoencoder, PixelSpace, SpaceToDepth, TinyAutoencoder
 
 __all__ = [
     "DiffusionDecoderConfig",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-LATENT_SPACES = ("vae", "pixel", "taesd")
+LATENT_SPACES = ("vae", "pixel", "taesd", "space_to_depth")
 UNCONDITIONAL_BRANCHES = ("empty_prompt", "null_slots")
 # beta_start/beta_end of each schedule: Stable Diffusion's "scaled_linear" and DDPM's "linear".
 BETA_RANGES = {"scaled_linear": (0.00085, 0.012), "linear": (1e-4, 0.02), "squaredcos_cap_v2": None}
@@ -74,7 +75,10 @@ class DiffusionDecoderConfig:
         tiny: random test twins for the parts that would need weights: a tiny AutoencoderKL
             (latent="vae"), a random TAESD (latent="taesd" without ``taesd_path``) and a tiny
             random CLIP text encoder for the empty-prompt embedding.
-        latent: "vae" (AutoencoderKL), "pixel" (diffuse pixels) or "taesd" (tiny autoencoder).
+        latent: "vae" (AutoencoderKL), "pixel" (diffuse pixels), "space_to_depth" (pixels with
+            each f x f block folded into channels, f = ``space_to_depth_factor``: 64x64x3 ->
+            16x16x48 for f = 4) or "taesd" (tiny autoencoder).
+        space_to_depth_factor: f of latent="space_to_depth".
         taesd_path: directory with ``<name>_encoder.pth`` / ``<name>_decoder.pth`` TAESD weights.
         taesd_latent_scale: divisor of raw TAESD latents (default: the measured FLUX.2 value).
         resolution: side of the square images the decoder reconstructs (GLASS: 256).
@@ -105,6 +109,7 @@ class DiffusionDecoderConfig:
     latent: str = "vae"
     taesd_path: str | None = None
     taesd_latent_scale: float | None = None
+    space_to_depth_factor: int = 4
     resolution: int = 256
     cross_attention_dim: int = 1024
     prediction_type: str | None = None
@@ -132,6 +137,13 @@ class DiffusionDecoderConfig:
                 f"DiffusionDecoderConfig: taesd_path/taesd_latent_scale apply to latent='taesd' only "
                 f"(latent={self.latent!r}); remove them or set latent='taesd'"
             )
+        if self.latent != "space_to_depth" and self.space_to_depth_factor != 4:
+            raise ValueError(
+                f"DiffusionDecoderConfig: space_to_depth_factor applies to latent='space_to_depth' only "
+                f"(latent={self.latent!r}); remove it or set latent='space_to_depth'"
+            )
+        if self.space_to_depth_factor < 1:
+            raise ValueError(f"DiffusionDecoderConfig.space_to_depth_factor must be >= 1, got {self.space_to_depth_factor}")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"DiffusionDecoderConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.unconditional == "null_slots" and self.effective_condition_dropout == 0.0:
@@ -452,6 +464,8 @@ def tiny_text_encoder_twin(dim: int, length: int = 77) -> tuple[nn.Module, Tenso
 def _build_autoencoder(config: DiffusionDecoderConfig, vae: nn.Module | None) -> ImageAutoencoder:
     if config.latent == "pixel":
         return PixelSpace()
+    if config.latent == "space_to_depth":
+        return SpaceToDepth(config.space_to_depth_factor)
     if config.latent == "taesd":
         if config.taesd_path is not None:
             return TinyAutoencoder.from_files(config.taesd_path, config.taesd_latent_scale)
