@@ -26,11 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from slotlab.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3
+from slotlab.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3, read_state_dict
 
 #: Number of generated (and real) images GLASS Table 7 computes the FID on.
 GLASS_FID_IMAGES = 512
@@ -114,7 +113,7 @@ def load_lpips_weights(path: str | Path) -> list[Tensor]:
             f"LPIPS linear weights {path} not found: supply the local file of the LPIPS linear layers "
             "(e.g. vgg.pth from the LPIPS v0.1 release, or a safetensors copy)"
         )
-    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     layers = {}
     for key, value in state.items():
         found = re.search(r"(\d+)", key)
@@ -159,7 +158,7 @@ class VGG16Features(nn.Module):
                 f"VGG16 weights {path} not found: supply a local VGG16 state dict with keys features.<i>.weight "
                 "(torchvision layout; safetensors or .pth)"
             )
-        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path)
         model = cls()
         trunk = {k: v for k, v in state.items() if k.startswith("features.")}
         missing, _ = model.load_state_dict(trunk, strict=False)
