@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
 
 import torch
+
+from slotlab.io.results import results_json
 
 
 def machine_info() -> dict:
@@ -17,7 +18,7 @@ def machine_info() -> dict:
 
 def emit(report: dict, out: str | None) -> None:
     """Print the report as JSON and, if ``out`` is given, write it there too."""
-    text = json.dumps(report, indent=2)
+    text = results_json(report)
     print(text)
     if out:
         Path(out).write_text(text)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from slotlab.io.results import results_json, write_results
 
 
 def _add_demo(sub) -> None:
@@ -41,7 +42,7 @@ def _run_demo(args) -> int:
     from slotlab.engine.demo import run_demo
 
     metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, tasks=_demo_tasks(args.tasks), jobs=args.jobs)
-    print(json.dumps(metrics, indent=2))
+    print(results_json(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, overlays.png and report.html")
     return 0
 
@@ -122,12 +123,9 @@ def _evaluate_and_write(model_dir: Path, data: str, protocol: str, out: Path | N
     model = ObjectCentricModel.from_pretrained(model_dir)
     metrics = evaluate_model(model, build_dataset(data), protocol=protocol, batch_size=batch_size)
     print(f"protocol: {protocol}  data: {data}")
-    print(json.dumps(metrics, indent=2))
+    print(results_json(metrics))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(out)
+        write_results(out, metrics)
     return metrics
 
 

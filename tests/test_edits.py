@@ -145,6 +145,9 @@ def test_a_faithful_decoder_removes_only_the_removed_object():
     assert summary["objects_tested"] == 3 and summary["reconstructed_rate"] == 1.0
     assert summary["removal_success_rate"] == 1.0
     assert summary["control_other_slot_rate"] == 0.0 and summary["control_reseed_rate"] == 0.0
+    renderer = faithful_renderer(slot_masks)
+    torch.testing.assert_close(result.reconstruction, renderer(slots, 0))
+    torch.testing.assert_close(result.edited, renderer(drop_slot(slots, result.removed_slot), 0))
 
 
 def test_a_decoder_that_ignores_its_slots_never_removes():

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from slotlab.data.imageio import read_image
 from slotlab.data.transforms import resize_image, resize_mask
+from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.metrics.generation import GLASS_FID_IMAGES
 from slotlab.viz.overlays import boundaries, save_image, to_uint8
@@ -210,7 +211,6 @@ def reconstruct_split(
 
 
 def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOptions, out: Path) -> int:
-    import json
 
     from slotlab.data.registry import build_dataset
     from slotlab.metrics.generation import LPIPS
@@ -226,8 +226,8 @@ def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOpt
     size = max(128, *real.shape[-2:])
     rows = [np.asarray(side_by_side([real[i], recon[i]], [None, None], size)) for i in range(examples)]
     save_image(Image.fromarray(np.concatenate(rows, axis=0)), out / "examples.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    write_results(out / "metrics.json", metrics)
+    print(results_json(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'examples.png'} (image | reconstruction)")
     return 0
 

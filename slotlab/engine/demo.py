@@ -7,7 +7,6 @@ function of the seed alone, whichever process runs it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ from slotlab.data.sample import collate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
+from slotlab.io.results import write_results
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
 
@@ -215,17 +215,8 @@ def run_demo(
                f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
         + _task_notes(tasks),
     )
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(_nan_to_null(results), indent=2, allow_nan=False))
-    tmp.replace(out / "metrics.json")
+    write_results(out / "metrics.json", results)
     return results
-
-
-def _nan_to_null(value):
-    """Undefined scores (NaN) as JSON null, so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _nan_to_null(v) for k, v in value.items()}
-    return None if isinstance(value, float) and value != value else value
 
 
 def _task_notes(tasks: tuple[str, ...]) -> list[str]:

@@ -9,6 +9,7 @@ sampling seed, so a difference between them comes from the edit alone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,12 @@ def run_generation_tasks(
     batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
     decomposition = model.decompose(batch.image)
     options = SamplingOptions(steps=SAMPLER_STEPS, seed=seed)
-    samples: list[Tensor] = []
 
     def sample(slots: Tensor, sample_seed: int) -> Tensor:
-        samples.append(generate(model, slots, SamplingOptions(SAMPLER_STEPS, options.guidance_scale, sample_seed)))
-        return samples[-1]
+        return generate(model, slots, replace(options, seed=sample_seed))
 
     removal = removal_test(sample, decomposition.slots, decomposition.masks, batch.image, batch.instance_mask, seed)
-    reconstructions, removed = samples[0], samples[1]  # removal_test samples these first
+    reconstructions = removal.reconstruction
     real = resize_image(batch.image, tuple(reconstructions.shape[-2:]))
     summary = removal.summary()
     metrics = {
@@ -65,7 +64,7 @@ def run_generation_tasks(
         "removal_control_other_slot": summary["control_other_slot_rate"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    return metrics, _pictures(model, batch, decomposition, reconstructions, removed, removal.removed_slot, options, out)
+    return metrics, _pictures(model, batch, decomposition, reconstructions, removal.edited, removal.removed_slot, options, out)
 
 
 def _pictures(model, batch, decomposition, reconstructions, removed, removed_slot, options, out: Path) -> dict[str, Path]:

@@ -33,8 +33,8 @@ Rates (:class:`RemovalResult.summary`):
 - ``control_reseed_rate``: among objects visible in the reconstruction, the share not visible
   in the reconstruction drawn with the next seed (sampling instability alone).
 
-Sampling is batched: four calls of the sampler for the whole batch of images, in this order:
-reconstruction, edit, other-slot control, reseed control (callers may keep the samples).
+Sampling is batched: four calls of the sampler for the whole batch of images. The result
+keeps the reconstruction and the edit, for pictures and reconstruction metrics.
 """
 
 from __future__ import annotations
@@ -161,6 +161,8 @@ class RemovalResult:
     visible_after_reseed: Tensor  # object visible in the reconstruction from the next seed
     removed_slot: Tensor  # (B,) the object's slot
     control_slot: Tensor  # (B,) the control slot, -1 for none
+    reconstruction: Tensor  # (B, 3, h, w) the sample from all slots
+    edited: Tensor  # (B, 3, h, w) the sample with the object's slot dropped
 
     def summary(self) -> dict[str, float | int]:
         """Counts and rates; a rate with an empty denominator is NaN."""
@@ -222,15 +224,19 @@ def removal_test(
     def visible(samples: Tensor) -> Tensor:
         return object_visible(samples, regions, object_colours, background_colours, min_fraction, tolerance) & tested
 
+    reconstruction = sample(slots, seed)
+    edited = sample(drop_slot(slots, removed), seed)
     return RemovalResult(
         tested=tested,
-        reconstructed=visible(sample(slots, seed)),
-        visible_after_edit=visible(sample(drop_slot(slots, removed), seed)),
+        reconstructed=visible(reconstruction),
+        visible_after_edit=visible(edited),
         has_control=has_control,
         visible_after_control=visible(sample(drop_slot(slots, control.clamp_min(0)), seed)),
         visible_after_reseed=visible(sample(slots, seed + 1)),
         removed_slot=removed,
         control_slot=control,
+        reconstruction=reconstruction,
+        edited=edited,
     )
 
 

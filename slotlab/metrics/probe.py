@@ -23,7 +23,6 @@ The paper trains for at most 50 epochs on VOC and 10 on COCO (``max_epochs``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, collate
 from slotlab.data.transforms import resize_masks_soft
 from slotlab.guidance.matching import hungarian_match, pairwise_iou
+from slotlab.io.results import results_json, write_results
 
 Task = Literal["class", "centre"]
 MatchOn = Literal["instance", "semantic"]
@@ -321,9 +321,7 @@ def run(args: argparse.Namespace) -> int:
         match_on=args.match_on, val_fraction=args.val_fraction, seed=args.seed,
         max_epochs=args.max_epochs, patience=args.patience,
     )
-    text = json.dumps(results, indent=2)
-    print(text, file=sys.stdout)
+    print(results_json(results), file=sys.stdout)
     if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_results(Path(args.out), results)
     return 0
