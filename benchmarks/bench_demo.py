@@ -1,6 +1,9 @@
 """Time `slotlab demo`: wall time, peak memory, train steps/s and the metrics, as JSON.
 
-    python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S]
+    python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S] [--keep DIR]
+
+With --keep the demo's output (trained models in DIR/runs/*/model, pictures, report) stays,
+e.g. for benchmarks/bench_downstream.py; otherwise it goes to a temporary directory.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per method (default: presets')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as `slotlab demo` uses (default: 1)")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="run the demo in DIR and keep its output")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        metrics = run_demo(Path(tmp) / "demo", steps=args.steps, seed=args.seed, progress=False)
+        metrics = run_demo(args.keep or Path(tmp) / "demo", steps=args.steps, seed=args.seed, progress=False)
         wall = time.perf_counter() - start
     # The largest process: this one or a worker that trained a method (Linux reports KiB).
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024

@@ -8,10 +8,12 @@ the real scenes val split (protocol 'native'); mean and standard deviation over 
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
-Ceilings: the instance scores of two oracle "models" on the same val split, scored exactly
+Ceilings: the instance scores of three oracle "models" on the same val split, scored exactly
 like a model (soft masks at the 16x16 token grid, upsampled bilinearly): the ground-truth
 class segments as slots (the best that grouping by class alone can reach: instances of one
-class share a slot) and the ground-truth instances as slots (the limit of the token grid).
+class share a slot), the instances merged by colour name (the best of grouping by colour
+alone, what the colour features of the CPU encoder offer) and the ground-truth instances as
+slots (the limit of the token grid).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from report import emit, machine_info
 
@@ -52,11 +55,23 @@ def oracle_ceilings() -> dict:
     val = build_dataset(VAL)
     batch = collate([val[i] for i in range(len(val))])
     results = {}
-    for name, labels in (("class_segments_as_slots", batch.semantic_mask), ("instances_as_slots", batch.instance_mask)):
+    oracles = (("class_segments_as_slots", batch.semantic_mask), ("colour_groups_as_slots", colour_groups(batch)),
+               ("instances_as_slots", batch.instance_mask))
+    for name, labels in oracles:
         masks = F.adaptive_avg_pool2d(one_hot_masks(labels).float(), TOKEN_GRID)
         metrics = evaluate_masks([(masks, batch)], get_protocol("native"))["metrics"]
         results[name] = {k: metrics[k] for k in ("mbo_i", "miou_i", "fg_ari")}
     return results
+
+
+def colour_groups(batch) -> torch.Tensor:
+    """(B, H, W) labels: the instances of each image merged by their colour name (scene metadata)."""
+    labels = torch.zeros_like(batch.instance_mask)
+    for item, meta in enumerate(batch.meta):
+        groups: dict[str, int] = {}
+        for index, obj in enumerate(meta["objects"], start=1):  # instance id = position in the list + 1
+            labels[item][batch.instance_mask[item] == index] = groups.setdefault(obj["color"], len(groups) + 1)
+    return labels
 
 
 def generate(out: Path) -> str:

@@ -14,6 +14,7 @@ from slotlab.metrics.probe import (
     add_arguments,
     evaluate_probe,
     match_slots_to_objects,
+    prior_baselines,
     run,
     run_probes,
     semantic_objects,
@@ -141,6 +142,14 @@ def test_semantic_objects_merge_instances_of_a_class():
     assert torch.allclose(boxes[1], torch.tensor([0.0, 0.0, 1.0, 1.0]))
 
 
+def test_prior_baselines_ignore_the_slots():
+    train = SlotPairs(torch.randn(4, 3), torch.tensor([2, 2, 2, 5]), torch.tensor([[0.2, 0.4], [0.4, 0.4], [0.2, 0.8], [0.4, 0.8]]))
+    test = SlotPairs(torch.randn(2, 3), torch.tensor([2, 5]), torch.tensor([[0.3, 0.6], [0.5, 0.6]]))
+    baselines = prior_baselines(train, test)
+    assert baselines["class_accuracy_majority_baseline"] == 0.5  # always class 2
+    assert baselines["centre_mse_mean_baseline"] == pytest.approx((0.0 + 0.04) / 4)  # mean centre (0.3, 0.6)
+
+
 def tiny_dinosaur():
     torch.manual_seed(0)
     config = from_dict(DinosaurConfig, tiny_train_config()["model"])
@@ -155,6 +164,7 @@ def test_run_probes_end_to_end_on_tiny_dinosaur():
     results = run_probes(tiny_dinosaur(), data, data, batch_size=4, max_epochs=3)
     assert results["num_train_pairs"] > 0 and results["num_test_pairs"] > 0
     assert 0.0 <= results["class_accuracy"] <= 1.0 and results["centre_mse"] >= 0.0
+    assert 0.0 < results["class_accuracy_majority_baseline"] <= 1.0 and results["centre_mse_mean_baseline"] > 0.0
     assert 1 <= results["class_epochs"] <= 3
     # matching is one-to-one: at most min(K=4, objects) pairs per image
     bound = sum(min(4, data[i].num_objects) for i in range(len(data)))

@@ -146,7 +146,8 @@ def _probe(model, seed: int) -> dict:
     from slotlab.metrics.probe import run_probes
 
     probes = run_probes(model, build_dataset(PROBE_TRAIN), build_dataset(PROBE_TEST), seed=seed)
-    return {"probe_class_accuracy": probes["class_accuracy"], "probe_centre_mse": probes["centre_mse"]}
+    keys = ("class_accuracy", "class_accuracy_majority_baseline", "centre_mse", "centre_mse_mean_baseline")
+    return {f"probe_{key}": probes[key] for key in keys}
 
 
 def default_jobs(num_methods: int) -> int:
@@ -223,7 +224,8 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
     notes = []
     if "probe" in tasks:
         notes.append("probe_*: linear probes on frozen slots matched to objects by mask IoU (GLASS Table 8 protocol), "
-                     f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}; class accuracy by chance is 1/6.")
+                     f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}. The *_baseline scores ignore the slots "
+                     "(most frequent class, mean centre): a probe near them read nothing from the slots.")
     if "generation" in tasks:
         from slotlab.engine.generation_tasks import GENERATION_NOTE
 

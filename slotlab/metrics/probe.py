@@ -266,6 +266,18 @@ def evaluate_probe(result: ProbeResult, pairs: SlotPairs) -> float:
     return float(F.mse_loss(outputs, targets))
 
 
+def prior_baselines(train_pairs: SlotPairs, test_pairs: SlotPairs) -> dict[str, float]:
+    """What a probe that ignores the slots scores: the training pairs' most frequent class
+    (top-1 accuracy) and their mean centre (MSE) applied to every test pair. A probe near
+    these read nothing from the slots."""
+    majority = torch.bincount(train_pairs.class_ids).argmax()
+    mean_centre = train_pairs.centres.mean(0, keepdim=True)
+    return {
+        "class_accuracy_majority_baseline": float((test_pairs.class_ids == majority).float().mean()),
+        "centre_mse_mean_baseline": float(F.mse_loss(mean_centre.expand_as(test_pairs.centres), test_pairs.centres)),
+    }
+
+
 def run_probes(
     model: nn.Module,
     train_dataset: Dataset,
@@ -277,7 +289,8 @@ def run_probes(
     max_epochs: int = 100,
     patience: int = PAPER_PATIENCE,
 ) -> dict[str, float]:
-    """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set."""
+    """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set,
+    next to the :func:`prior_baselines` of the same pairs."""
     train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on)
     test = collect_slot_pairs(model, test_dataset, batch_size, match_on)
     train, val = split_pairs(train_all, val_fraction, seed)
@@ -291,7 +304,7 @@ def run_probes(
         trained = train_probe(train, val, task, seed, max_epochs, patience, num_classes=num_classes)
         results[metric] = evaluate_probe(trained, test)
         results[f"{task}_epochs"] = float(trained.epochs_run)
-    return results
+    return results | prior_baselines(train, test)
 
 
 # ---- command line --------------------------------------------------------------------
