@@ -11,6 +11,9 @@ test inside the object's ground-truth region; controls: a random slot away from 
 dropped, and the reconstruction from another seed). Read ``removal_success_rate`` only
 together with ``reconstructed_rate`` (how many objects the reconstruction showed at all) and
 the two control rates.
+
+Sampling speed: images/s of the trained decoder and of the paper configuration on tiny
+random weights; every section reports the seconds it took.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from dataclasses import replace
 import torch
 from report import emit, machine_info
 
+from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.data.transforms import resize_image
 from slotlab.engine.compose import SamplingOptions, generate
+from slotlab.engine.config import build_train_config
+from slotlab.engine.trainer import build_model
 from slotlab.methods import ObjectCentricModel
+from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.edits import COLOUR_TOLERANCE, CONTROL_MAX_OVERLAP, VISIBLE_FRACTION, removal_test
 from slotlab.metrics.generation import psnr, ssim
 from slotlab.metrics.probe import run_probes
@@ -42,6 +49,19 @@ def reconstruction_quality(recon: torch.Tensor, other: torch.Tensor, images: tor
     }
 
 
+def paper_twin_sampling(images: int, options: SamplingOptions) -> dict:
+    """Sampling speed of the paper configuration (glass-coco: DINOv2, SD 2.1 UNet + VAE) on
+    its tiny random-weight twins (``PAPER_TWIN_OVERRIDES``)."""
+    model = build_model(build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))).eval()
+    pictures = torch.rand(images, 3, model.encoder.image_size, model.encoder.image_size)
+    slots = model.decompose(pictures).slots
+    start = time.perf_counter()
+    generate(model, slots, options)
+    seconds = time.perf_counter() - start
+    return {"images": images, "images_per_second": round(images / seconds, 3),
+            "decoder_resolution": model.diffusion_decoder.config.resolution}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glass", required=True, help="trained GLASS model directory")
@@ -55,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
+    begin = time.perf_counter()
     model = ObjectCentricModel.from_pretrained(args.glass)
     val = build_dataset(f"scenes?split=val&size={args.images}")
     batch = collate([val[i] for i in range(len(val))])
@@ -84,12 +105,17 @@ def main() -> None:
                      "control_max_overlap": CONTROL_MAX_OVERLAP},
         },  # fmt: skip
         "sampling_images_per_second": round(len(batch) / (sum(sample_seconds) / len(sample_seconds)), 3),
+        "sampling_paper_configuration_tiny_weights": paper_twin_sampling(8, options),
+        "generation_seconds": round(time.perf_counter() - begin, 1),
     }
     if not args.no_probes:
+        start = time.perf_counter()
         train_set, test_set = build_dataset("scenes?split=train&size=500"), build_dataset("scenes?split=val&size=256")
         report["probe_glass"] = run_probes(model, train_set, test_set)
         if args.dinosaur:
             report["probe_dinosaur"] = run_probes(ObjectCentricModel.from_pretrained(args.dinosaur), train_set, test_set)
+        report["probe_seconds"] = round(time.perf_counter() - start, 1)
+    report["seconds"] = round(time.perf_counter() - begin, 1)
     report["machine"] = machine_info()
     emit(report, args.out)
 
