@@ -80,7 +80,7 @@ def main() -> None:
     val = build_dataset(f"scenes?split=val&size={args.images}")
     batch = collate([val[i] for i in range(len(val))])
     options = SamplingOptions(steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
-    decomposition = model.decompose(batch.image)
+    decomposition = model.decompose(batch.image, seed=args.seed)
 
     sample_seconds: list[float] = []
 

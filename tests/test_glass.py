@@ -130,7 +130,7 @@ def test_slots_chosen_by_class_and_listed():
     assert lines[2] == "slot 2: 25.0% of the image; covers class 2 (50%)"
 
 
-def test_reconstruct_and_compose_commands(generated, tmp_path):
+def test_reconstruct_and_compose_commands(generated, tmp_path, capsys):
     from PIL import Image
 
     from slotlab.cli import main
@@ -175,3 +175,11 @@ def test_reconstruct_and_compose_commands(generated, tmp_path):
     Image.fromarray(labels[:30].numpy()).save(tmp_path / "small.png")  # wrong size: a clear error
     assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--class-map",
                  str(tmp_path / "small.png"), "--remove-class", "3", "--out", str(tmp_path / "c")]) == 2
+    listings = []
+    for _ in range(2):  # the global random stream moves between the calls; the listing must not
+        torch.rand(100)
+        capsys.readouterr()
+        assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--list", "--out",
+                     str(tmp_path / "c")]) == 0
+        listings.append(capsys.readouterr().out)
+    assert listings[0] == listings[1] and listings[0].startswith("slot 0:")

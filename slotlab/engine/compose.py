@@ -129,9 +129,11 @@ def side_by_side(images: list[Tensor], outlines: list[Tensor | None], size: int)
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
 
-def _load(model: ObjectCentricModel, path: str) -> tuple[Tensor, Tensor, Tensor]:
+def _load(model: ObjectCentricModel, path: str, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Image, slots and masks; seeded, so slot indices printed by --list name the same slots
+    in the next call with the same --seed."""
     image = read_image(path)
-    result = model.decompose(image.unsqueeze(0))
+    result = model.decompose(image.unsqueeze(0), seed=seed)
     return image, result.slots[0], result.masks[0]
 
 
@@ -140,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     parser.add_argument("--out", required=True, help="output directory for the PNGs")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation and of the sampler; keep it between --list and an edit so slot indices match (default: %(default)s)")
     if not compose:
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--images", nargs="+", help="image files to reconstruct")
@@ -202,7 +204,7 @@ def reconstruct_split(
     loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, collate_fn=collate)
     pairs: list[tuple[Tensor, Tensor]] = []
     for i, batch in enumerate(tqdm(loader, desc="reconstruct", unit="batch", disable=not progress)):
-        slots = model.decompose(batch.image).slots
+        slots = model.decompose(batch.image, seed=options.seed + i).slots
         recon = generate(model, slots, SamplingOptions(options.steps, options.guidance_scale, options.seed + i))
         pairs.append((resize_image(batch.image, tuple(recon.shape[-2:])), recon))
     metrics = evaluate_reconstructions([r for r, _ in pairs], [g for _, g in pairs], lpips=lpips,
@@ -240,7 +242,7 @@ def run_reconstruct(args) -> int:
     if args.data is not None:
         return _run_reconstruct_split(args, model, options, out)
     for path in args.images:
-        image, slots, _ = _load(model, path)
+        image, slots, _ = _load(model, path, args.seed)
         recon = generate(model, slots.unsqueeze(0), options)[0]
         size = max(256, *image.shape[-2:])
         target = out / f"{Path(path).stem}-reconstruction.png"
@@ -251,7 +253,7 @@ def run_reconstruct(args) -> int:
 
 def run_compose(args) -> int:
     model = ObjectCentricModel.from_pretrained(args.checkpoint)
-    image, slots, masks = _load(model, args.image)
+    image, slots, masks = _load(model, args.image, args.seed)
     class_map = _read_class_map(args.class_map, masks.shape[-2:]) if args.class_map else None
     if args.list:
         for line in slot_listing(masks, class_map):
@@ -278,7 +280,7 @@ def run_compose(args) -> int:
         outline = torch.isin(masks.argmax(0), torch.tensor(remove))
         edited = remove_slots(edited, remove, args.remove_mode)
     if args.other is not None:
-        _, other_slots, _ = _load(model, args.other)
+        _, other_slots, _ = _load(model, args.other, args.seed)
         if args.add:
             edited = add_slots(edited, other_slots, args.add)
         if args.swap:

@@ -132,7 +132,7 @@ def run_method(
         metrics |= task_metrics
         pictures |= {caption: str(path) for caption, path in task_pictures.items()}
     shown = collate([val[i] for i in range(NUM_SHOWN)])
-    shown_segmentation = segmentation(result.model.decompose(shown.image).masks)
+    shown_segmentation = segmentation(result.model.decompose(shown.image, seed=seed).masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation, pictures)
 

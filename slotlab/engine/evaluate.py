@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from slotlab.data.sample import Batch, collate
 from slotlab.methods import ObjectCentricModel
+from slotlab.methods.base import fixed_randomness
 
 
 def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Tensor:
@@ -42,9 +43,7 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     model.eval()
     device = model.device
-    devices = [device] if device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with torch.no_grad(), fixed_randomness(seed, device):
         for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
             outputs = model(batch.to(device))
             yield model.masks(outputs).float().cpu(), batch

@@ -46,7 +46,7 @@ def run_generation_tasks(
     """Reconstruct and run the removal test on ``num_images`` scenes of ``dataset``, picture a
     removal and an addition; returns metrics and the captioned pictures written into ``out``."""
     batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
-    decomposition = model.decompose(batch.image)
+    decomposition = model.decompose(batch.image, seed=seed)
     options = SamplingOptions(steps=SAMPLER_STEPS, seed=seed)
 
     def sample(slots: Tensor, sample_seed: int) -> Tensor:

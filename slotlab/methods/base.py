@@ -9,6 +9,7 @@ batch) -> dict`` (tensor math on the outputs; key "loss" is the total weighted b
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,18 @@ from slotlab.data.transforms import resize_masks_soft
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+@contextmanager
+def fixed_randomness(seed: int | None, device: torch.device):
+    """Inside: the random streams (CPU, and ``device`` if CUDA) start from ``seed``; after: the
+    caller's streams continue as if nothing had been drawn. ``seed=None``: no effect."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass
@@ -78,8 +91,12 @@ class ObjectCentricModel(nn.Module):
 
     # ---- user API -----------------------------------------------------------------
     @torch.no_grad()
-    def decompose(self, images: Tensor, num_slots: int | None = None) -> Decomposition:
-        """Slots and per-slot masks for a batch of images (B, 3, H, W) in [0, 1]."""
+    def decompose(self, images: Tensor, num_slots: int | None = None, seed: int | None = None) -> Decomposition:
+        """Slots and per-slot masks for a batch of images (B, 3, H, W) in [0, 1].
+
+        The slot initialisation draws noise: ``seed`` fixes it (leaving the caller's random
+        stream untouched); ``None`` draws from the global stream.
+        """
         if images.ndim == 3:
             images = images.unsqueeze(0)
         if images.ndim != 4 or images.shape[1] != 3:
@@ -87,7 +104,8 @@ class ObjectCentricModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            outputs = self(images.to(self.device), num_slots=num_slots)
+            with fixed_randomness(seed, self.device):
+                outputs = self(images.to(self.device), num_slots=num_slots)
         finally:
             self.train(was_training)
         masks = resize_masks_soft(self.masks(outputs), tuple(images.shape[-2:]))

@@ -258,7 +258,7 @@ def evaluate_removal(model, images: Tensor, instance_masks: Tensor, options=None
     from slotlab.engine.compose import SamplingOptions, generate
 
     options = options or SamplingOptions()
-    decomposition = model.decompose(images)
+    decomposition = model.decompose(images, seed=options.seed)
 
     def sample(slots: Tensor, seed: int) -> Tensor:
         return generate(model, slots, replace(options, seed=seed))

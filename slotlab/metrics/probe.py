@@ -37,6 +37,7 @@ from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, c
 from slotlab.data.transforms import resize_masks_soft
 from slotlab.guidance.matching import hungarian_match, pairwise_iou
 from slotlab.io.results import results_json, write_results
+from slotlab.methods.base import fixed_randomness
 
 Task = Literal["class", "centre"]
 MatchOn = Literal["instance", "semantic"]
@@ -150,7 +151,7 @@ def match_slots_to_objects(
 @torch.no_grad()
 def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instance") -> SlotPairs:
     """Decompose one batch with the frozen model and return its matched (slot, object) pairs."""
-    decomposition = model.decompose(batch.image)
+    decomposition = model.decompose(batch.image)  # slot noise from the caller's stream
     targets = object_targets(batch, match_on)
     counts = [len(c) for c in targets.class_ids]
     matches = match_slots_to_objects(
@@ -166,11 +167,14 @@ def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instan
 
 
 def collect_slot_pairs(
-    model: nn.Module, dataset: Dataset, batch_size: int = 8, match_on: MatchOn = "instance", num_workers: int = 0
+    model: nn.Module, dataset: Dataset, batch_size: int = 8, match_on: MatchOn = "instance", num_workers: int = 0,
+    seed: int = 0,
 ) -> SlotPairs:
-    """All matched (slot, object) pairs of a dataset under the frozen ``model``."""
+    """All matched (slot, object) pairs of a dataset under the frozen ``model``; ``seed``
+    fixes the slot-initialisation noise, so the pairs depend on the model and data alone."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    pairs = SlotPairs.concatenate([batch_slot_pairs(model, batch, match_on) for batch in loader])
+    with fixed_randomness(seed, model.device):
+        pairs = SlotPairs.concatenate([batch_slot_pairs(model, batch, match_on) for batch in loader])
     if len(pairs) == 0:
         raise ValueError(
             "no slot matched any ground-truth object (all IoUs were 0): does the dataset have object annotations?"
@@ -291,8 +295,8 @@ def run_probes(
 ) -> dict[str, float]:
     """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set,
     next to the :func:`prior_baselines` of the same pairs."""
-    train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on)
-    test = collect_slot_pairs(model, test_dataset, batch_size, match_on)
+    train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on, seed=seed)
+    test = collect_slot_pairs(model, test_dataset, batch_size, match_on, seed=seed)
     train, val = split_pairs(train_all, val_fraction, seed)
     num_classes = int(max(train_all.class_ids.max(), test.class_ids.max())) + 1
     results: dict[str, float] = {
