@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
 
 
@@ -75,7 +76,10 @@ def _run_train(args) -> int:
     result = train(config, out, resume=args.resume)
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s); model in {result.model_dir}")
     if not args.no_eval:
-        _evaluate_and_write(result.model_dir, config.data.val, config.eval_protocol, out / "eval.json")
+        from slotlab.methods import ObjectCentricModel
+
+        saved = ObjectCentricModel.from_pretrained(result.model_dir)  # evaluates what was saved
+        _evaluate_and_write(saved, config.data.val, config.eval_protocol, out / "eval.json")
     return 0
 
 
@@ -86,7 +90,7 @@ def _add_eval(sub) -> None:
         description="Load a model directory (save_pretrained / a run's model/ or checkpoints/step-N) and "
         "report mBO, mIoU and FG-ARI on a dataset under a named protocol.",
     )
-    p.add_argument("--checkpoint", required=True, help="model directory with config.json + model.safetensors")
+    add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
     p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
@@ -100,7 +104,8 @@ def _run_eval(args) -> int:
     run = _run_config(Path(args.checkpoint))
     data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
     protocol = args.protocol or run.get("eval_protocol") or "native"
-    _evaluate_and_write(Path(args.checkpoint), data, protocol, Path(args.out) if args.out else None, args.batch_size)
+    model = load_model_from_args(args)
+    _evaluate_and_write(model, data, protocol, Path(args.out) if args.out else None, args.batch_size)
     return 0
 
 
@@ -115,12 +120,10 @@ def _run_config(checkpoint: Path) -> dict:
     return {}
 
 
-def _evaluate_and_write(model_dir: Path, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
+def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
     from slotlab.data.registry import build_dataset
     from slotlab.engine.evaluate import evaluate_model
-    from slotlab.methods import ObjectCentricModel
 
-    model = ObjectCentricModel.from_pretrained(model_dir)
     metrics = evaluate_model(model, build_dataset(data), protocol=protocol, batch_size=batch_size)
     print(f"protocol: {protocol}  data: {data}")
     print(results_json(metrics))

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from slotlab.data.imageio import read_image
 from slotlab.data.transforms import resize_image, resize_mask
+from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.metrics.generation import GLASS_FID_IMAGES
@@ -138,7 +139,7 @@ def _load(model: ObjectCentricModel, path: str, seed: int) -> tuple[Tensor, Tens
 
 
 def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a GLASS model directory (save_pretrained / run/model)")
+    add_checkpoint_arguments(parser, help="a GLASS model directory (save_pretrained / run/model)")
     parser.add_argument("--out", required=True, help="output directory for the PNGs")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: %(default)s)")
@@ -235,7 +236,7 @@ def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOpt
 
 
 def run_reconstruct(args) -> int:
-    model = ObjectCentricModel.from_pretrained(args.checkpoint)
+    model = load_model_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     options = SamplingOptions(args.steps, args.guidance, args.seed)
@@ -252,7 +253,7 @@ def run_reconstruct(args) -> int:
 
 
 def run_compose(args) -> int:
-    model = ObjectCentricModel.from_pretrained(args.checkpoint)
+    model = load_model_from_args(args)
     image, slots, masks = _load(model, args.image, args.seed)
     class_map = _read_class_map(args.class_map, masks.shape[-2:]) if args.class_map else None
     if args.list:

@@ -12,13 +12,13 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from slotlab.config import ConfigError, from_dict, to_dict
+from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
 from slotlab.data.sample import Batch
 from slotlab.data.transforms import resize_masks_soft
 
@@ -131,8 +131,17 @@ class ObjectCentricModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ObjectCentricModel":
-        """Load a directory written by ``save_pretrained`` (never unpickles anything)."""
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str = "cpu", overrides: Sequence[str] = ()
+    ) -> "ObjectCentricModel":
+        """Load a directory written by ``save_pretrained`` (never unpickles anything).
+
+        ``overrides`` ('key.path=value', as ``slotlab train --set`` but relative to the model
+        config) change the stored config before the model is built: e.g.
+        ``encoder.path=DIR`` when the frozen encoder's weights live elsewhere on this
+        machine, or ``slot_attention.iters=5`` to evaluate with more iterations. Changes that
+        alter the weights' shapes fail with the mismatch named.
+        """
         from slotlab.methods import get_method
 
         directory = Path(directory)
@@ -148,6 +157,7 @@ class ObjectCentricModel(nn.Module):
             method, raw = meta["method"], meta["config"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"{config_path} is not a valid slotlab config: {err}") from err
+        raw = apply_overrides(raw, list(overrides))
         model_cls = get_method(method)
         if cls is not ObjectCentricModel and not issubclass(model_cls, cls):
             raise ConfigError(f"{directory} holds a {method!r} model, not a {cls.method!r} model")

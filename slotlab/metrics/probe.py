@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, collate
 from slotlab.data.transforms import resize_masks_soft
 from slotlab.guidance.matching import hungarian_match, pairwise_iou
+from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import fixed_randomness
 
@@ -313,7 +314,7 @@ def run_probes(
 
 # ---- command line --------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory written by save_pretrained")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--train", required=True, metavar="DATASET_SPEC", help="dataset the probes are trained on")
     parser.add_argument("--test", required=True, metavar="DATASET_SPEC", help="dataset the probes are scored on")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the results as JSON to FILE")
@@ -330,9 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from slotlab.data.registry import build_dataset
-    from slotlab.methods import ObjectCentricModel
 
-    model = ObjectCentricModel.from_pretrained(args.checkpoint, map_location=args.device)
+    model = load_model_from_args(args, map_location=args.device)
     results = run_probes(
         model, build_dataset(args.train), build_dataset(args.test), batch_size=args.batch_size,
         match_on=args.match_on, val_fraction=args.val_fraction, seed=args.seed,

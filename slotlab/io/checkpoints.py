@@ -1,0 +1,26 @@
+"""The command-line arguments of every command that loads a trained model (kept free of
+heavy imports, so `--help` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_HELP = "model directory written by save_pretrained (a run's model/ or checkpoints/step-N)"
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, help: str = DEFAULT_HELP) -> None:
+    """--checkpoint DIR and --set KEY=VALUE (overrides of the stored model config)."""
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help=help)
+    parser.add_argument(
+        "--set", dest="checkpoint_overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a value of the checkpoint's model config before loading (repeatable; YAML values), "
+        "e.g. encoder.path=DIR where the frozen encoder's weights are on this machine, "
+        "diffusion_decoder.pretrained_path=DIR, or slot_attention.iters=5",
+    )
+
+
+def load_model_from_args(args: argparse.Namespace, map_location: str = "cpu"):
+    """The model named by the arguments of :func:`add_checkpoint_arguments`."""
+    from slotlab.methods import ObjectCentricModel
+
+    return ObjectCentricModel.from_pretrained(args.checkpoint, map_location, args.checkpoint_overrides)
