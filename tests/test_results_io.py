@@ -19,8 +19,8 @@ def test_undefined_scores_become_null_at_any_depth():
 
 
 def test_write_results_is_strict_and_leaves_nothing_on_failure(tmp_path):
-    path = write_results(tmp_path / "deep" / "metrics.json", {"mbo_i": 0.4, "fid": math.nan})
-    assert json.loads(path.read_text()) == {"mbo_i": 0.4, "fid": None}
-    with pytest.raises(ValueError):  # an infinite score is a bug upstream, not an undefined one
-        write_results(tmp_path / "bad.json", {"loss": math.inf})
+    path = write_results(tmp_path / "deep" / "metrics.json", {"mbo_i": 0.4, "fid": math.nan, "psnr": math.inf})
+    assert json.loads(path.read_text()) == {"mbo_i": 0.4, "fid": None, "psnr": "inf"}  # identical images: inf dB
+    with pytest.raises(TypeError):  # not JSON at all: nothing is written
+        write_results(tmp_path / "bad.json", {"model": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]

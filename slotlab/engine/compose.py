@@ -214,7 +214,6 @@ def reconstruct_split(
 
 
 def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOptions, out: Path) -> int:
-
     from slotlab.data.registry import build_dataset
     from slotlab.metrics.generation import LPIPS
 

@@ -1,5 +1,6 @@
-"""Metrics as strict JSON: an undefined score (NaN) is written as null, never as NaN,
-which standard JSON parsers reject."""
+"""Metrics as strict JSON, which has no NaN or infinity (standard parsers reject Python's
+NaN/Infinity tokens): an undefined score (NaN) is written as null, an infinite one (the
+PSNR of identical images) as the string "inf" or "-inf"."""
 
 from __future__ import annotations
 
@@ -9,18 +10,21 @@ from pathlib import Path
 
 
 def defined_scores(value):
-    """``value`` with every NaN float (in nested dicts, lists, tuples) replaced by None."""
+    """``value`` with every NaN float (in nested dicts, lists, tuples) replaced by None and
+    every infinite one by "inf" / "-inf"."""
     if isinstance(value, dict):
         return {key: defined_scores(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [defined_scores(item) for item in value]
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return value
 
 
 def results_json(results) -> str:
-    """Indented strict JSON of ``results`` (NaN -> null; infinities are an error)."""
+    """Indented strict JSON of ``results`` (see :func:`defined_scores`)."""
     return json.dumps(defined_scores(results), indent=2, allow_nan=False)
 
 
@@ -28,7 +32,7 @@ def write_results(path: Path, results) -> Path:
     """Write ``results_json(results)`` to ``path`` atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = results_json(results)  # fails before anything is written
+    text = results_json(results)  # a value JSON cannot hold fails here, before anything is written
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text + "\n")
     tmp.replace(path)
