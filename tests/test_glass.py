@@ -130,7 +130,7 @@ def test_slots_chosen_by_class_and_listed():
     assert lines[2] == "slot 2: 25.0% of the image; covers class 2 (50%)"
 
 
-def test_reconstruct_and_compose_commands(generated, tmp_path, capsys):
+def test_reconstruct_and_compose_commands(generated, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     from slotlab.cli import main
@@ -183,3 +183,19 @@ def test_reconstruct_and_compose_commands(generated, tmp_path, capsys):
                      str(tmp_path / "c")]) == 0
         listings.append(capsys.readouterr().out)
     assert listings[0] == listings[1] and listings[0].startswith("slot 0:")
+    answers = iter(["1 2"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--interactive", "--steps",
+                 "2", "--out", str(tmp_path / "i")]) == 0
+    assert capsys.readouterr().out.startswith(listings[0])  # the list, then the edit
+    assert (tmp_path / "i" / "img0-composition.png").is_file()
+
+
+def test_interactive_answers_are_checked():
+    from slotlab.engine.compose import ask_slots
+
+    assert ask_slots("3, 0", 7) == [3, 0] and ask_slots("  ", 7) == []
+    with pytest.raises(ValueError, match="not a list of slot indices"):
+        ask_slots("the red one", 7)
+    with pytest.raises(ValueError, match=r"no slot \[7\] \(the listed slots are 0..6\)"):
+        ask_slots("1 7", 7)

@@ -138,6 +138,18 @@ def _load(model: ObjectCentricModel, path: str, seed: int) -> tuple[Tensor, Tens
     return image, result.slots[0], result.masks[0]
 
 
+def ask_slots(answer: str, num_slots: int) -> list[int]:
+    """Slot indices typed at the --interactive prompt, checked against the ``num_slots`` listed."""
+    try:
+        indices = [int(word) for word in answer.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"--interactive: {answer!r} is not a list of slot indices (e.g. '2 5')") from None
+    wrong = [i for i in indices if not 0 <= i < num_slots]
+    if wrong:
+        raise ValueError(f"--interactive: no slot {wrong} (the listed slots are 0..{num_slots - 1})")
+    return indices
+
+
 def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     add_checkpoint_arguments(parser, help="a GLASS model directory (save_pretrained / run/model)")
     parser.add_argument("--out", required=True, help="output directory for the PNGs")
@@ -178,6 +190,8 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     parser.add_argument("--swap", default=None, metavar="I:J", help="swap slot I of --image with slot J of --with")
     parser.add_argument("--list", action="store_true",
                         help="print each slot's mask area (and, with --class-map, the classes it covers) and exit")
+    parser.add_argument("--interactive", action="store_true",
+                        help="print that list, then ask on the terminal which slots to remove (added to --remove)")
 
 
 def reconstruct_split(
@@ -255,11 +269,14 @@ def run_compose(args) -> int:
     model = load_model_from_args(args)
     image, slots, masks = _load(model, args.image, args.seed)
     class_map = _read_class_map(args.class_map, masks.shape[-2:]) if args.class_map else None
-    if args.list:
+    if args.list or args.interactive:
         for line in slot_listing(masks, class_map):
             print(line)
-        return 0
+        if args.list:
+            return 0
     remove = list(args.remove)
+    if args.interactive:
+        remove += ask_slots(input("slots to remove (indices separated by spaces; empty for none): "), len(slots))
     if args.remove_class:
         if class_map is None:
             raise ValueError("--remove-class needs --class-map PNG (the class id of every pixel of --image)")
@@ -273,7 +290,8 @@ def run_compose(args) -> int:
     if (args.add or args.swap) and args.other is None:
         raise ValueError("--add and --swap need a second image: --with PATH")
     if not (remove or args.add or args.swap):
-        raise ValueError("nothing to do: give --remove, --remove-box, --remove-class, --add or --swap (or --list)")
+        raise ValueError("nothing to do: give --remove, --remove-box, --remove-class, --add or --swap (or --list, "
+                         "--interactive)")
     options = SamplingOptions(args.steps, args.guidance, args.seed)
     edited, outline = slots, torch.zeros(masks.shape[-2:], dtype=torch.bool)
     if remove:
