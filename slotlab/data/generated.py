@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -31,11 +32,11 @@ from PIL import Image
 from slotlab.data.imageio import FileDataset, make_sample, read_image, read_label_map
 from slotlab.data.sample import IGNORE_INDEX, Sample
 from slotlab.data.sample_transforms import SampleTransform
+from slotlab.io.files import TMP_SUFFIX, write_atomic
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.jsonl"
-_TMP_SUFFIX = ".tmp"
 
 
 class GeneratedDataError(ValueError):
@@ -62,13 +63,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _settings_difference(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -144,7 +138,7 @@ def _repair(layout: RunLayout) -> None:
             if data and not data.endswith(b"\n"):
                 with open(manifest, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
-    for tmp in layout.root.glob(f"shard-*/*/.*{_TMP_SUFFIX}"):
+    for tmp in layout.root.glob(f"shard-*/*/.*{TMP_SUFFIX}"):
         tmp.unlink()
 
 

@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from slotlab.io.files import write_atomic
+
 
 def defined_scores(value):
     """``value`` with every NaN float (in nested dicts, lists, tuples) replaced by None and
@@ -29,11 +31,8 @@ def results_json(results) -> str:
 
 
 def write_results(path: Path, results) -> Path:
-    """Write ``results_json(results)`` to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``results_json(results)`` to ``path`` atomically, creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = results_json(results)  # a value JSON cannot hold fails here, before anything is written
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text + "\n")

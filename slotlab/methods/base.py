@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
 from slotlab.data.sample import Batch
 from slotlab.data.transforms import resize_masks_soft
+from slotlab.io.files import write_atomic
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -121,9 +122,7 @@ class ObjectCentricModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"method": self.method, "config": to_dict(self.config)}
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2))
-        tmp.replace(directory / CONFIG_FILE)
+        write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from slotlab.io.files import write_atomic
 
 
 def palette(n: int) -> np.ndarray:
@@ -79,11 +82,9 @@ def overlay_grid(
 
 def save_image(image: Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_atomic(Path(path), buffer.getvalue())
 
 
 def segmentation(masks: Tensor) -> Tensor:

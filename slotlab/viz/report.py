@@ -7,6 +7,8 @@ import html
 import math
 from pathlib import Path
 
+from slotlab.io.files import write_atomic
+
 
 def _cell(value) -> str:
     if isinstance(value, float):
@@ -41,7 +43,4 @@ def write_report(path: str | Path, title: str, metrics: dict[str, dict], picture
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{image-rendering:pixelated;max-width:100%}}</style>
 </head><body><h1>{html.escape(title)}</h1>{notes_html}{metrics_table(metrics)}{''.join(blocks)}</body></html>"""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, page)
