@@ -1,3 +1,3 @@
-"""slotlab: object-centric learning with slots (GLASS, SPOT, MSF, DINOSAUR)."""
+"""slotlab: object-centric learning with slots (GLASS, DINOSAUR; the metric protocols of GLASS, SPOT and MSF)."""
 
 __version__ = "0.1.0"

@@ -202,7 +202,7 @@ def _add_compose(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
-        description="Object-centric learning with slots: GLASS, SPOT, MSF and DINOSAUR on shared parts.",
+        description="Object-centric learning with slots: GLASS and DINOSAUR on shared parts, with the metric protocols of GLASS, SPOT and MSF.",
     )
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
