@@ -160,7 +160,14 @@ class ObjectCentricModel(nn.Module):
         model_cls = get_method(method)
         if cls is not ObjectCentricModel and not issubclass(model_cls, cls):
             raise ConfigError(f"{directory} holds a {method!r} model, not a {cls.method!r} model")
-        model = model_cls(from_dict(model_cls.config_class, raw, f"{config_path}:config"))
+        try:
+            model = model_cls(from_dict(model_cls.config_class, raw, f"{config_path}:config"))
+        except FileNotFoundError as err:  # a pretrained part's directory named in the stored config
+            raise FileNotFoundError(
+                f"{err}\nThe checkpoint {directory} names that location in its config.json. If the files are "
+                "elsewhere on this machine, point to them: from_pretrained(..., overrides=['encoder.path=DIR']) "
+                "or --set encoder.path=DIR (diffusion_decoder.pretrained_path / taesd_path likewise)."
+            ) from err
         state = load_file(str(weights_path), device=map_location)
         try:
             model.load_state_dict(state, strict=True)
