@@ -115,6 +115,17 @@ def test_slot_edits():
     assert slot_for_region(masks, region) == 2
 
 
+def test_an_edit_names_the_original_slots_whatever_else_it_does():
+    from slotlab.engine.compose import edit_slots
+
+    a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
+    edited = edit_slots(a, b, remove=[0], add=[2], swap=(3, 1))  # slot 3 stays slot 3 after slot 0 goes
+    torch.testing.assert_close(edited, torch.stack([a[1], a[2], b[1], b[2]]))
+    torch.testing.assert_close(edit_slots(a, None, [1], [], None, mode="zero")[1], torch.zeros(3))
+    with pytest.raises(ValueError, match="--with"):
+        edit_slots(a, None, [], [0], None)
+
+
 def test_slots_chosen_by_class_and_listed():
     from slotlab.engine.compose import slot_for_class, slot_listing
 

@@ -63,6 +63,23 @@ def swap_slots(a: Tensor, b: Tensor, i: int, j: int) -> tuple[Tensor, Tensor]:
     return a2, b2
 
 
+def edit_slots(
+    slots: Tensor, donor: Tensor | None, remove: list[int], add: list[int], swap: tuple[int, int] | None,
+    mode: str = "drop",
+) -> Tensor:
+    """One image's slots (K, D) after an edit whose indices all name the *original* slots:
+    the swap first (it keeps positions), then the removal, then the donor's added slots."""
+    if (add or swap) and donor is None:
+        raise ValueError("--add and --swap need a second image: --with PATH")
+    if swap is not None:
+        slots, _ = swap_slots(slots, donor, *swap)
+    if remove:
+        slots = remove_slots(slots, remove, mode)
+    if add:
+        slots = add_slots(slots, donor, add)
+    return slots
+
+
 def slot_for_region(masks: Tensor, region: Tensor) -> int:
     """The slot whose hard mask (argmax of masks (K, H, W)) best overlaps ``region`` (H, W) by IoU."""
     hard = torch.nn.functional.one_hot(masks.argmax(0), masks.shape[0]).permute(2, 0, 1).bool()
@@ -265,6 +282,14 @@ def run_reconstruct(args) -> int:
     return 0
 
 
+def _parse_swap(text: str) -> tuple[int, int]:
+    try:
+        i, j = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--swap {text!r}: expected I:J (slot I of --image, slot J of --with), e.g. 2:0") from None
+    return i, j
+
+
 def run_compose(args) -> int:
     model = load_model_from_args(args)
     image, slots, masks = _load(model, args.image, args.seed)
@@ -287,24 +312,14 @@ def run_compose(args) -> int:
         region = torch.zeros(h, w, dtype=torch.bool)
         region[int(y0 * h) : max(int(y0 * h) + 1, int(y1 * h)), int(x0 * w) : max(int(x0 * w) + 1, int(x1 * w))] = True
         remove.append(slot_for_region(masks, region))
-    if (args.add or args.swap) and args.other is None:
-        raise ValueError("--add and --swap need a second image: --with PATH")
     if not (remove or args.add or args.swap):
         raise ValueError("nothing to do: give --remove, --remove-box, --remove-class, --add or --swap (or --list, "
                          "--interactive)")
     options = SamplingOptions(args.steps, args.guidance, args.seed)
-    edited, outline = slots, torch.zeros(masks.shape[-2:], dtype=torch.bool)
-    if remove:
-        outline = torch.isin(masks.argmax(0), torch.tensor(remove))
-        edited = remove_slots(edited, remove, args.remove_mode)
-    if args.other is not None:
-        _, other_slots, _ = _load(model, args.other, args.seed)
-        if args.add:
-            edited = add_slots(edited, other_slots, args.add)
-        if args.swap:
-            i, j = (int(v) for v in args.swap.split(":"))
-            edited, _ = swap_slots(edited, other_slots, i, j)
-            outline = masks.argmax(0) == i
+    swap = _parse_swap(args.swap) if args.swap else None
+    donor = _load(model, args.other, args.seed)[1] if args.other is not None else None
+    edited = edit_slots(slots, donor, remove, args.add, swap, args.remove_mode)
+    outline = torch.isin(masks.argmax(0), torch.tensor(remove + ([swap[0]] if swap else []), dtype=torch.long))
     recon = generate(model, slots.unsqueeze(0), options)[0]
     edit = generate(model, edited.unsqueeze(0), options)[0]
     out = Path(args.out)
