@@ -14,8 +14,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, help: str = DEFAUL
     parser.add_argument(
         "--set", dest="checkpoint_overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a value of the checkpoint's model config before loading (repeatable; YAML values), "
-        "e.g. encoder.path=DIR where the frozen encoder's weights are on this machine, "
-        "diffusion_decoder.pretrained_path=DIR, or slot_attention.iters=5",
+        "e.g. slot_attention.iters=5, or encoder.path=DIR for a checkpoint written before checkpoints "
+        "stored their parts' architectures, whose encoder weights now live in DIR",
     )
 
 

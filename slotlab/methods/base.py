@@ -12,7 +12,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -54,7 +54,10 @@ class ObjectCentricModel(nn.Module):
     method: ClassVar[str]
     config_class: ClassVar[type]
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, architectures: Mapping[str, dict] | None = None):
+        """``architectures``: stored shapes of the parts built from weight files, by attribute
+        name (see :meth:`architectures`); those parts are then built in that shape instead of
+        being read from the files the config names."""
         super().__init__()
         self.config = config
         self.loss_weights = self.default_loss_weights()
@@ -117,11 +120,26 @@ class ObjectCentricModel(nn.Module):
         return next(self.parameters()).device
 
     # ---- checkpoints --------------------------------------------------------------
+    def architectures(self) -> dict[str, dict]:
+        """The shapes of parts built from weight files (a DINOv2 directory, Stable Diffusion's
+        UNet and VAE...), by attribute name, from each part's ``architecture()``.
+
+        ``save_pretrained`` stores them, so ``from_pretrained`` rebuilds every part without
+        the original files: the checkpoint's weights are all it needs.
+        """
+        records = {}
+        for name, module in self.named_children():
+            architecture = getattr(module, "architecture", None)
+            record = architecture() if callable(architecture) else None
+            if record is not None:
+                records[name] = record
+        return records
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json + model.safetensors into ``directory`` (atomically per file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"method": self.method, "config": to_dict(self.config)}
+        config = {"method": self.method, "config": to_dict(self.config), "architectures": self.architectures()}
         write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
@@ -135,11 +153,14 @@ class ObjectCentricModel(nn.Module):
     ) -> "ObjectCentricModel":
         """Load a directory written by ``save_pretrained`` (never unpickles anything).
 
-        ``overrides`` ('key.path=value', as ``slotlab train --set`` but relative to the model
-        config) change the stored config before the model is built: e.g.
-        ``encoder.path=DIR`` when the frozen encoder's weights live elsewhere on this
-        machine, or ``slot_attention.iters=5`` to evaluate with more iterations. Changes that
-        alter the weights' shapes fail with the mismatch named.
+        Parts read from weight files at training time (a DINOv2 or Stable Diffusion
+        directory...) are rebuilt from the architectures stored in ``config.json`` (see
+        :meth:`architectures`), so those files are not needed. ``overrides`` ('key.path=value',
+        as ``slotlab train --set`` but relative to the model config) change the stored config
+        before the model is built: e.g. ``slot_attention.iters=5`` to evaluate with more
+        iterations, or ``encoder.path=DIR`` for a checkpoint without stored architectures
+        whose encoder directory moved. Changes that alter the weights' shapes fail with the
+        mismatch named.
         """
         from slotlab.methods import get_method
 
@@ -161,8 +182,8 @@ class ObjectCentricModel(nn.Module):
         if cls is not ObjectCentricModel and not issubclass(model_cls, cls):
             raise ConfigError(f"{directory} holds a {method!r} model, not a {cls.method!r} model")
         try:
-            model = model_cls(from_dict(model_cls.config_class, raw, f"{config_path}:config"))
-        except FileNotFoundError as err:  # a pretrained part's directory named in the stored config
+            model = model_cls(from_dict(model_cls.config_class, raw, f"{config_path}:config"), meta.get("architectures"))
+        except FileNotFoundError as err:  # a checkpoint without architectures names a missing directory
             raise FileNotFoundError(
                 f"{err}\nThe checkpoint {directory} names that location in its config.json. If the files are "
                 "elsewhere on this machine, point to them: from_pretrained(..., overrides=['encoder.path=DIR']) "

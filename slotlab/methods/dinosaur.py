@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +69,9 @@ class Dinosaur(ObjectCentricModel):
     method = "dinosaur"
     config_class = DinosaurConfig
 
-    def __init__(self, config: DinosaurConfig):
-        super().__init__(config)
-        self.encoder = build_encoder(config.encoder)
+    def __init__(self, config: DinosaurConfig, architectures: Mapping[str, dict] | None = None):
+        super().__init__(config, architectures)
+        self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.decoder, self.encoder.dim, self.grid)
         self.slot_attention = SlotAttention(sa)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -89,9 +90,10 @@ class Glass(ObjectCentricModel):
     method = "glass"
     config_class = GlassConfig
 
-    def __init__(self, config: GlassConfig):
-        super().__init__(config)
-        self.encoder = build_encoder(config.encoder)
+    def __init__(self, config: GlassConfig, architectures: Mapping[str, dict] | None = None):
+        super().__init__(config, architectures)
+        stored = architectures or {}
+        self.encoder = build_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder, self.encoder.dim, self.grid)
         if config.diffusion_decoder is not None:
@@ -103,9 +105,13 @@ class Glass(ObjectCentricModel):
             sa = dataclasses.replace(sa, output_dim=width)
         self.slot_attention = SlotAttention(sa)
         self.instance_decoder = MLPDecoder(dec)
-        self.diffusion_decoder = (
-            SlotDiffusionDecoder.from_config(config.diffusion_decoder) if config.diffusion_decoder is not None else None
-        )
+        self.diffusion_decoder = None
+        if config.diffusion_decoder is not None and "diffusion_decoder" in stored:
+            self.diffusion_decoder = SlotDiffusionDecoder.from_architecture(
+                config.diffusion_decoder, stored["diffusion_decoder"]
+            )
+        elif config.diffusion_decoder is not None:
+            self.diffusion_decoder = SlotDiffusionDecoder.from_config(config.diffusion_decoder)
 
     def default_loss_weights(self) -> dict[str, float]:
         c = self.config

@@ -278,6 +278,25 @@ class TinyAutoencoder(ImageAutoencoder):
             latent_scale=1.0,
         )
 
+    def architecture(self) -> dict:
+        """The shape and latent scale as JSON: :meth:`from_architecture` rebuilds it (weights aside)."""
+        return {
+            "latent_channels": self.latent_channels,
+            "global_norm": any(".pool." in key for key in self.encoder.state_dict()),
+            "width": int(self.encoder[0].out_channels),
+            "latent_scale": self.latent_scale,
+        }
+
+    @classmethod
+    def from_architecture(cls, architecture: dict) -> "TinyAutoencoder":
+        """An autoencoder of a stored shape with placeholder weights (a checkpoint's follow)."""
+        latent_channels, global_norm, width = (architecture[k] for k in ("latent_channels", "global_norm", "width"))
+        return cls(
+            tiny_autoencoder_encoder(latent_channels, global_norm, width),
+            tiny_autoencoder_decoder(latent_channels, global_norm, width),
+            latent_scale=architecture["latent_scale"],
+        )
+
     @classmethod
     def from_files(cls, directory: str | Path, latent_scale: float | None = None) -> "TinyAutoencoder":
         """Rebuild the architecture from the weight files in ``directory`` and load them.

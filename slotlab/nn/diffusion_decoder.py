@@ -520,6 +520,7 @@ class SlotDiffusionDecoder(nn.Module):
         unconditional_embedding: (L, D) empty-prompt embedding for
             ``unconditional="empty_prompt"``, instead of computing it; stored as a buffer
             (saved with the weights).
+        autoencoder: the image autoencoder, instead of building the one ``latent`` names.
     """
 
     def __init__(
@@ -529,6 +530,7 @@ class SlotDiffusionDecoder(nn.Module):
         vae: nn.Module | None = None,
         scheduler=None,
         unconditional_embedding: Tensor | None = None,
+        autoencoder: ImageAutoencoder | None = None,
     ) -> None:
         super().__init__()
         if config.pretrained_path is not None and (unet is None or vae is None or scheduler is None):
@@ -539,7 +541,7 @@ class SlotDiffusionDecoder(nn.Module):
         if vae is not None and config.latent != "vae":
             raise ValueError(f"a vae was passed but DiffusionDecoderConfig.latent={config.latent!r}; set latent='vae'")
         self.config = config
-        self.autoencoder = _build_autoencoder(config, vae)
+        self.autoencoder = autoencoder if autoencoder is not None else _build_autoencoder(config, vae)
         if unet is None:
             side = config.resolution // self.autoencoder.downscale_factor
             unet = _unet_from_config(config, self.autoencoder.latent_channels, side)
@@ -567,6 +569,38 @@ class SlotDiffusionDecoder(nn.Module):
     @classmethod
     def from_config(cls, config: DiffusionDecoderConfig, **parts) -> "SlotDiffusionDecoder":
         """``SlotDiffusionDecoder(config, **parts)``: the name other slotlab modules use."""
+        return cls(config, **parts)
+
+    def architecture(self) -> dict:
+        """Every part's shape as JSON: :meth:`from_architecture` rebuilds the decoder from it
+        without the Stable Diffusion directory or TAESD files (a checkpoint stores it)."""
+        record = {"unet": _public_config(self.unet.config), "scheduler": _public_config(self.noise_scheduler.config)}
+        if isinstance(self.autoencoder, KLAutoencoder):
+            record["vae"] = _public_config(self.autoencoder.vae.config)
+        if isinstance(self.autoencoder, TinyAutoencoder):
+            record["taesd"] = self.autoencoder.architecture()
+        if self.empty_prompt_embedding is not None:
+            record["empty_prompt_shape"] = list(self.empty_prompt_embedding.shape)
+        return record
+
+    @classmethod
+    def from_architecture(cls, config: DiffusionDecoderConfig, architecture: dict) -> "SlotDiffusionDecoder":
+        """A decoder of a stored shape with placeholder weights; the checkpoint's weights follow.
+
+        Nothing is read from ``config.pretrained_path`` or ``config.taesd_path``.
+        """
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+        parts: dict = {
+            "unet": UNet2DConditionModel.from_config(architecture["unet"]),
+            "scheduler": DDPMScheduler.from_config(architecture["scheduler"]),
+        }
+        if "vae" in architecture:
+            parts["vae"] = AutoencoderKL.from_config(architecture["vae"]).eval()
+        if "taesd" in architecture:
+            parts["autoencoder"] = TinyAutoencoder.from_architecture(architecture["taesd"])
+        if "empty_prompt_shape" in architecture:
+            parts["unconditional_embedding"] = torch.zeros(architecture["empty_prompt_shape"])
         return cls(config, **parts)
 
     def _check_parts(self) -> None:
@@ -773,6 +807,11 @@ class SlotDiffusionDecoder(nn.Module):
         decoder = cls.from_config(DiffusionDecoderConfig(**stored), unconditional_embedding=embedding)
         decoder.load_weights(path)
         return decoder
+
+
+def _public_config(config) -> dict:
+    """A diffusers config without its bookkeeping entries (``_name_or_path`` is a Path, not JSON)."""
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
 
 
 def _coordinate_grid(like: Tensor) -> Tensor:

@@ -157,6 +157,14 @@ class Encoder(nn.Module):
         """(h, w) of the token grid for the configured ``image_size``."""
         raise NotImplementedError
 
+    def architecture(self) -> dict | None:
+        """The network's shape as JSON, for encoders whose network comes from weight files.
+
+        A checkpoint stores it next to the weights, so :func:`build_encoder` rebuilds the
+        network from it without the files. ``None``: the config alone rebuilds the encoder.
+        """
+        return None
+
     @property
     def num_tokens(self) -> int:
         h, w = self.grid_size()
@@ -538,6 +546,12 @@ class CifarResNetEncoder(Encoder):
     def encode(self, pixels: Tensor) -> Tensor:
         return self.network.features(pixels, self.layer).flatten(2).transpose(1, 2)
 
+    def architecture(self) -> dict:
+        return {
+            "blocks_per_stage": [len(stage) for stage in self.network.stages],
+            "num_classes": self.network.linear.out_features,
+        }
+
 
 # --------------------------------------------------------------------------------------
 # Pretrained vision transformers (transformers)
@@ -639,6 +653,9 @@ class ViTEncoder(Encoder):
         side = self.image_size // self.patch_size
         return side, side
 
+    def architecture(self) -> dict:
+        return {"config": self.model.config.to_dict()}
+
     def model_inputs(self, pixels: Tensor) -> dict[str, Tensor | bool]:
         """Extra keyword arguments of the model's forward."""
         return {"interpolate_pos_encoding": True}
@@ -731,8 +748,20 @@ def check_matches_model(config: EncoderConfig, field: str, model_value: int) -> 
         )
 
 
-def build_vit_encoder(config: EncoderConfig) -> Encoder:
-    if config.tiny:
+def vit_from_architecture(name: str, architecture: dict) -> nn.Module:
+    """A ViT of the stored shape with placeholder weights (the checkpoint's weights follow)."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**architecture["config"])
+    model_class = vit_classes(name)[config.model_type]
+    extra = {"add_pooling_layer": False} if name == "dino" else {}
+    return model_class(config, **extra).eval()
+
+
+def build_vit_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
+    if architecture is not None:
+        model = vit_from_architecture(config.name, architecture)
+    elif config.tiny:
         if config.path is not None:
             raise ValueError("encoder.tiny=True builds a random twin and takes no encoder.path: set one of them")
         model = tiny_vit(config.name, config.patch_size, config.seed)
@@ -774,8 +803,10 @@ def build_cnn_encoder(config: EncoderConfig) -> Encoder:
     return CNNEncoder(config.image_size, patch_size, dim, num_layers, config.trainable_blocks, config.seed)
 
 
-def build_cifar_resnet_encoder(config: EncoderConfig) -> Encoder:
-    if config.tiny:
+def build_cifar_resnet_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
+    if architecture is not None:
+        network = CifarResNet(tuple(architecture["blocks_per_stage"]), architecture["num_classes"])
+    elif config.tiny:
         if config.path is not None:
             raise ValueError("encoder.tiny=True builds a random twin and takes no encoder.path: set one of them")
         with torch.random.fork_rng(devices=[]):
@@ -835,7 +866,25 @@ def validate_encoder_config(config: EncoderConfig) -> None:
             )
 
 
-def build_encoder(config: EncoderConfig) -> Encoder:
-    """Build the encoder a config describes (frozen unless ``trainable_blocks > 0``)."""
+# Encoders whose network comes from weight files, and their builders from a stored architecture.
+_ARCHITECTURE_BUILDERS: dict[str, Callable[[EncoderConfig, dict], Encoder]] = {
+    "dinov2": build_vit_encoder,
+    "dino": build_vit_encoder,
+    "mae": build_vit_encoder,
+    "cifar_resnet": build_cifar_resnet_encoder,
+}
+
+
+def build_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
+    """Build the encoder a config describes (frozen unless ``trainable_blocks > 0``).
+
+    ``architecture`` (from :meth:`Encoder.architecture`, as a checkpoint stores it) builds
+    the network in that shape instead of reading ``config.path``; its weights are then
+    expected to be loaded by the caller (``from_pretrained`` does).
+    """
     validate_encoder_config(config)
-    return _BUILDERS[config.name](config)
+    if architecture is None:
+        return _BUILDERS[config.name](config)
+    if config.name not in _ARCHITECTURE_BUILDERS:
+        raise ValueError(f"the {config.name} encoder is built from its config alone: it takes no stored architecture")
+    return _ARCHITECTURE_BUILDERS[config.name](config, architecture)
