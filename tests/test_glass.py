@@ -208,5 +208,5 @@ def test_interactive_answers_are_checked():
     assert ask_slots("3, 0", 7) == [3, 0] and ask_slots("  ", 7) == []
     with pytest.raises(ValueError, match="not a list of slot indices"):
         ask_slots("the red one", 7)
-    with pytest.raises(ValueError, match=r"no slot \[7\] \(the listed slots are 0..6\)"):
+    with pytest.raises(ValueError, match=r"--interactive: slot \[7\] out of range: this image has 7 slots \(0..6\)"):
         ask_slots("1 7", 7)

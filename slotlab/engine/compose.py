@@ -120,10 +120,10 @@ def _read_class_map(path: str, size: tuple[int, int]) -> Tensor:
     return torch.from_numpy(read_label_map(path, size=tuple(size)))
 
 
-def _check_indices(indices: list[int], k: int) -> None:
+def _check_indices(indices: list[int], k: int, source: str = "slot index") -> None:
     bad = [i for i in indices if not 0 <= i < k]
     if bad:
-        raise ValueError(f"slot index {bad} out of range: this image has {k} slots (0..{k - 1})")
+        raise ValueError(f"{source} {bad} out of range: this image has {k} slots (0..{k - 1})")
 
 
 def generate(model: ObjectCentricModel, slots: Tensor, options: SamplingOptions) -> Tensor:
@@ -161,9 +161,7 @@ def ask_slots(answer: str, num_slots: int) -> list[int]:
         indices = [int(word) for word in answer.replace(",", " ").split()]
     except ValueError:
         raise ValueError(f"--interactive: {answer!r} is not a list of slot indices (e.g. '2 5')") from None
-    wrong = [i for i in indices if not 0 <= i < num_slots]
-    if wrong:
-        raise ValueError(f"--interactive: no slot {wrong} (the listed slots are 0..{num_slots - 1})")
+    _check_indices(indices, num_slots, source="--interactive: slot")
     return indices
 
 
