@@ -20,7 +20,7 @@ from slotlab.data.imageio import read_image
 from slotlab.data.transforms import resize_image, resize_mask
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import Decomposition, ObjectCentricModel
 from slotlab.metrics.generation import GLASS_FID_IMAGES
 from slotlab.viz.overlays import boundaries, save_image, to_uint8
 
@@ -126,11 +126,22 @@ def _check_indices(indices: list[int], k: int, source: str = "slot index") -> No
         raise ValueError(f"{source} {bad} out of range: this image has {k} slots (0..{k - 1})")
 
 
-def generate(model: ObjectCentricModel, slots: Tensor, options: SamplingOptions) -> Tensor:
-    """Sample images (B, 3, R, R) from slots (B, K, D) with the model's diffusion decoder."""
+def _decoder(model: ObjectCentricModel):
     decoder = getattr(model, "diffusion_decoder", None)
     if decoder is None:
         raise ValueError(f"a {model.method!r} model without a diffusion decoder cannot generate images")
+    return decoder
+
+
+def decoder_tokens(model: ObjectCentricModel, decomposition: Decomposition) -> Tensor:
+    """The tokens (B, K, C) the model's diffusion decoder conditions on: the slots, carrying their
+    masks when the decoder is mask-biased (``mask_bias_grid``). Edits act on these tokens."""
+    return _decoder(model).context(decomposition.slots, decomposition.masks)
+
+
+def generate(model: ObjectCentricModel, slots: Tensor, options: SamplingOptions) -> Tensor:
+    """Sample images (B, 3, R, R) from decoder tokens (B, K, C) (:func:`decoder_tokens`)."""
+    decoder = _decoder(model)
     generator = torch.Generator(device="cpu").manual_seed(options.seed)
     return decoder.sample(slots, num_steps=options.steps, guidance_scale=options.guidance_scale, generator=generator)
 
@@ -148,11 +159,11 @@ def side_by_side(images: list[Tensor], outlines: list[Tensor | None], size: int)
 
 
 def _load(model: ObjectCentricModel, path: str, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Image, slots and masks; seeded, so slot indices printed by --list name the same slots
-    in the next call with the same --seed."""
+    """Image, decoder tokens (:func:`decoder_tokens`) and masks; seeded, so slot indices printed
+    by --list name the same slots in the next call with the same --seed."""
     image = read_image(path)
     result = model.decompose(image.unsqueeze(0), seed=seed)
-    return image, result.slots[0], result.masks[0]
+    return image, decoder_tokens(model, result)[0], result.masks[0]
 
 
 def ask_slots(answer: str, num_slots: int) -> list[int]:
@@ -234,7 +245,7 @@ def reconstruct_split(
     loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, collate_fn=collate)
     pairs: list[tuple[Tensor, Tensor]] = []
     for i, batch in enumerate(tqdm(loader, desc="reconstruct", unit="batch", disable=not progress)):
-        slots = model.decompose(batch.image, seed=options.seed + i).slots
+        slots = decoder_tokens(model, model.decompose(batch.image, seed=options.seed + i))
         recon = generate(model, slots, SamplingOptions(options.steps, options.guidance_scale, options.seed + i))
         pairs.append((resize_image(batch.image, tuple(recon.shape[-2:])), recon))
     metrics = evaluate_reconstructions([r for r, _ in pairs], [g for _, g in pairs], lpips=lpips,

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from slotlab.data.sample import collate
 from slotlab.data.transforms import resize_image
-from slotlab.engine.compose import SamplingOptions, add_slots, generate, side_by_side
+from slotlab.engine.compose import SamplingOptions, add_slots, decoder_tokens, generate, side_by_side
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.metrics.edits import largest_objects, removal_test
 from slotlab.metrics.generation import psnr, ssim
@@ -52,7 +52,8 @@ def run_generation_tasks(
     def sample(slots: Tensor, sample_seed: int) -> Tensor:
         return generate(model, slots, replace(options, seed=sample_seed))
 
-    removal = removal_test(sample, decomposition.slots, decomposition.masks, batch.image, batch.instance_mask, seed)
+    tokens = decoder_tokens(model, decomposition)
+    removal = removal_test(sample, tokens, decomposition.masks, batch.image, batch.instance_mask, seed)
     reconstructions = removal.reconstruction
     real = resize_image(batch.image, tuple(reconstructions.shape[-2:]))
     summary = removal.summary()
@@ -64,15 +65,15 @@ def run_generation_tasks(
         "removal_control_other_slot": summary["control_other_slot_rate"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    return metrics, _pictures(model, batch, decomposition, reconstructions, removal.edited, removal.removed_slot, options, out)
+    return metrics, _pictures(model, batch, tokens, reconstructions, removal.edited, removal.removed_slot, options, out)
 
 
-def _pictures(model, batch, decomposition, reconstructions, removed, removed_slot, options, out: Path) -> dict[str, Path]:
+def _pictures(model, batch, tokens, reconstructions, removed, removed_slot, options, out: Path) -> dict[str, Path]:
     shown = min(NUM_PICTURED, len(batch))
     objects = largest_objects(batch.instance_mask[:shown])
     regions = batch.instance_mask[:shown] == objects[:, None, None]
     donors = torch.arange(shown).roll(-1)  # scene i receives the largest object of scene i + 1
-    slots = decomposition.slots[:shown]
+    slots = tokens[:shown]
     added = generate(model, torch.stack([add_slots(slots[i], slots[j], [int(removed_slot[j])])
                                          for i, j in enumerate(donors.tolist())]), options)
     removal_rows = [side_by_side([batch.image[i], reconstructions[i], removed[i]], [regions[i], None, None], PICTURE_SIZE)

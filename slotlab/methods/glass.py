@@ -128,7 +128,9 @@ class Glass(ObjectCentricModel):
             out.feature_reconstruction = self.instance_decoder(grouping.slots_pre_projection).reconstruction
         if self.loss_weights["recon"]:
             size = (self.config.diffusion_decoder.resolution,) * 2
-            out.recon_loss = self.diffusion_decoder.loss(resize_image(images, size).clamp(0, 1), grouping.slots)
+            # With mask_bias_grid the decoder reads where the masks are; it does not reshape them.
+            context = self.diffusion_decoder.context(grouping.slots, self.attention_masks(out).detach())
+            out.recon_loss = self.diffusion_decoder.loss(resize_image(images, size).clamp(0, 1), context)
         return out
 
     def attention_masks(self, outputs: GlassOutput) -> Tensor:

@@ -198,7 +198,7 @@ def removal_test(
 
     Args:
         sample: the decoder, ``sample(slots, seed) -> images``.
-        slots: (B, K, D) slots of the images.
+        slots: (B, K, D) slots of the images, as the decoder takes them (its context tokens).
         slot_masks: (B, K, H, W) the slots' masks at image resolution (argmax taken here).
         images: (B, 3, H, W) the real images in [0, 1] (object and background colours).
         instance_masks: (B, H, W) ground-truth instances, 0 = background.
@@ -255,7 +255,7 @@ def _check_batch(slots: Tensor, slot_masks: Tensor, images: Tensor, instance_mas
 def evaluate_removal(model, images: Tensor, instance_masks: Tensor, options=None) -> RemovalResult:
     """:func:`removal_test` for a model with a diffusion decoder (GLASS), sampled with ``options``
     (:class:`slotlab.engine.compose.SamplingOptions`; its seed seeds the test)."""
-    from slotlab.engine.compose import SamplingOptions, generate
+    from slotlab.engine.compose import SamplingOptions, decoder_tokens, generate
 
     options = options or SamplingOptions()
     decomposition = model.decompose(images, seed=options.seed)
@@ -263,4 +263,5 @@ def evaluate_removal(model, images: Tensor, instance_masks: Tensor, options=None
     def sample(slots: Tensor, seed: int) -> Tensor:
         return generate(model, slots, replace(options, seed=seed))
 
-    return removal_test(sample, decomposition.slots, decomposition.masks, images, instance_masks, seed=options.seed)
+    tokens = decoder_tokens(model, decomposition)
+    return removal_test(sample, tokens, decomposition.masks, images, instance_masks, seed=options.seed)

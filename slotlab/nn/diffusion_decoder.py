@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.nn.autoencoders import ImageAutoencoder, KLAutoencoder, PixelSpace, SpaceToDepth, TinyAutoencoder
+from slotlab.nn.mask_attention import install_mask_biased_attention, pack_slot_masks, uniform_masks
 
 __all__ = [
     "DiffusionDecoderConfig",
@@ -102,6 +103,11 @@ class DiffusionDecoderConfig:
         coordinate_channels: append two fixed channels with the (x, y) position in [-1, 1] to
             the UNet input, an absolute position signal beyond what zero padding gives a small
             UNet. Not in the paper; off by default (no measurable gain in short CPU runs).
+        mask_bias_grid: not in the paper. ``G``: each context token is a slot followed by its
+            mask pooled to G x G, and cross-attention adds ``log mask`` at each position to
+            the logits (:mod:`slotlab.nn.mask_attention`), telling the decoder where each
+            slot's object is; build tokens with :meth:`SlotDiffusionDecoder.context`.
+            ``None`` (default): GLASS's plain cross-attention to the slots.
     """
 
     pretrained_path: str | None = None
@@ -123,6 +129,7 @@ class DiffusionDecoderConfig:
     cross_attention_levels: tuple[bool, ...] = (False, True)
     norm_num_groups: int = 8
     coordinate_channels: bool = False
+    mask_bias_grid: int | None = None
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -144,6 +151,8 @@ class DiffusionDecoderConfig:
             )
         if self.space_to_depth_factor < 1:
             raise ValueError(f"DiffusionDecoderConfig.space_to_depth_factor must be >= 1, got {self.space_to_depth_factor}")
+        if self.mask_bias_grid is not None and self.mask_bias_grid < 1:
+            raise ValueError(f"DiffusionDecoderConfig.mask_bias_grid must be >= 1 (or None), got {self.mask_bias_grid}")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"DiffusionDecoderConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.unconditional == "null_slots" and self.effective_condition_dropout == 0.0:
@@ -547,6 +556,8 @@ class SlotDiffusionDecoder(nn.Module):
             unet = _unet_from_config(config, self.autoencoder.latent_channels, side)
         self.unet = unet
         self.noise_scheduler = scheduler if scheduler is not None else _scheduler_from_config(config)
+        if config.mask_bias_grid is not None:
+            install_mask_biased_attention(self.unet, config.cross_attention_dim, config.mask_bias_grid)
         self.prediction_type: str = config.prediction_type or self.noise_scheduler.config.prediction_type
         self.condition_dropout = config.effective_condition_dropout
         self._check_parts()
@@ -653,14 +664,36 @@ class SlotDiffusionDecoder(nn.Module):
 
     # -- conditioning ------------------------------------------------------------------------
 
+    @property
+    def context_dim(self) -> int:
+        """Width of a context token: the slot width, plus G^2 mask values with ``mask_bias_grid``."""
+        grid = self.config.mask_bias_grid
+        return self.config.cross_attention_dim + (grid * grid if grid is not None else 0)
+
+    def context(self, slots: Tensor, masks: Tensor | None = None) -> Tensor:
+        """The context tokens (B, K, context_dim) the decoder conditions on, from slots (B, K, D)
+        and, with ``mask_bias_grid``, their masks (B, K, H, W) in [0, 1]; edits (removing,
+        adding, swapping) act on these tokens."""
+        grid = self.config.mask_bias_grid
+        if grid is None:
+            return slots
+        if masks is None:
+            raise ValueError("this decoder has mask_bias_grid set: pass the slots' masks (B, K, H, W) as well")
+        return pack_slot_masks(slots, masks, grid)
+
     def unconditional_tokens(self, batch_size: int, num_slots: int) -> Tensor:
-        """(B, K, D) tokens of the unconditional branch (empty prompt cut to K, or the null token)."""
+        """(B, K, context_dim) tokens of the unconditional branch (empty prompt cut to K, or the
+        null token; with ``mask_bias_grid``, masks of ones: no bias)."""
         if self.null_slot is not None:
-            return self.null_slot.expand(batch_size, num_slots, -1)
-        available = self.empty_prompt_embedding.shape[0]
-        if num_slots > available:
-            raise ValueError(f"{num_slots} slots exceed the {available} tokens of the empty-prompt embedding")
-        return self.empty_prompt_embedding[:num_slots].expand(batch_size, -1, -1)
+            tokens = self.null_slot.expand(batch_size, num_slots, -1)
+        else:
+            available = self.empty_prompt_embedding.shape[0]
+            if num_slots > available:
+                raise ValueError(f"{num_slots} slots exceed the {available} tokens of the empty-prompt embedding")
+            tokens = self.empty_prompt_embedding[:num_slots].expand(batch_size, -1, -1)
+        if self.config.mask_bias_grid is not None:
+            tokens = uniform_masks(tokens, self.config.mask_bias_grid)
+        return tokens
 
     def drop_conditions(self, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """In training, replace each sample's slots by the unconditional tokens with p = condition_dropout."""
@@ -675,11 +708,9 @@ class SlotDiffusionDecoder(nn.Module):
     # -- training ------------------------------------------------------------------------------
 
     def _check_slots(self, slots: Tensor) -> None:
-        if slots.dim() != 3 or slots.shape[-1] != self.config.cross_attention_dim:
-            raise ValueError(
-                f"slots must be (B, K, {self.config.cross_attention_dim}) (cross_attention_dim), "
-                f"got {tuple(slots.shape)}"
-            )
+        if slots.dim() != 3 or slots.shape[-1] != self.context_dim:
+            what = "cross_attention_dim" if self.config.mask_bias_grid is None else "slots + masks, see context()"
+            raise ValueError(f"slots must be (B, K, {self.context_dim}) ({what}), got {tuple(slots.shape)}")
 
     def _check_images(self, images: Tensor, slots: Tensor) -> None:
         size = self.config.resolution
@@ -708,7 +739,8 @@ class SlotDiffusionDecoder(nn.Module):
 
         Images (B, 3, R, R) in [0, 1] are encoded by the frozen autoencoder (scaled latents),
         t ~ U{0..T-1}, x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, and the UNet, cross-attending to
-        the slots (B, K, D), regresses the target of the prediction type (eps, v or x_0).
+        the slots (B, K, D) (with ``mask_bias_grid``: the tokens of :meth:`context`), regresses
+        the target of the prediction type (eps, v or x_0).
         Gradients reach the UNet and the slots, never the autoencoder.
         """
         self._check_slots(slots)
@@ -734,7 +766,7 @@ class SlotDiffusionDecoder(nn.Module):
         generator: torch.Generator | None = None,
         scheduler: str = "dpmsolver++",
     ) -> Tensor:
-        """Generate images (B, 3, R, R) in [0, 1] from slots (B, K, D).
+        """Generate images (B, 3, R, R) in [0, 1] from slots (B, K, D) (or :meth:`context` tokens).
 
         DPM-Solver++ (multistep, 2nd order) by default, on the training noise schedule.
         ``guidance_scale`` != 1 applies classifier-free guidance with the configured
