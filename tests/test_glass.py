@@ -210,3 +210,24 @@ def test_interactive_answers_are_checked():
         ask_slots("the red one", 7)
     with pytest.raises(ValueError, match=r"--interactive: slot \[7\] out of range: this image has 7 slots \(0..6\)"):
         ask_slots("1 7", 7)
+
+
+def test_mask_biased_decoder_trains_reloads_and_composes(generated, tmp_path):
+    from PIL import Image
+
+    from slotlab.cli import main
+    from slotlab.engine.compose import decoder_tokens
+
+    train(paper_tiny_config(generated, ["model.diffusion_decoder.mask_bias_grid=4"]), tmp_path / "run", progress=False)
+    model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")
+    decomposition = model.decompose(torch.rand(2, 3, 40, 40), seed=0)
+    tokens = decoder_tokens(model, decomposition)
+    assert tokens.shape == (2, 7, 32 + 16)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(decomposition.masks, 4).flatten(2)
+    torch.testing.assert_close(tokens[..., 32:], pooled)  # each token carries its own slot's mask
+    for i in range(2):
+        Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(tmp_path / f"img{i}.png")
+    assert main(["compose", "--checkpoint", str(tmp_path / "run" / "model"), "--image", str(tmp_path / "img0.png"),
+                 "--with", str(tmp_path / "img1.png"), "--remove", "1", "--add", "0", "--steps", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "img0-composition.png").is_file()
