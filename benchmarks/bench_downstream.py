@@ -29,7 +29,7 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.data.transforms import resize_image
-from slotlab.engine.compose import SamplingOptions, generate
+from slotlab.engine.compose import SamplingOptions, decoder_tokens, generate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import build_model
 from slotlab.methods import ObjectCentricModel
@@ -54,7 +54,7 @@ def paper_twin_sampling(images: int, options: SamplingOptions) -> dict:
     its tiny random-weight twins (``PAPER_TWIN_OVERRIDES``)."""
     model = build_model(build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))).eval()
     pictures = torch.rand(images, 3, model.encoder.image_size, model.encoder.image_size)
-    slots = model.decompose(pictures).slots
+    slots = decoder_tokens(model, model.decompose(pictures))
     start = time.perf_counter()
     generate(model, slots, options)
     seconds = time.perf_counter() - start
@@ -90,9 +90,10 @@ def main() -> None:
         sample_seconds.append(time.perf_counter() - start)
         return images
 
-    removal = removal_test(sample, decomposition.slots, decomposition.masks, batch.image, batch.instance_mask, args.seed)
+    tokens = decoder_tokens(model, decomposition)
+    removal = removal_test(sample, tokens, decomposition.masks, batch.image, batch.instance_mask, args.seed)
     recon = removal.reconstruction
-    other = sample(decomposition.slots.roll(1, dims=0), args.seed)
+    other = sample(tokens.roll(1, dims=0), args.seed)
     report = {
         "benchmark": "glass downstream on scenes",
         "images": len(batch),
