@@ -12,7 +12,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -54,10 +54,11 @@ class ObjectCentricModel(nn.Module):
     method: ClassVar[str]
     config_class: ClassVar[type]
 
-    def __init__(self, config: Any, architectures: Mapping[str, dict] | None = None):
-        """``architectures``: stored shapes of the parts built from weight files, by attribute
-        name (see :meth:`architectures`); those parts are then built in that shape instead of
-        being read from the files the config names."""
+    def __init__(self, config: Any):
+        """Subclasses take ``(config, architectures=None)``: ``architectures`` are the stored
+        shapes of the parts built from weight files, by attribute name (see
+        :meth:`architectures`); those parts are then built in that shape instead of being read
+        from the files the config names."""
         super().__init__()
         self.config = config
         self.loss_weights = self.default_loss_weights()

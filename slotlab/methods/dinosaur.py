@@ -70,7 +70,7 @@ class Dinosaur(ObjectCentricModel):
     config_class = DinosaurConfig
 
     def __init__(self, config: DinosaurConfig, architectures: Mapping[str, dict] | None = None):
-        super().__init__(config, architectures)
+        super().__init__(config)
         self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.decoder, self.encoder.dim, self.grid)

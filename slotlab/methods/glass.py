@@ -91,7 +91,7 @@ class Glass(ObjectCentricModel):
     config_class = GlassConfig
 
     def __init__(self, config: GlassConfig, architectures: Mapping[str, dict] | None = None):
-        super().__init__(config, architectures)
+        super().__init__(config)
         stored = architectures or {}
         self.encoder = build_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
