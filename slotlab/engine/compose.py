@@ -139,11 +139,11 @@ def decoder_tokens(model: ObjectCentricModel, decomposition: Decomposition) -> T
     return _decoder(model).context(decomposition.slots, decomposition.masks)
 
 
-def generate(model: ObjectCentricModel, slots: Tensor, options: SamplingOptions) -> Tensor:
+def generate(model: ObjectCentricModel, tokens: Tensor, options: SamplingOptions) -> Tensor:
     """Sample images (B, 3, R, R) from decoder tokens (B, K, C) (:func:`decoder_tokens`)."""
     decoder = _decoder(model)
     generator = torch.Generator(device="cpu").manual_seed(options.seed)
-    return decoder.sample(slots, num_steps=options.steps, guidance_scale=options.guidance_scale, generator=generator)
+    return decoder.sample(tokens, num_steps=options.steps, guidance_scale=options.guidance_scale, generator=generator)
 
 
 def side_by_side(images: list[Tensor], outlines: list[Tensor | None], size: int) -> Image.Image:
