@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from slotlab.data.transforms import resize_masks_soft
+
 #: Mask values are clamped to this floor before the log: a slot absent from a position is
 #: attended to about 1e-3 as much as with a zero bias, not infinitely less (no NaN rows).
 MASK_FLOOR = 1e-3
@@ -44,10 +46,8 @@ def mask_bias(masks: Tensor, grid: int, num_queries: int) -> Tensor:
     side = math.isqrt(num_queries)
     if side * side != num_queries:
         raise ValueError(f"mask-biased attention needs a square query grid, got {num_queries} queries")
-    maps = masks.reshape(masks.shape[0], masks.shape[1], grid, grid)
-    if side != grid:
-        maps = F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
-    return maps.clamp(MASK_FLOOR, 1.0).log().flatten(2).transpose(1, 2).unsqueeze(1)
+    maps = resize_masks_soft(masks.reshape(masks.shape[0], masks.shape[1], grid, grid), (side, side))
+    return maps.to(masks.dtype).clamp(MASK_FLOOR, 1.0).log().flatten(2).transpose(1, 2).unsqueeze(1)
 
 
 class MaskBiasedCrossAttention:
