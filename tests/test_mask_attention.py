@@ -82,3 +82,20 @@ def test_guided_sampling_and_the_loss_run_with_masks():
     loss = biased.loss(torch.rand(2, 3, 32, 32), tokens.requires_grad_(), generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and tokens.grad[..., :DIM].abs().sum() > 0
+
+
+def test_hard_masks_pool_the_argmax_ownership():
+    slots = torch.zeros(1, 2, 3)
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0] = 0.6  # slot 0 owns every pixel by a small margin...
+    masks[0, 1] = 0.4
+    masks[0, 1, :2, :2] = 0.9  # ...except the top-left quarter, slot 1's
+    soft = pack_slot_masks(slots, masks, grid=2)[..., 3:]
+    hard = pack_slot_masks(slots, masks, grid=2, hard=True)[..., 3:]
+    torch.testing.assert_close(soft[0, 1], torch.tensor([0.9, 0.4, 0.4, 0.4]))
+    torch.testing.assert_close(hard[0], torch.tensor([[0.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]))
+    config = cpu_config(cross_attention_dim=DIM, attention_head_dim=DIM, mask_bias_grid=2, mask_bias_hard=True)
+    decoder = SlotDiffusionDecoder.from_config(config)
+    torch.testing.assert_close(decoder.context(torch.zeros(1, 2, DIM), masks)[..., DIM:], hard)
+    with pytest.raises(ValueError, match="mask_bias_hard needs mask_bias_grid"):
+        cpu_config(mask_bias_hard=True)

@@ -108,6 +108,9 @@ class DiffusionDecoderConfig:
             the logits (:mod:`slotlab.nn.mask_attention`), telling the decoder where each
             slot's object is; build tokens with :meth:`SlotDiffusionDecoder.context`.
             ``None`` (default): GLASS's plain cross-attention to the slots.
+        mask_bias_hard: with ``mask_bias_grid``, pool one-hot argmax masks instead of the soft
+            ones: a slot gets no weight where it does not own the pixels, so dropping it
+            leaves nothing to draw its object from.
     """
 
     pretrained_path: str | None = None
@@ -130,6 +133,7 @@ class DiffusionDecoderConfig:
     norm_num_groups: int = 8
     coordinate_channels: bool = False
     mask_bias_grid: int | None = None
+    mask_bias_hard: bool = False
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -153,6 +157,8 @@ class DiffusionDecoderConfig:
             raise ValueError(f"DiffusionDecoderConfig.space_to_depth_factor must be >= 1, got {self.space_to_depth_factor}")
         if self.mask_bias_grid is not None and self.mask_bias_grid < 1:
             raise ValueError(f"DiffusionDecoderConfig.mask_bias_grid must be >= 1 (or None), got {self.mask_bias_grid}")
+        if self.mask_bias_hard and self.mask_bias_grid is None:
+            raise ValueError("DiffusionDecoderConfig.mask_bias_hard needs mask_bias_grid: set it, or drop mask_bias_hard")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"DiffusionDecoderConfig.condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.unconditional == "null_slots" and self.effective_condition_dropout == 0.0:
@@ -679,7 +685,7 @@ class SlotDiffusionDecoder(nn.Module):
             return slots
         if masks is None:
             raise ValueError("this decoder has mask_bias_grid set: pass the slots' masks (B, K, H, W) as well")
-        return pack_slot_masks(slots, masks, grid)
+        return pack_slot_masks(slots, masks, grid, hard=self.config.mask_bias_hard)
 
     def unconditional_tokens(self, batch_size: int, num_slots: int) -> Tensor:
         """(B, K, context_dim) tokens of the unconditional branch (empty prompt cut to K, or the

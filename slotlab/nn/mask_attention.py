@@ -26,12 +26,18 @@ from slotlab.data.transforms import resize_masks_soft
 MASK_FLOOR = 1e-3
 
 
-def pack_slot_masks(slots: Tensor, masks: Tensor, grid: int) -> Tensor:
-    """Slots (B, K, D) and masks (B, K, H, W) in [0, 1] -> tokens (B, K, D + grid^2)."""
+def pack_slot_masks(slots: Tensor, masks: Tensor, grid: int, hard: bool = False) -> Tensor:
+    """Slots (B, K, D) and masks (B, K, H, W) in [0, 1] -> tokens (B, K, D + grid^2).
+
+    ``hard``: each pixel first goes to its argmax slot (one-hot masks), so the pooled mask is
+    the share of each grid cell the slot owns and a slot absent from a cell gets no weight.
+    """
     if masks.dim() != 4 or masks.shape[:2] != slots.shape[:2]:
         raise ValueError(
             f"masks must be (B, K, H, W) for slots {tuple(slots.shape)}, got {tuple(masks.shape)}"
         )
+    if hard:
+        masks = F.one_hot(masks.argmax(1), masks.shape[1]).permute(0, 3, 1, 2)
     pooled = F.adaptive_avg_pool2d(masks.to(slots.dtype), grid)
     return torch.cat([slots, pooled.flatten(2)], dim=-1)
 
