@@ -106,12 +106,13 @@ class Glass(ObjectCentricModel):
         self.slot_attention = SlotAttention(sa)
         self.instance_decoder = MLPDecoder(dec)
         self.diffusion_decoder = None
-        if config.diffusion_decoder is not None and "diffusion_decoder" in stored:
-            self.diffusion_decoder = SlotDiffusionDecoder.from_architecture(
-                config.diffusion_decoder, stored["diffusion_decoder"]
+        if config.diffusion_decoder is not None:
+            architecture = stored.get("diffusion_decoder")
+            self.diffusion_decoder = (
+                SlotDiffusionDecoder.from_config(config.diffusion_decoder)
+                if architecture is None
+                else SlotDiffusionDecoder.from_architecture(config.diffusion_decoder, architecture)
             )
-        elif config.diffusion_decoder is not None:
-            self.diffusion_decoder = SlotDiffusionDecoder.from_config(config.diffusion_decoder)
 
     def default_loss_weights(self) -> dict[str, float]:
         c = self.config

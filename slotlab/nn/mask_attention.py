@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from slotlab.data.sample import one_hot_masks
 from slotlab.data.transforms import resize_masks_soft
 
 #: Mask values are clamped to this floor before the log: a slot absent from a position is
@@ -37,7 +38,7 @@ def pack_slot_masks(slots: Tensor, masks: Tensor, grid: int, hard: bool = False)
             f"masks must be (B, K, H, W) for slots {tuple(slots.shape)}, got {tuple(masks.shape)}"
         )
     if hard:
-        masks = F.one_hot(masks.argmax(1), masks.shape[1]).permute(0, 3, 1, 2)
+        masks = one_hot_masks(masks.argmax(1), masks.shape[1])
     pooled = F.adaptive_avg_pool2d(masks.to(slots.dtype), grid)
     return torch.cat([slots, pooled.flatten(2)], dim=-1)
 
