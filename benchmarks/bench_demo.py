@@ -1,6 +1,6 @@
 """Time `slotlab demo`: wall time, peak memory, train steps/s and the metrics, as JSON.
 
-    python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S] [--keep DIR]
+    python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S] [--keep DIR] [--preset NAME=PRESET]
 
 With --keep the demo's output (trained models in DIR/runs/*/model, pictures, report) stays,
 e.g. for benchmarks/bench_downstream.py; otherwise it goes to a temporary directory.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from report import emit, machine_info
 
-from slotlab.engine.demo import run_demo
+from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
 
 
 def main() -> None:
@@ -27,16 +27,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as `slotlab demo` uses (default: 1)")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="run the demo in DIR and keep its output")
+    parser.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
+                        help="another preset for a demo method, as `slotlab demo --preset` (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        metrics = run_demo(args.keep or Path(tmp) / "demo", steps=args.steps, seed=args.seed, progress=False)
+        metrics = run_demo(args.keep or Path(tmp) / "demo", steps=args.steps, seed=args.seed,
+                           methods=with_presets(DEMO_METHODS, args.preset), progress=False)
         wall = time.perf_counter() - start
     # The largest process: this one or a worker that trained a method (Linux reports KiB).
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     report = {
         "benchmark": "slotlab demo",
+        "presets": args.preset,
         "wall_seconds": round(wall, 1),
         "peak_memory_mb_largest_process": round(peak_mb, 1),
         "train_steps_per_second": {

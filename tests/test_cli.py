@@ -73,6 +73,7 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
     for name in ("dinosaur", "glass", "blocks"):
         assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and metrics[name]["protocol"] == "native"
     assert metrics["dinosaur"]["train_steps"] == 8
+    assert metrics["dinosaur"]["preset"] == "dinosaur-tiny" and metrics["glass"]["preset"] == "glass-tiny"
     for name in ("dinosaur", "glass"):  # --tasks all by default
         assert 0.0 <= metrics[name]["probe_class_accuracy"] <= 1.0 and metrics[name]["probe_centre_mse"] >= 0.0
         assert metrics[name]["probe_centre_mse_mean_baseline"] > 0.0
@@ -140,3 +141,24 @@ def test_killed_demo_leaves_no_worker_behind(tmp_path):
                 workers = [w for w in workers if w != p]
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
     assert not (tmp_path / "d" / "metrics.json").exists()
+
+
+def test_demo_preset_replaces_a_method_preset_of_the_same_method():
+    from slotlab.engine.demo import DEMO_METHODS, with_presets
+
+    methods = with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"])
+    assert [m.name for m in methods] == [m.name for m in DEMO_METHODS]
+    glass = next(m for m in methods if m.name == "glass")
+    assert glass.preset == "glass-tiny-compose" and glass.generate_preset == "generate-scenes-tiny"
+    assert next(m for m in methods if m.name == "dinosaur").preset == "dinosaur-tiny"
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [("glass", "NAME=PRESET"), ("spot=glass-tiny", "NAME=PRESET"), ("glass=", "NAME=PRESET"),
+     ("glass=dinosaur-tiny", "trains method 'dinosaur'"), ("glass=nope", "unknown preset 'nope'")],
+)
+def test_demo_bad_preset_assignment_is_a_clear_error(capsys, tmp_path, assignment, message):
+    assert main(["demo", "--preset", assignment, "--out", str(tmp_path / "d")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -60,3 +60,26 @@ def test_from_dict_types():
     config = from_dict(TrainConfig, {"seed": 3, "optim": {"grad_clip": None}})
     assert config.optim.grad_clip is None
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def _without(preset: dict, *paths: str) -> dict:
+    """``preset`` with the dotted ``paths`` removed (list items by index)."""
+    import copy
+
+    pruned = copy.deepcopy(preset)
+    for path in paths:
+        *parents, last = path.split(".")
+        node = pruned
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        del node[int(last) if isinstance(node, list) else last]
+    return pruned
+
+
+def test_glass_tiny_compose_changes_only_the_decoder_inputs_and_phase_two_length():
+    base, compose = load_preset("glass-tiny"), load_preset("glass-tiny-compose")
+    decoder = compose["model"]["diffusion_decoder"]
+    assert decoder["mask_bias_grid"] > 0 and decoder["mask_bias_hard"] is True
+    assert compose["stages"][1]["steps"] > base["stages"][1]["steps"]
+    ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps")
+    assert _without(compose, *ignored) == _without(base, "stages.1.steps")

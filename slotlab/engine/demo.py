@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -78,6 +78,22 @@ def steps_overrides(preset: dict, steps: int | None) -> list[str]:
     return [f"stages.{i}.steps={max(1, round(steps * n / total))}" for i, n in enumerate(lengths)]
 
 
+def with_presets(methods: tuple[DemoMethod, ...], assignments: list[str]) -> tuple[DemoMethod, ...]:
+    """``methods`` with presets replaced by ``NAME=PRESET`` assignments (``--preset``); the new
+    preset must train the same method, so a variant (e.g. ``glass=glass-tiny-compose``) takes
+    the place of the CPU preset."""
+    by_name = {m.name: m for m in methods}
+    for assignment in assignments:
+        name, sep, preset = assignment.partition("=")
+        if not sep or name not in by_name or not preset:
+            raise ValueError(f"--preset {assignment!r}: write NAME=PRESET with NAME one of {list(by_name)}")
+        expected, found = load_preset(by_name[name].preset)["method"], load_preset(preset).get("method")
+        if found != expected:
+            raise ValueError(f"--preset {assignment!r}: preset {preset!r} trains method {found!r}, not {expected!r}")
+        by_name[name] = replace(by_name[name], preset=preset)
+    return tuple(by_name[m.name] for m in methods)
+
+
 def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     unknown = sorted(set(tasks) - set(DEMO_TASKS))
     if unknown:
@@ -121,6 +137,7 @@ def run_method(
         "train_seconds": round(result.train_seconds, 2),
         "train_steps": result.steps,
         "protocol": evaluation["protocol"],
+        "preset": method.preset,
     }
     pictures: dict[str, str] = {}
     if "probe" in tasks:
