@@ -16,8 +16,9 @@ def test_generation_tasks_write_metrics_and_pictures(tmp_path):
     val = build_dataset("scenes?split=val&size=6")
     metrics, pictures = run_generation_tasks(model, val, tmp_path, seed=0, num_images=6)
     assert metrics["recon_psnr"] > 0 and 0 < metrics["recon_ssim"] <= 1
-    for key in ("recon_object_visible", "removal_success", "removal_control_other_slot"):
+    for key in ("recon_object_visible", "removal_success", "removal_control_other_slot", "removal_control_reseed"):
         assert math.isnan(metrics[key]) or 0 <= metrics[key] <= 1, key
+    assert metrics["removal_objects"] == round(metrics["recon_object_visible"] * 6)
     assert len(pictures) == 2
     for path in pictures.values():
         width, height = Image.open(path).size

@@ -35,8 +35,10 @@ GENERATION_NOTE = (
     f"Generation (GLASS model, first {NUM_IMAGES} val scenes, DPM-Solver++ {SAMPLER_STEPS} steps): recon_psnr/recon_ssim "
     "compare reconstructions from the image's own slots with the image; removal_success is the share of largest "
     "objects visible in the reconstruction (colour test) that are gone once their slot is dropped, "
-    "removal_control_other_slot the same share when another slot is dropped instead, and recon_object_visible the "
-    "share of largest objects visible in the reconstruction at all (see slotlab.metrics.edits)."
+    "removal_control_other_slot the same share when another slot is dropped instead, removal_control_reseed the share "
+    "gone when the reconstruction is drawn again with another seed (removal means something only well above both), "
+    "removal_objects how many objects these rates count, and recon_object_visible the share of largest objects "
+    "visible in the reconstruction at all (see slotlab.metrics.edits)."
 )
 
 
@@ -61,8 +63,10 @@ def run_generation_tasks(
         "recon_psnr": float(psnr(reconstructions, real).mean()),
         "recon_ssim": float(ssim(reconstructions, real).mean()),
         "recon_object_visible": summary["reconstructed_rate"],
+        "removal_objects": summary["reconstructed"],
         "removal_success": summary["removal_success_rate"],
         "removal_control_other_slot": summary["control_other_slot_rate"],
+        "removal_control_reseed": summary["control_reseed_rate"],
     }
     out.mkdir(parents=True, exist_ok=True)
     return metrics, _pictures(model, batch, tokens, reconstructions, removal.edited, removal.removed_slot, options, out)
