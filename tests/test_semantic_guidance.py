@@ -87,3 +87,68 @@ def test_no_segments_gives_zero_loss_with_graph():
     loss = semantic_guidance_loss(masks, sem, torch.zeros_like(sem, dtype=torch.bool)).loss
     assert float(loss.detach()) == 0.0
     loss.backward()
+
+
+def test_connected_components_are_8_connected_and_labelled_consistently():
+    from slotlab.guidance.semantic import connected_components
+
+    mask = torch.tensor([[1, 1, 0, 0, 0],
+                         [0, 0, 1, 0, 1],
+                         [0, 0, 0, 0, 1],
+                         [1, 0, 0, 0, 0]], dtype=torch.bool)
+    labels = connected_components(torch.stack([mask, torch.zeros_like(mask)]))
+    first = labels[0]
+    assert (first[~mask] == 0).all() and (first[mask] > 0).all()
+    # the diagonal step (0,1)-(1,2) joins; the right pair and the lone corner are their own pieces
+    assert first[0, 0] == first[0, 1] == first[1, 2]
+    assert first[1, 4] == first[2, 4]
+    assert len({int(first[0, 0]), int(first[1, 4]), int(first[3, 0])}) == 3
+    assert (labels[1] == 0).all()
+
+
+def _two_squares_and_a_bar() -> torch.Tensor:
+    """24x24: class 1 twice (separate squares), class 2 once (a bar), one speckle pixel of class 2."""
+    sem = torch.zeros(1, 24, 24, dtype=torch.long)
+    sem[0, 2:8, 2:8] = 1
+    sem[0, 14:20, 14:20] = 1
+    sem[0, 2:5, 12:22] = 2
+    sem[0, 22, 2] = 2
+    return sem
+
+
+def test_component_segments_split_separated_instances_of_a_class():
+    sem = _two_squares_and_a_bar()
+    ignore = torch.zeros_like(sem, dtype=torch.bool)
+    classes, _ = pseudo_mask_segments(sem, ignore)
+    pieces, valid = pseudo_mask_segments(sem, ignore, kind="components")
+    assert classes.shape[1] == 2
+    # the speckle (1 pixel < MIN_COMPONENT_SHARE of 576) is dropped; three objects remain
+    assert valid.tolist() == [[True, True, True]]
+    expected = [(sem[0] == 1) & (torch.arange(24)[:, None] < 10), (sem[0] == 1) & (torch.arange(24)[:, None] >= 10),
+                (sem[0] == 2) & (torch.arange(24)[:, None] < 10)]
+    found = {tuple(p.flatten().tolist()) for p in pieces[0].bool()}
+    assert found == {tuple(e.flatten().tolist()) for e in expected}
+
+
+def test_component_guidance_rewards_one_slot_per_instance():
+    sem = _two_squares_and_a_bar()
+    ignore = torch.zeros_like(sem, dtype=torch.bool)
+    rows = torch.arange(24)[:, None]
+    per_instance = torch.stack([(sem[0] == 1) & (rows < 10), (sem[0] == 1) & (rows >= 10), sem[0] == 2]).float()
+    background = 1 - per_instance.sum(0, keepdim=True)
+    masks = torch.cat([per_instance, background])[None].clamp(1e-4, 1)
+    by_component = semantic_guidance_loss(masks, sem, ignore, segment_kind="components").loss
+    by_class = semantic_guidance_loss(masks, sem, ignore).loss
+    assert by_component < 0.01 < by_class
+
+
+def test_unknown_segment_kind_is_an_error():
+    import pytest
+
+    from slotlab.methods.glass import GlassConfig
+
+    sem = _two_squares_and_a_bar()
+    with pytest.raises(ValueError, match="components"):
+        pseudo_mask_segments(sem, torch.zeros_like(sem, dtype=torch.bool), kind="instances")
+    with pytest.raises(ValueError, match="semantic_segments"):
+        GlassConfig(semantic_segments="instances")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.data.transforms import resize_image, resize_mask, resize_masks_soft
-from slotlab.guidance.semantic import MATCH_COSTS, semantic_guidance_loss
+from slotlab.guidance.semantic import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
@@ -54,6 +54,9 @@ class GlassConfig:
     lambda_semantic / lambda_instance / lambda_recon: the weights of GLASS Eq. 3 (paper:
     0.7 / 0.9 / 1). semantic_cost: how Eq. 2 scores IoU ("soft" slot masks or "hard"
     argmax masks). semantic_background: also match the background as a segment.
+    semantic_segments: "classes" (GLASS: one segment per class, so one slot per class) or
+    "components" (not in GLASS: each connected piece of a class's region is a segment, so
+    separated instances of one class are matched to different slots).
     semantic_resolution: resize pseudo masks (nearest) to this side before matching,
     instead of upsampling slot masks to the pseudo-mask size (None = the paper's way).
     """
@@ -67,11 +70,14 @@ class GlassConfig:
     lambda_recon: float = 1.0
     semantic_cost: str = "soft"
     semantic_background: bool = False
+    semantic_segments: str = "classes"
     semantic_resolution: int | None = None
 
     def __post_init__(self) -> None:
         if self.semantic_cost not in MATCH_COSTS:
             raise ValueError(f"semantic_cost={self.semantic_cost!r}; choose one of {MATCH_COSTS}")
+        if self.semantic_segments not in SEGMENT_KINDS:
+            raise ValueError(f"semantic_segments={self.semantic_segments!r}; choose one of {SEGMENT_KINDS}")
         if self.diffusion_decoder is None and self.lambda_recon:
             raise ValueError("lambda_recon > 0 needs a diffusion_decoder; set lambda_recon=0 or configure one")
 
@@ -148,7 +154,8 @@ class Glass(ObjectCentricModel):
             size = (self.config.semantic_resolution,) * 2
             semantic, ignore = resize_mask(semantic, size), resize_mask(ignore, size)
         masks = resize_masks_soft(self.attention_masks(outputs), tuple(semantic.shape[-2:]))
-        return semantic_guidance_loss(masks, semantic, ignore, self.config.semantic_cost, self.config.semantic_background)
+        c = self.config
+        return semantic_guidance_loss(masks, semantic, ignore, c.semantic_cost, c.semantic_background, c.semantic_segments)
 
     def losses(self, outputs: GlassOutput, batch: Batch) -> dict[str, Tensor]:
         w = self.loss_weights
