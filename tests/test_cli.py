@@ -162,3 +162,15 @@ def test_demo_bad_preset_assignment_is_a_clear_error(capsys, tmp_path, assignmen
     assert main(["demo", "--preset", assignment, "--out", str(tmp_path / "d")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
+    from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
+
+    glass = [m for m in with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"]) if m.name == "glass"]
+    metrics = run_demo(tmp_path / "d", steps=6, methods=tuple(glass), tasks=("generation",), jobs=1, progress=False)
+    row = metrics["glass"]
+    assert row["preset"] == "glass-tiny-compose" and row["train_steps"] == 6
+    assert 0 <= row["removal_objects"] <= 32 and 0.0 <= row["recon_object_visible"] <= 1.0
+    assert (tmp_path / "d" / "tasks" / "glass" / "removal.png").is_file()
