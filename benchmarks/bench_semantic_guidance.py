@@ -1,6 +1,6 @@
 """Cost of GLASS's semantic guidance per training batch, one segment per class vs per connected piece.
 
-    python benchmarks/bench_semantic_guidance.py [--batch 16] [--sides 64 128] [--repeat 5] [--out FILE]
+    python benchmarks/bench_semantic_guidance.py [--batch 16] [--sides 64 128 512] [--repeat 3] [--out FILE]
 
 For scenes val class maps standing in for pseudo masks (B images at each side), the JSON gives:
 - semantic_guidance_loss (segments, Hungarian matching, BCE) forward with
@@ -54,8 +54,8 @@ def bench_side(batch, side: int, repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="images per batch (glass-tiny trains with 16)")
-    parser.add_argument("--sides", type=int, nargs="+", default=[64, 128], help="pseudo-mask sides to measure")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sides", type=int, nargs="+", default=[64, 128, 512], help="pseudo-mask sides to measure")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
     args = parser.parse_args()
