@@ -21,27 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from report import median_seconds
 
 from slotlab.guidance.pseudo_masks import refine_with_self_attention
-
-
-def _timed(fn, repeat: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of ``fn()`` over ``repeat`` runs (after one warm-up)."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start_wall)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench_refinement(images: int, max_classes: int, repeat: int, side: int = 32, power: int = 4) -> list[dict]:
@@ -60,8 +48,8 @@ def bench_refinement(images: int, max_classes: int, repeat: int, side: int = 32,
             return torch.stack([(torch.linalg.matrix_power(a, power) @ m.T).T for a, m in zip(attention, flat)])
 
         difference = (ours().reshape(images, k, n) - explicit()).abs().max().item()
-        ours_wall, ours_cpu = _timed(ours, repeat)
-        explicit_wall, explicit_cpu = _timed(explicit, repeat)
+        ours_wall, ours_cpu = median_seconds(ours, repeat)
+        explicit_wall, explicit_cpu = median_seconds(explicit, repeat)
         rows.append({
             "classes": k,
             "max_abs_difference": difference,
@@ -80,7 +68,7 @@ def bench_scenes(num: int) -> dict:
 
     backend = ScenesBackend(ScenesBackendConfig(resolution=64), label_set("scenes"))
     prompts = [build_prompt("shapes", ["circle", "star"] if i % 2 else ["square"]) for i in range(num)]
-    wall, cpu = _timed(lambda: backend.generate(prompts, list(range(num))), 1)
+    wall, cpu = median_seconds(lambda: backend.generate(prompts, list(range(num))), 1)
     config = GenerateConfig(
         backend="scenes", num=num, prompts=PromptConfig(label_set="scenes", dataset="scenes?split=train&size=500")
     )
@@ -120,8 +108,8 @@ def bench_capture(steps: int, repeat: int) -> dict:
         with capturing(parts.unet, backend.capture):
             backend._denoise(latents, text, [0, 1])
 
-    plain_wall, plain_cpu = _timed(plain, repeat)
-    capture_wall, capture_cpu = _timed(captured, repeat)
+    plain_wall, plain_cpu = median_seconds(plain, repeat)
+    capture_wall, capture_cpu = median_seconds(captured, repeat)
     return {
         "model": "tiny_sd_components (32x32 images, 16x16 latents)",
         "steps": steps,

@@ -12,11 +12,9 @@ For scenes val class maps standing in for pseudo masks (B images at each side), 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from report import emit, machine_info
+from report import emit, machine_info, median_seconds
 
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
@@ -24,16 +22,6 @@ from slotlab.data.transforms import resize_mask
 from slotlab.guidance.semantic import connected_components, pseudo_mask_segments, semantic_guidance_loss
 
 NUM_SLOTS = 7
-
-
-def _median_seconds(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_side(batch, side: int, repeat: int) -> dict:
@@ -44,9 +32,9 @@ def bench_side(batch, side: int, repeat: int) -> dict:
     inside = (segments > 0.5) & valid[:, :, None, None]
     row = {"side": side, "images": semantic.shape[0], "class_segments": int(valid.sum())}
     for kind in ("classes", "components"):
-        row[f"loss_{kind}_s"] = round(_median_seconds(lambda: semantic_guidance_loss(masks, semantic, ignore,
-                                                                                     segment_kind=kind), repeat), 5)
-    row["connected_components_s"] = round(_median_seconds(lambda: connected_components(inside), repeat), 5)
+        wall, _ = median_seconds(lambda: semantic_guidance_loss(masks, semantic, ignore, segment_kind=kind), repeat)
+        row[f"loss_{kind}_s"] = round(wall, 5)
+    row["connected_components_s"] = round(median_seconds(lambda: connected_components(inside), repeat)[0], 5)
     row["component_segments"] = int(pseudo_mask_segments(semantic, ignore, kind="components")[1].sum())
     return row
 

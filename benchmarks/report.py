@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +16,18 @@ from slotlab.io.results import results_json
 def machine_info() -> dict:
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
+
+
+def median_seconds(fn, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn()`` over ``repeat`` runs (after one warm-up)."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeat):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def emit(report: dict, out: str | None) -> None:

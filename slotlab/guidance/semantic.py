@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from slotlab.data.sample import IGNORE_INDEX, one_hot_masks
 from slotlab.guidance.matching import hungarian_match, pairwise_iou
@@ -40,7 +41,7 @@ def split_into_components(segments: Tensor, valid: Tensor) -> tuple[Tensor, Tens
     Pieces smaller than ``MIN_COMPONENT_SHARE`` of the mask are dropped. Returns segments
     (B, S', H, W) float padded with empty ones and valid (B, S') bool, pieces in label order.
     """
-    b, s, h, w = segments.shape
+    h, w = segments.shape[-2:]
     inside = (segments > 0.5) & valid[:, :, None, None]
     # Class segments are disjoint, so one map per image holds every piece's label.
     labels = connected_components(inside).sum(1)
@@ -49,10 +50,7 @@ def split_into_components(segments: Tensor, valid: Tensor) -> tuple[Tensor, Tens
     for image_labels in labels:
         ids, counts = torch.unique(image_labels, return_counts=True)
         kept.append(ids[(ids > 0) & (counts >= min_pixels)])
-    count = max((len(ids) for ids in kept), default=0)
-    ids = torch.zeros(b, count, dtype=torch.long, device=segments.device)
-    for i, image_ids in enumerate(kept):
-        ids[i, : len(image_ids)] = image_ids
+    ids = pad_sequence(kept, batch_first=True)  # (B, S'), padded with label 0 = no piece
     pieces = (labels[:, None] == ids[:, :, None, None]) & (ids[:, :, None, None] > 0)
     return pieces.to(segments.dtype), ids > 0
 
