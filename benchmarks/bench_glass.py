@@ -9,11 +9,12 @@ Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward st
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
 Ceilings: the instance scores of three oracle "models" on the same val split, scored exactly
-like a model (soft masks at the 16x16 token grid, upsampled bilinearly): the ground-truth
+like a model (soft masks at a token grid, upsampled bilinearly): the ground-truth
 class segments as slots (the best that grouping by class alone can reach: instances of one
 class share a slot), the instances merged by colour name (the best of grouping by colour
 alone, what the colour features of the CPU encoder offer) and the ground-truth instances as
-slots (the limit of the token grid).
+slots (the limit of the token grid). Each at the presets' 16x16 grid (64 px images in 4 px
+patches) and at finer grids, to show what smaller patches would allow.
 """
 
 from __future__ import annotations
@@ -47,20 +48,21 @@ ROWS = {  # Table 6a row -> CPU preset
     "full": "glass-tiny",
 }
 VAL = "scenes?split=val&size=256"
-TOKEN_GRID = 16  # the CPU presets' 64 px images in 4 px patches
+TOKEN_GRIDS = (16, 32, 64)  # the CPU presets' 64 px images in 4, 2 and 1 px patches
 
 
-def oracle_ceilings() -> dict:
-    """Instance scores of class-segment and instance oracles at the token grid (module docstring)."""
+def oracle_ceilings(grids: tuple[int, ...]) -> dict:
+    """Instance scores of class-segment, colour and instance oracles per token grid (module docstring)."""
     val = build_dataset(VAL)
     batch = collate([val[i] for i in range(len(val))])
-    results = {}
     oracles = (("class_segments_as_slots", batch.semantic_mask), ("colour_groups_as_slots", colour_groups(batch)),
                ("instances_as_slots", batch.instance_mask))
-    for name, labels in oracles:
-        masks = F.adaptive_avg_pool2d(one_hot_masks(labels).float(), TOKEN_GRID)
-        metrics = evaluate_masks([(masks, batch)], get_protocol("native"))["metrics"]
-        results[name] = {k: metrics[k] for k in ("mbo_i", "miou_i", "fg_ari")}
+    results: dict = {}
+    for grid in grids:
+        for name, labels in oracles:
+            masks = F.adaptive_avg_pool2d(one_hot_masks(labels).float(), grid)
+            metrics = evaluate_masks([(masks, batch)], get_protocol("native"))["metrics"]
+            results.setdefault(str(grid), {})[name] = {k: metrics[k] for k in ("mbo_i", "miou_i", "fg_ari")}
     return results
 
 
@@ -125,7 +127,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        report["ceilings_token_grid"] = oracle_ceilings()
+        report["ceilings_by_token_grid"] = oracle_ceilings(TOKEN_GRIDS)
         data = generate(work / "generated")
         report["speed_tiny_preset"] = stage_speed([], "glass-tiny", data, 30, work, "speed-tiny")
         twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
