@@ -107,3 +107,16 @@ def test_mlp_decoder_alpha_is_softmax_over_slots_and_recon_is_mixture():
     torch.testing.assert_close(out.reconstruction, (out.masks.unsqueeze(-1) * out.per_slot).sum(1))
     with pytest.raises(ValueError, match="feature_dim"):
         MLPDecoder(MLPDecoderConfig(slot_dim=8))
+
+
+def test_mlp_decoder_equals_the_mlp_on_slot_plus_position():
+    """The split first layer gives what the MLP gives on the broadcast sum slot + position."""
+    torch.manual_seed(0)
+    dec = MLPDecoder(MLPDecoderConfig(slot_dim=8, feature_dim=5, num_tokens=6, hidden_dim=16, hidden_layers=2))
+    with torch.no_grad():
+        dec.position.normal_()
+    slots = torch.randn(2, 3, 8)
+    direct = dec.mlp(slots.unsqueeze(2) + dec.position)
+    out = dec(slots)
+    torch.testing.assert_close(out.per_slot, direct[..., :-1])
+    torch.testing.assert_close(out.masks, direct[..., -1].softmax(dim=1))

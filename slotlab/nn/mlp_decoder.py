@@ -52,8 +52,12 @@ class MLPDecoder(nn.Module):
 
     def forward(self, slots: Tensor) -> MLPDecoderOutput:
         """Decode (B, K, slot_dim) slots into features: sum_k alpha_k * f_k (alpha softmaxed over K)."""
-        x = slots.unsqueeze(2) + self.position  # broadcast each slot to every token position
-        out = self.mlp(x)
+        # The first layer sees slot + position embedding at every (slot, token) pair. Being
+        # linear, it is applied to each term on its own and the results broadcast-added:
+        # the same values without a matmul over all B * K * N pairs.
+        first, rest = self.mlp[0], self.mlp[1:]
+        x = first(slots).unsqueeze(2) + self.position @ first.weight.T
+        out = rest(x)
         features, alpha_logits = out[..., :-1], out[..., -1]
         alpha = alpha_logits.softmax(dim=1)
         reconstruction = torch.einsum("bkn,bknd->bnd", alpha, features)
