@@ -80,7 +80,7 @@ def _run_train(args) -> int:
     config = build_train_config(load_preset(args.preset), args.overrides)
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
     result = train(config, out, resume=args.resume)
-    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s); model in {result.model_dir}")
+    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, {result.precision}); model in {result.model_dir}")
     if not args.no_eval:
         from slotlab.methods import ObjectCentricModel
 

@@ -83,3 +83,15 @@ def test_glass_tiny_compose_changes_only_the_decoder_inputs_and_phase_two_length
     assert compose["stages"][1]["steps"] > base["stages"][1]["steps"]
     ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps")
     assert _without(compose, *ignored) == _without(base, "stages.1.steps")
+
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    from slotlab.engine import config as engine_config
+
+    assert isinstance(engine_config.bf16_is_native(), bool)  # the probe runs on this machine
+    assert engine_config.resolve_precision("fp16") == "fp16"  # explicit choices pass through
+    monkeypatch.setattr(engine_config, "bf16_is_native", lambda: True)
+    assert engine_config.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(engine_config, "bf16_is_native", lambda: False)
+    assert engine_config.resolve_precision("auto") == "fp32"

@@ -91,6 +91,14 @@ def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
     torch.testing.assert_close(d.masks.sum(1), torch.ones(2, 40, 40))
 
 
+def test_mixed_precision_is_for_training_steps_only(generated, tmp_path):
+    """bf16 autocast wraps the training steps; the returned model decomposes in fp32."""
+    result = train(paper_tiny_config(generated, ["mixed_precision=bf16"]), tmp_path / "run", progress=False)
+    assert result.precision == "bf16" and result.steps == 4
+    d = result.model.decompose(torch.rand(2, 3, 40, 40))
+    assert d.slots.dtype == torch.float32 and d.masks.dtype == torch.float32
+
+
 def test_recon_weight_needs_a_diffusion_decoder():
     with pytest.raises(Exception, match="lambda_recon"):
         build_train_config(load_preset("glass-tiny"), ["model.diffusion_decoder=null"])

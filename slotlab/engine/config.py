@@ -5,11 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from slotlab.config import ConfigError, apply_overrides, from_dict, load_preset, to_dict
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+
+
+def bf16_is_native() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA GPU with bf16, or a CPU whose
+    oneDNN has bf16 kernels (AVX-512 or AMX). Elsewhere CPU bf16 is emulated, several times
+    slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_precision(precision: str) -> str:
+    """The precision a run trains in: ``auto`` is bf16 where it is native, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_is_native() else "fp32"
 
 
 @dataclass
@@ -69,7 +87,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 0
-    mixed_precision: str = "fp32"  # or mixed "fp16" / "bf16"
+    mixed_precision: str = "fp32"  # or mixed "fp16" / "bf16", or "auto" (see resolve_precision)
     log_every: int = 10
     checkpoint_every: int = 250
     keep_checkpoints: int = 2

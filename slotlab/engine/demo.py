@@ -136,6 +136,7 @@ def run_method(
     metrics = _summary(evaluation) | {
         "train_seconds": round(result.train_seconds, 2),
         "train_steps": result.steps,
+        "train_precision": result.precision,
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import collate
-from slotlab.engine.config import StageConfig, TrainConfig, to_dict
+from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, to_dict
 from slotlab.methods import ObjectCentricModel, get_method
 
 CHECKPOINT_DIR = "checkpoints"
@@ -189,6 +189,7 @@ class TrainResult:
     train_seconds: float
     steps_per_second: float
     model_dir: Path
+    precision: str  # what mixed_precision resolved to on this machine
 
 
 def train(
@@ -204,9 +205,10 @@ def train(
     from slotlab.data.registry import build_dataset
 
     out = Path(out)
+    precision = resolve_precision(config.mixed_precision)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # under torchrun on CPUs this selects gloo
-        mixed_precision="no" if config.mixed_precision == "fp32" else config.mixed_precision,
+        mixed_precision="no" if precision == "fp32" else precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
@@ -290,6 +292,9 @@ def train(
                                     step, stage_index, config.keep_checkpoints)
                 accelerator.wait_for_everyone()
                 reseed(config.seed, step, accelerator.process_index)
+        # prepare() wraps the model's forward in autocast for mixed precision; undo it so the
+        # next stage does not stack a second wrapper and the returned model runs in fp32.
+        model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
     bar.close()
     seconds = time.perf_counter() - start_time
     model_dir = out / MODEL_DIR
@@ -301,4 +306,4 @@ def train(
         tmp.replace(model_dir)
     accelerator.wait_for_everyone()
     done = step - start_step
-    return TrainResult(model.eval(), step, seconds, done / seconds if seconds > 0 else 0.0, model_dir)
+    return TrainResult(model.eval(), step, seconds, done / seconds if seconds > 0 else 0.0, model_dir, precision)
