@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
@@ -206,6 +207,9 @@ def train(
 
     out = Path(out)
     precision = resolve_precision(config.mixed_precision)
+    # Accelerate keeps one precision per process and refuses another; runs in one process
+    # (benchmarks, tests, the Python API) may differ. The process group is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # under torchrun on CPUs this selects gloo
         mixed_precision="no" if precision == "fp32" else precision,
