@@ -13,8 +13,8 @@ like a model (soft masks at a token grid, upsampled bilinearly): the ground-trut
 class segments as slots (the best that grouping by class alone can reach: instances of one
 class share a slot), the instances merged by colour name (the best of grouping by colour
 alone, what the colour features of the CPU encoder offer) and the ground-truth instances as
-slots (the limit of the token grid). Each at the presets' 16x16 grid (64 px images in 4 px
-patches) and at finer grids, to show what smaller patches would allow.
+slots (the limit of the token grid). Each at the 16x16, 32x32 (the presets': 64 px images in
+2 px patches) and 64x64 token grids, to show what the patch size allows.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ROWS = {  # Table 6a row -> CPU preset
     "full": "glass-tiny",
 }
 VAL = "scenes?split=val&size=256"
-TOKEN_GRIDS = (16, 32, 64)  # the CPU presets' 64 px images in 4, 2 and 1 px patches
+TOKEN_GRIDS = (16, 32, 64)  # 64 px images in 4, 2 (the CPU presets) and 1 px patches
 
 
 def oracle_ceilings(grids: tuple[int, ...]) -> dict:
