@@ -1,6 +1,6 @@
 """GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
 
-    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--skip-ablation]
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--jobs N] [--skip-ablation]
 
 Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -34,7 +37,7 @@ from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
 from slotlab.engine.config import build_train_config
-from slotlab.engine.demo import steps_overrides
+from slotlab.engine.demo import die_with_parent, steps_overrides
 from slotlab.engine.evaluate import evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.guidance.engine import GenerateConfig, run_generation
@@ -82,18 +85,27 @@ def generate(out: Path) -> str:
     return f"generated:{out}"
 
 
-def ablation(data: str, seeds: list[int], steps: int | None, work: Path) -> dict:
-    val = build_dataset(VAL)
+def ablation_run(preset: str, data: str, seed: int, steps: int | None, work: Path) -> dict:
+    """Train one ablation row's preset with one seed and score it on scenes val."""
+    torch.set_num_threads(1)  # one core per run, as in the demo
+    config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(load_preset(preset), steps)])
+    result = train(config, work / f"{preset}-{seed}", progress=False)
+    metrics = evaluate_model(result.model, build_dataset(VAL), protocol="native", progress=False)["metrics"]
+    run = {"seed": seed, "miou_i": metrics["miou_i"], "mbo_i": metrics["mbo_i"], "fg_ari": metrics["fg_ari"],
+           "train_seconds": round(result.train_seconds, 1), "precision": result.precision}
+    print(preset, run, flush=True)
+    return run
+
+
+def ablation(data: str, seeds: list[int], steps: int | None, work: Path, jobs: int) -> dict:
+    """Every (row, seed) run, ``jobs`` at a time in worker processes; per row the runs and their mean and std."""
+    pairs = [(row, seed) for row in ROWS for seed in seeds]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
+        futures = [pool.submit(ablation_run, ROWS[row], data, seed, steps, work) for row, seed in pairs]
+        results = [future.result() for future in futures]
     rows = {}
     for row, preset in ROWS.items():
-        runs = []
-        for seed in seeds:
-            config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(load_preset(preset), steps)])
-            result = train(config, work / f"{preset}-{seed}", progress=False)
-            metrics = evaluate_model(result.model, val, protocol="native", progress=False)["metrics"]
-            runs.append({"seed": seed, "miou_i": metrics["miou_i"], "mbo_i": metrics["mbo_i"],
-                         "fg_ari": metrics["fg_ari"], "train_seconds": round(result.train_seconds, 1)})
-            print(row, runs[-1], flush=True)
+        runs = [run for (name, _), run in zip(pairs, results) if name == row]
         summary = {}
         for key in ("miou_i", "mbo_i", "fg_ari"):
             values = [r[key] for r in runs]
@@ -122,6 +134,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
     parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="ablation runs trained at once, one process and one core each (default: the CPU count)")
     args = parser.parse_args()
     report: dict = {"benchmark": "glass", "protocol": "native", "val": VAL}
     start = time.perf_counter()
@@ -133,7 +147,7 @@ def main() -> None:
         twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
         report["speed_paper_modules_tiny_weights"] = stage_speed(twin, "glass-coco", data, 5, work, "speed-paper")
         if not args.skip_ablation:
-            report["ablation_table6a"] = ablation(data, args.seeds, args.steps, work)
+            report["ablation_table6a"] = ablation(data, args.seeds, args.steps, work, args.jobs)
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["machine"] = machine_info()
     emit(report, args.out)

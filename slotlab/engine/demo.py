@@ -173,7 +173,7 @@ def default_jobs(num_methods: int) -> int:
     return max(1, min(num_methods, os.cpu_count() or 1))
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Worker initialiser: on Linux, end this worker when the demo process dies (a killed demo
     must not leave orphans training on); elsewhere a no-op."""
     import ctypes
@@ -191,7 +191,7 @@ def _run_all(
     if jobs <= 1:
         return [run_method(m, out, steps, seed, tasks, progress) for m in methods]
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         futures = [pool.submit(run_method, m, out, steps, seed, tasks, progress, threads, i)
                    for i, m in enumerate(methods)]
         return [f.result() for f in futures]
