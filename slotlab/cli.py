@@ -29,7 +29,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
-                   "then sees objects removed; about 17 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
+                   "then sees objects removed; about 18 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--jobs", type=int, default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
