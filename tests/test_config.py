@@ -85,7 +85,6 @@ def test_glass_tiny_compose_changes_only_the_decoder_inputs_and_phase_two_length
     assert _without(compose, *ignored) == _without(base, "stages.1.steps")
 
 
-
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     from slotlab.engine import config as engine_config
 
