@@ -88,7 +88,8 @@ def generate(out: Path) -> str:
 def ablation_run(preset: str, data: str, seed: int, steps: int | None, work: Path) -> dict:
     """Train one ablation row's preset with one seed and score it on scenes val."""
     torch.set_num_threads(1)  # one core per run, as in the demo
-    config = build_train_config(load_preset(preset), [f"data.train={data}", f"seed={seed}", *steps_overrides(load_preset(preset), steps)])
+    preset_data = load_preset(preset)
+    config = build_train_config(preset_data, [f"data.train={data}", f"seed={seed}", *steps_overrides(preset_data, steps)])
     result = train(config, work / f"{preset}-{seed}", progress=False)
     metrics = evaluate_model(result.model, build_dataset(VAL), protocol="native", progress=False)["metrics"]
     run = {"seed": seed, "miou_i": metrics["miou_i"], "mbo_i": metrics["mbo_i"], "fg_ari": metrics["fg_ari"],
