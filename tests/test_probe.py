@@ -13,6 +13,7 @@ from slotlab.metrics.probe import (
     SlotPairs,
     add_arguments,
     evaluate_probe,
+    mask_mass_on_objects,
     match_slots_to_objects,
     prior_baselines,
     run,
@@ -130,6 +131,22 @@ def test_matching_resizes_low_resolution_slot_masks():
     assert rows.tolist() == [1] and cols.tolist() == [0]
 
 
+def test_mask_mass_is_the_share_of_a_slot_mask_on_its_object():
+    label_map = torch.zeros(1, 4, 4, dtype=torch.long)
+    label_map[0, :2, :2] = 1  # object 1: 4 pixels
+    label_map[0, 3, 3] = 2  # object 2: 1 pixel, ignored
+    slot_masks = torch.zeros(1, 2, 4, 4)
+    slot_masks[0, 0] = 0.25
+    slot_masks[0, 0, :2, :2] = 1.0  # on object 1: 4 x 1.0; elsewhere 12 x 0.25 (one ignored)
+    slot_masks[0, 1] = 1.0 - slot_masks[0, 0]
+    ignore = torch.zeros(1, 4, 4, dtype=torch.bool)
+    ignore[0, 3, 3] = True
+    matches = [(torch.tensor([0, 1]), torch.tensor([0, 1]))]
+    shares = mask_mass_on_objects(slot_masks, label_map, matches, ignore)
+    assert shares[0].item() == pytest.approx(4.0 / (4.0 + 11 * 0.25))
+    assert shares[1].item() == 0.0  # its object's only pixel is ignored
+
+
 def test_semantic_objects_merge_instances_of_a_class():
     semantic = torch.zeros(4, 4, dtype=torch.long)
     semantic[0, 0] = 7
@@ -166,6 +183,7 @@ def test_run_probes_end_to_end_on_tiny_dinosaur():
     assert 0.0 <= results["class_accuracy"] <= 1.0 and results["centre_mse"] >= 0.0
     assert 0.0 < results["class_accuracy_majority_baseline"] <= 1.0 and results["centre_mse_mean_baseline"] > 0.0
     assert 1 <= results["class_epochs"] <= 3
+    assert 0.0 < results["mask_mass_on_object"] <= 1.0
     # matching is one-to-one: at most min(K=4, objects) pairs per image
     bound = sum(min(4, data[i].num_objects) for i in range(len(data)))
     assert results["num_test_pairs"] <= bound

@@ -164,7 +164,8 @@ def _probe(model, seed: int) -> dict:
     from slotlab.metrics.probe import run_probes
 
     probes = run_probes(model, build_dataset(PROBE_TRAIN), build_dataset(PROBE_TEST), seed=seed)
-    keys = ("class_accuracy", "class_accuracy_majority_baseline", "centre_mse", "centre_mse_mean_baseline")
+    keys = ("class_accuracy", "class_accuracy_majority_baseline", "centre_mse", "centre_mse_mean_baseline",
+            "mask_mass_on_object")
     return {f"probe_{key}": probes[key] for key in keys}
 
 

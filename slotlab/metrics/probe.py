@@ -12,6 +12,11 @@ Two single linear layers are trained on the training pairs, with AdamW (constant
   (y0+y1)/2, both in [0, 1]), scored by the mean squared error over pairs and both
   coordinates.
 
+Beside them, ``mask_mass_on_object`` (not in GLASS; :func:`mask_mass_on_objects`): the
+share of a matched slot's soft mask on its object, averaged over the test pairs. It tells
+why a probe reads little: a slot whose mask mass lies mostly elsewhere is an average of the
+image, not a description of its object.
+
 VOC has no instance masks for training; the paper matches on the semantic mask there
 (``match_on="semantic"``: one ground-truth "object" per class present in the image).
 The paper trains for at most 50 epochs on VOC and 10 on COCO (``max_epochs``).
@@ -58,18 +63,23 @@ class SlotPairs:
     slots: Tensor  # (P, D) float
     class_ids: Tensor  # (P,) int64
     centres: Tensor  # (P, 2) float, normalised (x, y) box centre
+    mask_mass: Tensor | None = None  # (P,) float, see :func:`mask_mass_on_objects`
 
     def __len__(self) -> int:
         return self.slots.shape[0]
 
     def subset(self, index: Tensor) -> "SlotPairs":
-        return SlotPairs(self.slots[index], self.class_ids[index], self.centres[index])
+        return SlotPairs(*(None if v is None else v[index] for v in self._values()))
+
+    def _values(self) -> tuple[Tensor | None, ...]:
+        return self.slots, self.class_ids, self.centres, self.mask_mass
 
     @classmethod
     def concatenate(cls, parts: list["SlotPairs"]) -> "SlotPairs":
         if not parts:
             raise ValueError("no slot pairs to concatenate")
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("slots", "class_ids", "centres")))
+        columns = zip(*(p._values() for p in parts))
+        return cls(*(None if any(v is None for v in column) else torch.cat(column) for column in columns))
 
 
 @dataclass
@@ -149,22 +159,44 @@ def match_slots_to_objects(
     return matches
 
 
+def mask_mass_on_objects(
+    slot_masks: Tensor, label_map: Tensor, matches: list[tuple[Tensor, Tensor]], ignore: Tensor | None = None
+) -> Tensor:
+    """Share of each matched slot's soft mask that lies on its object: (P,) in [0, 1].
+
+    slot_masks (B, K, H, W) soft masks at the label map's size; ``matches`` from
+    :func:`match_slots_to_objects`; ignored pixels count nowhere. With slot-attention masks this
+    is the weight the slot's update (a weighted mean over the inputs) gives its own object:
+    near 1, the slot vector describes the object; near the object's share of the image, it
+    describes the whole image, and a probe cannot read the object from it.
+    """
+    valid = torch.ones_like(label_map, dtype=torch.bool) if ignore is None else ~ignore.bool()
+    shares = []
+    for item, (rows, cols) in enumerate(matches):
+        masks = slot_masks[item, rows] * valid[item]  # (P_b, H, W)
+        on_object = label_map[item].unsqueeze(0) == (cols + 1).to(label_map.device).reshape(-1, 1, 1)
+        shares.append((masks * on_object).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp_min(1e-12))
+    return torch.cat(shares) if shares else slot_masks.new_zeros(0)
+
+
 @torch.no_grad()
 def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instance") -> SlotPairs:
     """Decompose one batch with the frozen model and return its matched (slot, object) pairs."""
     decomposition = model.decompose(batch.image)  # slot noise from the caller's stream
     targets = object_targets(batch, match_on)
     counts = [len(c) for c in targets.class_ids]
-    matches = match_slots_to_objects(
-        decomposition.masks, targets.label_map.to(decomposition.masks.device), counts,
-        batch.ignore_mask.to(decomposition.masks.device),
-    )
+    device = decomposition.masks.device
+    label_map, ignore = targets.label_map.to(device), batch.ignore_mask.to(device)
+    masks = resize_masks_soft(decomposition.masks, tuple(label_map.shape[-2:]))
+    matches = match_slots_to_objects(masks, label_map, counts, ignore)
+    masses = mask_mass_on_objects(masks, label_map, matches, ignore).float().cpu()
     slots = decomposition.slots.detach().float().cpu()
-    parts = [
-        SlotPairs(slots[item, rows], targets.class_ids[item][cols].cpu(), targets.centres[item][cols].float().cpu())
-        for item, (rows, cols) in enumerate(matches)
-    ]
-    return SlotPairs.concatenate(parts)
+    return SlotPairs(
+        torch.cat([slots[item, rows] for item, (rows, _) in enumerate(matches)]),
+        torch.cat([targets.class_ids[item][cols].cpu() for item, (_, cols) in enumerate(matches)]),
+        torch.cat([targets.centres[item][cols].float().cpu() for item, (_, cols) in enumerate(matches)]),
+        masses,
+    )
 
 
 def collect_slot_pairs(
@@ -295,7 +327,8 @@ def run_probes(
     patience: int = PAPER_PATIENCE,
 ) -> dict[str, float]:
     """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set,
-    next to the :func:`prior_baselines` of the same pairs."""
+    next to the :func:`prior_baselines` of the same pairs and the test pairs' mean
+    ``mask_mass_on_object``."""
     train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on, seed=seed)
     test = collect_slot_pairs(model, test_dataset, batch_size, match_on, seed=seed)
     train, val = split_pairs(train_all, val_fraction, seed)
@@ -304,6 +337,7 @@ def run_probes(
         "num_train_pairs": float(len(train)),
         "num_val_pairs": float(len(val)),
         "num_test_pairs": float(len(test)),
+        "mask_mass_on_object": float(test.mask_mass.mean()),
     }
     for task, metric in (("class", "class_accuracy"), ("centre", "centre_mse")):
         trained = train_probe(train, val, task, seed, max_epochs, patience, num_classes=num_classes)
