@@ -244,7 +244,9 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
     if "probe" in tasks:
         notes.append("probe_*: linear probes on frozen slots matched to objects by mask IoU (GLASS Table 8 protocol), "
                      f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}. The *_baseline scores ignore the slots "
-                     "(most frequent class, mean centre): a probe near them read nothing from the slots.")
+                     "(most frequent class, mean centre): a probe near them read nothing from the slots. "
+                     "probe_mask_mass_on_object: the share of a matched slot's soft mask on its object; the rest "
+                     "of the slot vector averages other parts of the image.")
     if "generation" in tasks:
         from slotlab.engine.generation_tasks import GENERATION_NOTE
 
