@@ -39,7 +39,7 @@ def encoded_pairs(n: int, seed: int, informative: bool = True) -> SlotPairs:
     else:
         classes = torch.randint(0, NUM_CLASSES, (n,), generator=g)
         centres = torch.rand(n, 2, generator=g)
-    return SlotPairs(slots, classes, centres)
+    return SlotPairs(slots, classes, centres, torch.ones(n))
 
 
 def test_class_probe_reads_a_linearly_encoded_class():
@@ -59,7 +59,7 @@ def test_early_stopping_stops_when_validation_loss_rises():
     train = encoded_pairs(300, seed=0)
     # validation labels contradict the training labels: learning makes its loss worse
     val = encoded_pairs(60, seed=1)
-    val = SlotPairs(val.slots, (val.class_ids + 1) % NUM_CLASSES, val.centres)
+    val = SlotPairs(val.slots, (val.class_ids + 1) % NUM_CLASSES, val.centres, val.mask_mass)
     result = train_probe(train, val, task="class", max_epochs=100, patience=5)
     assert result.stopped_early and result.epochs_run == result.best_epoch + 5 < 100
     assert min(result.val_losses) == result.val_losses[result.best_epoch - 1]
@@ -160,8 +160,11 @@ def test_semantic_objects_merge_instances_of_a_class():
 
 
 def test_prior_baselines_ignore_the_slots():
-    train = SlotPairs(torch.randn(4, 3), torch.tensor([2, 2, 2, 5]), torch.tensor([[0.2, 0.4], [0.4, 0.4], [0.2, 0.8], [0.4, 0.8]]))
-    test = SlotPairs(torch.randn(2, 3), torch.tensor([2, 5]), torch.tensor([[0.3, 0.6], [0.5, 0.6]]))
+    train = SlotPairs(
+        torch.randn(4, 3), torch.tensor([2, 2, 2, 5]), torch.tensor([[0.2, 0.4], [0.4, 0.4], [0.2, 0.8], [0.4, 0.8]]),
+        torch.ones(4),
+    )
+    test = SlotPairs(torch.randn(2, 3), torch.tensor([2, 5]), torch.tensor([[0.3, 0.6], [0.5, 0.6]]), torch.ones(2))
     baselines = prior_baselines(train, test)
     assert baselines["class_accuracy_majority_baseline"] == 0.5  # always class 2
     assert baselines["centre_mse_mean_baseline"] == pytest.approx((0.0 + 0.04) / 4)  # mean centre (0.3, 0.6)

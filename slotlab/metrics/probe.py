@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -63,23 +63,19 @@ class SlotPairs:
     slots: Tensor  # (P, D) float
     class_ids: Tensor  # (P,) int64
     centres: Tensor  # (P, 2) float, normalised (x, y) box centre
-    mask_mass: Tensor | None = None  # (P,) float, see :func:`mask_mass_on_objects`
+    mask_mass: Tensor  # (P,) float, see :func:`mask_mass_on_objects`
 
     def __len__(self) -> int:
         return self.slots.shape[0]
 
     def subset(self, index: Tensor) -> "SlotPairs":
-        return SlotPairs(*(None if v is None else v[index] for v in self._values()))
-
-    def _values(self) -> tuple[Tensor | None, ...]:
-        return self.slots, self.class_ids, self.centres, self.mask_mass
+        return SlotPairs(*(getattr(self, f.name)[index] for f in fields(self)))
 
     @classmethod
     def concatenate(cls, parts: list["SlotPairs"]) -> "SlotPairs":
         if not parts:
             raise ValueError("no slot pairs to concatenate")
-        columns = zip(*(p._values() for p in parts))
-        return cls(*(None if any(v is None for v in column) else torch.cat(column) for column in columns))
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 @dataclass
@@ -132,6 +128,11 @@ def object_targets(batch: Batch, match_on: MatchOn = "instance") -> ObjectTarget
     raise ValueError(f"match_on={match_on!r}; choose one of {MATCH_TARGETS}")
 
 
+def valid_pixels(label_map: Tensor, ignore: Tensor | None) -> Tensor:
+    """(B, H, W) bool: the pixels that count, i.e. all but the ``ignore`` ones."""
+    return torch.ones_like(label_map, dtype=torch.bool) if ignore is None else ~ignore.bool()
+
+
 def match_slots_to_objects(
     slot_masks: Tensor, label_map: Tensor, num_objects: list[int], ignore: Tensor | None = None
 ) -> list[tuple[Tensor, Tensor]]:
@@ -144,7 +145,7 @@ def match_slots_to_objects(
     size = tuple(label_map.shape[-2:])
     segmentation = resize_masks_soft(slot_masks, size).argmax(1)  # (B, H, W)
     k = slot_masks.shape[1]
-    valid = torch.ones_like(label_map, dtype=torch.bool) if ignore is None else ~ignore.bool()
+    valid = valid_pixels(label_map, ignore)
     slot_hard = F.one_hot(segmentation, k).movedim(-1, 1) * valid.unsqueeze(1)  # (B, K, H, W)
     max_objects = max(max(num_objects, default=0), 1)
     ids = torch.arange(1, max_objects + 1, device=label_map.device).reshape(1, -1, 1, 1)
@@ -170,7 +171,7 @@ def mask_mass_on_objects(
     near 1, the slot vector describes the object; near the object's share of the image, it
     describes the whole image, and a probe cannot read the object from it.
     """
-    valid = torch.ones_like(label_map, dtype=torch.bool) if ignore is None else ~ignore.bool()
+    valid = valid_pixels(label_map, ignore)
     shares = []
     for item, (rows, cols) in enumerate(matches):
         masks = slot_masks[item, rows] * valid[item]  # (P_b, H, W)
