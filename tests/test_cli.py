@@ -78,6 +78,8 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
         assert 0.0 <= metrics[name]["probe_class_accuracy"] <= 1.0 and metrics[name]["probe_centre_mse"] >= 0.0
         assert metrics[name]["probe_centre_mse_mean_baseline"] > 0.0
         assert 0.0 < metrics[name]["probe_mask_mass_on_object"] <= 1.0
+        assert 0.0 <= metrics[name]["probe_object_features_class_accuracy"] <= 1.0
+        assert 0.0 <= metrics[name]["probe_image_features_class_accuracy"] <= 1.0
     assert (out / "overlays.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "glass" in html

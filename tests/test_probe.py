@@ -1,5 +1,6 @@
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from slotlab.metrics.probe import (
     SlotPairs,
     add_arguments,
     evaluate_probe,
+    reference_features,
     mask_mass_on_objects,
     match_slots_to_objects,
     prior_baselines,
@@ -39,7 +41,7 @@ def encoded_pairs(n: int, seed: int, informative: bool = True) -> SlotPairs:
     else:
         classes = torch.randint(0, NUM_CLASSES, (n,), generator=g)
         centres = torch.rand(n, 2, generator=g)
-    return SlotPairs(slots, classes, centres, torch.ones(n))
+    return SlotPairs(slots, classes, centres, torch.ones(n), slots.clone(), torch.zeros(n, DIM))
 
 
 def test_class_probe_reads_a_linearly_encoded_class():
@@ -59,7 +61,7 @@ def test_early_stopping_stops_when_validation_loss_rises():
     train = encoded_pairs(300, seed=0)
     # validation labels contradict the training labels: learning makes its loss worse
     val = encoded_pairs(60, seed=1)
-    val = SlotPairs(val.slots, (val.class_ids + 1) % NUM_CLASSES, val.centres, val.mask_mass)
+    val = SlotPairs(val.slots, (val.class_ids + 1) % NUM_CLASSES, val.centres, val.mask_mass, val.object_features, val.image_features)
     result = train_probe(train, val, task="class", max_epochs=100, patience=5)
     assert result.stopped_early and result.epochs_run == result.best_epoch + 5 < 100
     assert min(result.val_losses) == result.val_losses[result.best_epoch - 1]
@@ -147,6 +149,38 @@ def test_mask_mass_is_the_share_of_a_slot_mask_on_its_object():
     assert shares[1].item() == 0.0  # its object's only pixel is ignored
 
 
+def test_reference_features_average_the_tokens_under_each_object_and_the_image():
+    label_map = torch.zeros(1, 4, 4, dtype=torch.long)
+    label_map[0, :2, :2] = 1  # object 1: exactly token (0, 0) of a 2x2 grid
+    label_map[0, 2:, :] = 2  # object 2: tokens (1, 0) and (1, 1), one pixel of (1, 1) ignored
+    ignore = torch.zeros(1, 4, 4, dtype=torch.bool)
+    ignore[0, 3, 3] = True
+    feature_map = torch.tensor([[1.0, 2.0], [3.0, 5.0]]).reshape(1, 1, 2, 2)
+    matches = [(torch.tensor([4, 0]), torch.tensor([1, 0]))]  # slots 4 and 0 match objects 2 and 1
+    objects, images = reference_features(feature_map, label_map, matches, ignore)
+    # object 2 covers 4 pixels of token (1, 0) and 3 unignored pixels of token (1, 1)
+    assert objects[:, 0].tolist() == pytest.approx([(4 * 3.0 + 3 * 5.0) / 7, 1.0])
+    image = (4 * 1.0 + 4 * 2.0 + 4 * 3.0 + 3 * 5.0) / 15  # all 15 unignored pixels
+    assert images[:, 0].tolist() == pytest.approx([image, image])
+
+
+def test_object_feature_probe_reads_what_the_slots_lost():
+    pairs = encoded_pairs(600, seed=0)
+    blind = replace(pairs, slots=torch.randn(len(pairs), DIM), object_features=pairs.slots)
+    train, val = split_pairs(blind, seed=0)
+    test = encoded_pairs(300, seed=1)
+    test = replace(test, slots=torch.randn(len(test), DIM), object_features=test.slots)
+    on_slots = evaluate_probe(train_probe(train, val, task="class", max_epochs=60), test)
+    on_features = evaluate_probe(
+        train_probe(train.with_slots_from("object_features"), val.with_slots_from("object_features"), "class",
+                    max_epochs=60),
+        test.with_slots_from("object_features"),
+    )
+    assert on_features > 0.97 and on_slots < 0.4
+    with pytest.raises(ValueError, match="reference='masks'"):
+        test.with_slots_from("masks")
+
+
 def test_semantic_objects_merge_instances_of_a_class():
     semantic = torch.zeros(4, 4, dtype=torch.long)
     semantic[0, 0] = 7
@@ -162,9 +196,11 @@ def test_semantic_objects_merge_instances_of_a_class():
 def test_prior_baselines_ignore_the_slots():
     train = SlotPairs(
         torch.randn(4, 3), torch.tensor([2, 2, 2, 5]), torch.tensor([[0.2, 0.4], [0.4, 0.4], [0.2, 0.8], [0.4, 0.8]]),
-        torch.ones(4),
+        torch.ones(4), torch.randn(4, 3), torch.randn(4, 3),
     )
-    test = SlotPairs(torch.randn(2, 3), torch.tensor([2, 5]), torch.tensor([[0.3, 0.6], [0.5, 0.6]]), torch.ones(2))
+    test = SlotPairs(
+        torch.randn(2, 3), torch.tensor([2, 5]), torch.tensor([[0.3, 0.6], [0.5, 0.6]]), torch.ones(2), torch.randn(2, 3), torch.randn(2, 3)
+    )
     baselines = prior_baselines(train, test)
     assert baselines["class_accuracy_majority_baseline"] == 0.5  # always class 2
     assert baselines["centre_mse_mean_baseline"] == pytest.approx((0.0 + 0.04) / 4)  # mean centre (0.3, 0.6)
@@ -187,6 +223,8 @@ def test_run_probes_end_to_end_on_tiny_dinosaur():
     assert 0.0 < results["class_accuracy_majority_baseline"] <= 1.0 and results["centre_mse_mean_baseline"] > 0.0
     assert 1 <= results["class_epochs"] <= 3
     assert 0.0 < results["mask_mass_on_object"] <= 1.0
+    for reference in ("object_features", "image_features"):
+        assert 0.0 <= results[f"{reference}_class_accuracy"] <= 1.0 and results[f"{reference}_centre_mse"] >= 0.0
     # matching is one-to-one: at most min(K=4, objects) pairs per image
     bound = sum(min(4, data[i].num_objects) for i in range(len(data)))
     assert results["num_test_pairs"] <= bound

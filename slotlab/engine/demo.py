@@ -165,7 +165,8 @@ def _probe(model, seed: int) -> dict:
 
     probes = run_probes(model, build_dataset(PROBE_TRAIN), build_dataset(PROBE_TEST), seed=seed)
     keys = ("class_accuracy", "class_accuracy_majority_baseline", "centre_mse", "centre_mse_mean_baseline",
-            "mask_mass_on_object")
+            "mask_mass_on_object", "object_features_class_accuracy", "object_features_centre_mse",
+            "image_features_class_accuracy", "image_features_centre_mse")
     return {f"probe_{key}": probes[key] for key in keys}
 
 
@@ -246,7 +247,11 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
                      f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}. The *_baseline scores ignore the slots "
                      "(most frequent class, mean centre): a probe near them read nothing from the slots. "
                      "probe_mask_mass_on_object: the share of a matched slot's soft mask on its object; the rest "
-                     "of the slot vector averages other parts of the image.")
+                     "of the slot vector averages other parts of the image. probe_object_features_*: the same probes "
+                     "on the encoder features averaged under each object's true mask, what a perfect slot could "
+                     "offer them: when these fail too, the encoder does not carry the property. "
+                     "probe_image_features_*: on the encoder features averaged over the whole image; a slot probe "
+                     "must beat these to show that the slot describes its own object rather than the image.")
     if "generation" in tasks:
         from slotlab.engine.generation_tasks import GENERATION_NOTE
 

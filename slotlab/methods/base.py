@@ -39,6 +39,17 @@ def fixed_randomness(seed: int | None, device: torch.device):
         yield
 
 
+@contextmanager
+def evaluating(model: nn.Module):
+    """Inside: ``model`` in eval mode; after: back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @dataclass
 class Decomposition:
     """What ``model.decompose(images)`` gives: slots and one mask per slot at image size."""
@@ -106,15 +117,18 @@ class ObjectCentricModel(nn.Module):
             images = images.unsqueeze(0)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"decompose() expects images (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
-            with fixed_randomness(seed, self.device):
-                outputs = self(images.to(self.device), num_slots=num_slots)
-        finally:
-            self.train(was_training)
+        with evaluating(self), fixed_randomness(seed, self.device):
+            outputs = self(images.to(self.device), num_slots=num_slots)
         masks = resize_masks_soft(self.masks(outputs), tuple(images.shape[-2:]))
         return Decomposition(slots=self.slots(outputs), masks=masks, segmentation=masks.argmax(1))
+
+    @torch.no_grad()
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The frozen encoder's tokens of images (B, 3, H, W) in [0, 1] as a map (B, D, h, w):
+        what the slot attention groups (methods with an ``encoder`` and its token ``grid``)."""
+        with evaluating(self):
+            tokens = self.encoder(images.to(self.device))
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
     @property
     def device(self) -> torch.device:

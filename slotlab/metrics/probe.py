@@ -17,6 +17,16 @@ share of a matched slot's soft mask on its object, averaged over the test pairs.
 why a probe reads little: a slot whose mask mass lies mostly elsewhere is an average of the
 image, not a description of its object.
 
+And beside the slot probes, the same two probes on two references made of the frozen
+encoder's features (not in GLASS; :func:`pool_features`):
+
+- ``object_features``: averaged under each matched object's ground-truth mask, a perfect
+  slot made of what the encoder offers. It separates the two reasons a slot probe can fail:
+  the encoder does not carry the property (this probe fails too), or the slots lose it;
+- ``image_features``: averaged over the whole image, a slot that describes the image and
+  no object. A slot probe must beat it to show that the slot describes its own object:
+  where images hold few classes, the image alone already narrows an object's class down.
+
 VOC has no instance masks for training; the paper matches on the semantic mask there
 (``match_on="semantic"``: one ground-truth "object" per class present in the image).
 The paper trains for at most 50 epochs on VOC and 10 on COCO (``max_epochs``).
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +59,8 @@ Task = Literal["class", "centre"]
 MatchOn = Literal["instance", "semantic"]
 TASKS: tuple[str, ...] = ("class", "centre")
 MATCH_TARGETS: tuple[str, ...] = ("instance", "semantic")
+#: SlotPairs fields probed beside the slots, as references (see the module docstring).
+REFERENCE_FEATURES: tuple[str, ...] = ("object_features", "image_features")
 
 #: Share of the training pairs held out for early stopping (the paper does not state it).
 DEFAULT_VAL_FRACTION = 0.1
@@ -64,9 +76,18 @@ class SlotPairs:
     class_ids: Tensor  # (P,) int64
     centres: Tensor  # (P, 2) float, normalised (x, y) box centre
     mask_mass: Tensor  # (P,) float, see :func:`mask_mass_on_objects`
+    object_features: Tensor  # (P, F) float, encoder features under the object's mask
+    image_features: Tensor  # (P, F) float, encoder features of the pair's whole image
 
     def __len__(self) -> int:
         return self.slots.shape[0]
+
+    def with_slots_from(self, reference: str) -> "SlotPairs":
+        """The same pairs with a reference (one of ``REFERENCE_FEATURES``) in place of the
+        slots, to probe it."""
+        if reference not in REFERENCE_FEATURES:
+            raise ValueError(f"reference={reference!r}; choose one of {REFERENCE_FEATURES}")
+        return replace(self, slots=getattr(self, reference))
 
     def subset(self, index: Tensor) -> "SlotPairs":
         return SlotPairs(*(getattr(self, f.name)[index] for f in fields(self)))
@@ -180,6 +201,38 @@ def mask_mass_on_objects(
     return torch.cat(shares) if shares else slot_masks.new_zeros(0)
 
 
+def pool_features(feature_map: Tensor, masks: Tensor) -> Tensor:
+    """Features averaged under pixel masks: (F, h, w) tokens, (P, H, W) bool -> (P, F).
+
+    Each mask is area-averaged to the token grid, so a token weighs by the share of its patch
+    the mask covers; an empty mask gives zeros.
+    """
+    weights = F.interpolate(masks.unsqueeze(0).float(), size=tuple(feature_map.shape[-2:]), mode="area")[0]
+    total = weights.flatten(1).sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.einsum("phw,fhw->pf", weights, feature_map.float()) / total
+
+
+def reference_features(
+    feature_map: Tensor, label_map: Tensor, matches: list[tuple[Tensor, Tensor]], ignore: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per matched pair, encoder features under its object's ground-truth mask and over its
+    whole image, ignored pixels left out: two (P, F).
+
+    feature_map (B, F, h, w) encoder tokens; label_map (B, H, W) object ids; ``matches`` from
+    :func:`match_slots_to_objects`.
+    """
+    valid = valid_pixels(label_map, ignore)
+    objects, images = [], []
+    for item, (_, cols) in enumerate(matches):
+        masks = (label_map[item].unsqueeze(0) == (cols + 1).to(label_map.device).reshape(-1, 1, 1)) & valid[item]
+        objects.append(pool_features(feature_map[item], masks))
+        images.append(pool_features(feature_map[item], valid[item].unsqueeze(0)).expand(len(cols), -1))
+    if not objects:
+        empty = feature_map.new_zeros(0, feature_map.shape[1])
+        return empty, empty
+    return torch.cat(objects), torch.cat(images)
+
+
 @torch.no_grad()
 def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instance") -> SlotPairs:
     """Decompose one batch with the frozen model and return its matched (slot, object) pairs."""
@@ -191,12 +244,15 @@ def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instan
     masks = resize_masks_soft(decomposition.masks, tuple(label_map.shape[-2:]))
     matches = match_slots_to_objects(masks, label_map, counts, ignore)
     masses = mask_mass_on_objects(masks, label_map, matches, ignore).float().cpu()
+    object_features, image_features = reference_features(model.feature_map(batch.image), label_map, matches, ignore)
     slots = decomposition.slots.detach().float().cpu()
     return SlotPairs(
         torch.cat([slots[item, rows] for item, (rows, _) in enumerate(matches)]),
         torch.cat([targets.class_ids[item][cols].cpu() for item, (_, cols) in enumerate(matches)]),
         torch.cat([targets.centres[item][cols].float().cpu() for item, (_, cols) in enumerate(matches)]),
         masses,
+        object_features.cpu(),
+        image_features.cpu(),
     )
 
 
@@ -328,8 +384,9 @@ def run_probes(
     patience: int = PAPER_PATIENCE,
 ) -> dict[str, float]:
     """GLASS Table 8 for one frozen model: class top-1 accuracy and centre MSE on the test set,
-    next to the :func:`prior_baselines` of the same pairs and the test pairs' mean
-    ``mask_mass_on_object``."""
+    next to the :func:`prior_baselines` of the same pairs, the test pairs' mean
+    ``mask_mass_on_object`` and the same probes on each of ``REFERENCE_FEATURES`` (e.g.
+    ``object_features_class_accuracy``, ``image_features_centre_mse``)."""
     train_all = collect_slot_pairs(model, train_dataset, batch_size, match_on, seed=seed)
     test = collect_slot_pairs(model, test_dataset, batch_size, match_on, seed=seed)
     train, val = split_pairs(train_all, val_fraction, seed)
@@ -340,10 +397,14 @@ def run_probes(
         "num_test_pairs": float(len(test)),
         "mask_mass_on_object": float(test.mask_mass.mean()),
     }
-    for task, metric in (("class", "class_accuracy"), ("centre", "centre_mse")):
-        trained = train_probe(train, val, task, seed, max_epochs, patience, num_classes=num_classes)
-        results[metric] = evaluate_probe(trained, test)
-        results[f"{task}_epochs"] = float(trained.epochs_run)
+    inputs = {"": (train, val, test)}
+    for reference in REFERENCE_FEATURES:
+        inputs[f"{reference}_"] = tuple(pairs.with_slots_from(reference) for pairs in (train, val, test))
+    for prefix, (train_in, val_in, test_in) in inputs.items():
+        for task, metric in (("class", "class_accuracy"), ("centre", "centre_mse")):
+            trained = train_probe(train_in, val_in, task, seed, max_epochs, patience, num_classes=num_classes)
+            results[prefix + metric] = evaluate_probe(trained, test_in)
+            results[f"{prefix}{task}_epochs"] = float(trained.epochs_run)
     return results | prior_baselines(train, test)
 
 
