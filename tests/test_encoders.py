@@ -56,6 +56,7 @@ SHAPE_CASES = [
     (dict(name="patch", projection="pixels"), (32, 64), ((8, 8), (16, 16)), 48),
     (dict(name="patch", projection="pixels", colour_frequencies=2), (32,), ((8, 8),), (3 + 4) * 16),
     (dict(name="patch", projection="pixels", edge_scales=(2.0, 4.0)), (32,), ((8, 8),), (3 + 6) * 16),
+    (dict(name="patch", projection="pixels", structure_scales=(1.0, 2.0, 4.0)), (32,), ((8, 8),), (3 + 6) * 16),
     (dict(name="cnn"), (32, 64), ((8, 8), (16, 16)), 64),
     (dict(name="cnn", patch_size=8, dim=24, cnn_layers=3), (32, 64), ((4, 4), (8, 8)), 24),
     (dict(name="cifar_resnet", tiny=True), (32, 64), ((8, 8), (16, 16)), 64),
@@ -353,6 +354,26 @@ def test_edge_context_features_say_which_side_of_an_object_a_pixel_is_on():
     torch.testing.assert_close(towards_x, -towards_x.flip(-1), atol=1e-5, rtol=0)  # mirror symmetric
     with pytest.raises(ValueError, match="edge_scales"):
         build_encoder(EncoderConfig(name="patch", image_size=32, edge_scales=(0.0,)))
+
+
+def test_structure_tensor_features_tell_edges_from_corners_whatever_the_rotation():
+    from slotlab.nn.encoders import structure_tensor_features
+
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    assert structure_tensor_features(flat, (1.0, 2.0)).abs().max() == 0  # no edge, no structure
+    square = flat.clone()
+    square[0, :, 8:24, 8:24] = 1.0
+    larger, smaller = structure_tensor_features(square, (2.0,))[0]
+    # halfway along a side: one strong direction; at a corner: two
+    assert larger[16, 8] > 0.2 and smaller[16, 8] < 0.05 * larger[16, 8]
+    assert smaller[8, 8] > 0.3 * larger[8, 8]
+    # a quarter turn of an off-centre bar turns its features with it and changes nothing else
+    bar = flat.clone()
+    bar[0, :, 4:12, 6:26] = 1.0
+    turned = structure_tensor_features(bar.rot90(1, (-2, -1)), (2.0,))
+    torch.testing.assert_close(turned, structure_tensor_features(bar, (2.0,)).rot90(1, (-2, -1)))
+    with pytest.raises(ValueError, match="structure_scales"):
+        build_encoder(EncoderConfig(name="patch", image_size=32, structure_scales=(-1.0,)))
 
 
 def test_random_projection_is_fixed_by_the_seed():
