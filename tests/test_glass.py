@@ -89,6 +89,10 @@ def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
     d = model.decompose(torch.rand(2, 3, 40, 40))
     assert d.masks.shape == (2, 7, 40, 40) and d.slots.shape == (2, 7, 32)
     torch.testing.assert_close(d.masks.sum(1), torch.ones(2, 40, 40))
+    images = torch.rand(2, 3, 40, 40)
+    features = model.feature_map(images)  # the DINOv2 twin's tokens, as a map over its grid
+    assert features.shape == (2, model.encoder.dim, *model.grid)
+    torch.testing.assert_close(features.flatten(2).transpose(1, 2), model.encoder(images))
 
 
 def test_mixed_precision_is_for_training_steps_only(generated, tmp_path):
