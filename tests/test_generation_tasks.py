@@ -7,7 +7,7 @@ from PIL import Image
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.engine.config import build_train_config
-from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, run_generation_tasks
+from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, nothing_to_remove_notes, run_generation_tasks
 from slotlab.engine.trainer import build_model
 
 
@@ -23,3 +23,10 @@ def test_generation_tasks_write_metrics_and_pictures(tmp_path):
     for path in pictures.values():
         width, height = Image.open(path).size
         assert (width, height) == (3 * PICTURE_SIZE, NUM_PICTURED * PICTURE_SIZE)
+
+
+def test_a_removal_test_without_objects_gets_a_note_naming_the_preset_that_has_them():
+    results = {"glass": {"removal_objects": 0, "removal_success": math.nan}, "other": {"removal_objects": 5},
+               "dinosaur": {"mbo_i": 0.3}}
+    (note,) = nothing_to_remove_notes(results)
+    assert note.startswith("glass: ") and "glass-tiny-compose" in note

@@ -216,6 +216,9 @@ def run_demo(
     results = {r.name: r.metrics for r in finished}
     for r in finished:
         print(f"{r.name}: {r.metrics}")
+    caveats = _result_notes(results, tasks)
+    for note in caveats:
+        print(note)
     val_spec = build_train_config(load_preset(methods[0].preset)).data.val
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
@@ -234,10 +237,19 @@ def run_demo(
         pictures,
         notes=[f"Metrics on {len(val)} scenes val images under protocol '{PROTOCOL}' (masks at image resolution, "
                f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
-        + _task_notes(tasks),
+        + _task_notes(tasks) + caveats,
     )
     write_results(out / "metrics.json", results)
     return results
+
+
+def _result_notes(results: dict[str, dict], tasks: tuple[str, ...]) -> list[str]:
+    """Notes on what the results themselves show (printed and put in the report)."""
+    if "generation" not in tasks:
+        return []
+    from slotlab.engine.generation_tasks import nothing_to_remove_notes
+
+    return nothing_to_remove_notes(results)
 
 
 def _task_notes(tasks: tuple[str, ...]) -> list[str]:

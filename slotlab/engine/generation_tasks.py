@@ -41,6 +41,19 @@ GENERATION_NOTE = (
     "visible in the reconstruction at all (see slotlab.metrics.edits)."
 )
 
+NOTHING_TO_REMOVE_NOTE = (
+    "{method}: its reconstructions show none of the tested objects (recon_object_visible 0), so the removal rates are "
+    "undefined (n/a). Its slots carry neither the place nor the class of their object with the CPU presets' encoder "
+    "(docs/downstream.md, 'What the slots carry'), so a decoder that reads only the slots cannot redraw the objects. "
+    "slotlab demo --preset glass=glass-tiny-compose trains a decoder that also reads the slot masks (not part of "
+    "GLASS; about 18 minutes on 2 cores), whose reconstructions show objects that removing their slot removes."
+)
+
+
+def nothing_to_remove_notes(results: dict[str, dict]) -> list[str]:
+    """One note per method whose removal test found no object to remove, saying why and what to run instead."""
+    return [NOTHING_TO_REMOVE_NOTE.format(method=name) for name, m in results.items() if m.get("removal_objects") == 0]
+
 
 def run_generation_tasks(
     model: ObjectCentricModel, dataset: Dataset, out: Path, seed: int = 0, num_images: int = NUM_IMAGES,
