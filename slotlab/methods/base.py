@@ -126,6 +126,8 @@ class ObjectCentricModel(nn.Module):
     def feature_map(self, images: Tensor) -> Tensor:
         """The frozen encoder's tokens of images (B, 3, H, W) in [0, 1] as a map (B, D, h, w):
         what the slot attention groups (methods with an ``encoder`` and its token ``grid``)."""
+        if not (hasattr(self, "encoder") and hasattr(self, "grid")):
+            raise NotImplementedError(f"{type(self).__name__} has no encoder tokens on a grid to return")
         with evaluating(self):
             tokens = self.encoder(images.to(self.device))
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
