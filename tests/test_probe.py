@@ -242,3 +242,13 @@ def test_probe_cli_writes_json(tmp_path, capsys):
     written = json.loads(out.read_text())
     assert set(written) >= {"class_accuracy", "centre_mse", "num_test_pairs"}
     assert json.loads(capsys.readouterr().out) == written
+
+
+def test_feature_map_needs_encoder_tokens_on_a_grid():
+    from slotlab.methods.base import ObjectCentricModel
+
+    class NoEncoder(ObjectCentricModel):
+        method = "no-encoder"
+
+    with pytest.raises(NotImplementedError, match="NoEncoder has no encoder tokens"):
+        NoEncoder(config=None).feature_map(torch.rand(1, 3, 8, 8))
