@@ -363,7 +363,8 @@ class PatchEncoder(Encoder):
             raise ValueError(f"encoder.edge_scales={list(edge_scales)} must all be > 0")
         if any(scale <= 0 for scale in structure_scales):
             raise ValueError(f"encoder.structure_scales={list(structure_scales)} must all be > 0")
-        per_pixel = 3 + 2 * colour_frequencies + 4 * position_frequencies + 3 * len(edge_scales) + 2 * len(structure_scales)
+        per_pixel = 3 + 2 * colour_frequencies + 4 * position_frequencies
+        per_pixel += 3 * len(edge_scales) + 2 * len(structure_scales)
         in_dim = per_pixel * patch_size**2
         if projection == "pixels":
             if dim is not None and dim != in_dim:
