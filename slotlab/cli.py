@@ -182,7 +182,10 @@ def _add_probe(sub) -> None:
 
     _command(sub, "probe", "linear probes on frozen slots: object class and box centre (GLASS Table 8)",
              "Match a trained model's slots to ground-truth objects by mask IoU and fit linear probes for the object "
-             "class (top-1 accuracy) and the box centre (MSE), AdamW 3e-4 with early stopping.",
+             "class (top-1 accuracy) and the box centre (MSE), AdamW 3e-4 with early stopping. The same probes on the "
+             "encoder features under each object's true mask (object_features_*) and over its whole image "
+             "(image_features_*) tell whether the encoder carries the property and whether the slots beat an image "
+             "summary.",
              probe.add_arguments, probe.run)
 
 
