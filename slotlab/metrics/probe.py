@@ -181,6 +181,11 @@ def match_slots_to_objects(
     return matches
 
 
+def matched_object_masks(label_map: Tensor, cols: Tensor) -> Tensor:
+    """(H, W) object ids 1..M and matched object indices (P,) 0..M-1 -> their masks (P, H, W) bool."""
+    return label_map.unsqueeze(0) == (cols + 1).to(label_map.device).reshape(-1, 1, 1)
+
+
 def mask_mass_on_objects(
     slot_masks: Tensor, label_map: Tensor, matches: list[tuple[Tensor, Tensor]], ignore: Tensor | None = None
 ) -> Tensor:
@@ -196,7 +201,7 @@ def mask_mass_on_objects(
     shares = []
     for item, (rows, cols) in enumerate(matches):
         masks = slot_masks[item, rows] * valid[item]  # (P_b, H, W)
-        on_object = label_map[item].unsqueeze(0) == (cols + 1).to(label_map.device).reshape(-1, 1, 1)
+        on_object = matched_object_masks(label_map[item], cols)
         shares.append((masks * on_object).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp_min(1e-12))
     return torch.cat(shares) if shares else slot_masks.new_zeros(0)
 
@@ -224,7 +229,7 @@ def reference_features(
     valid = valid_pixels(label_map, ignore)
     objects, images = [], []
     for item, (_, cols) in enumerate(matches):
-        masks = (label_map[item].unsqueeze(0) == (cols + 1).to(label_map.device).reshape(-1, 1, 1)) & valid[item]
+        masks = matched_object_masks(label_map[item], cols) & valid[item]
         objects.append(pool_features(feature_map[item], masks))
         images.append(pool_features(feature_map[item], valid[item].unsqueeze(0)).expand(len(cols), -1))
     if not objects:
