@@ -93,6 +93,7 @@ def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
     features = model.feature_map(images)  # the DINOv2 twin's tokens, as a map over its grid
     assert features.shape == (2, model.encoder.dim, *model.grid)
     torch.testing.assert_close(features.flatten(2).transpose(1, 2), model.encoder(images))
+    torch.testing.assert_close(model.decompose(images).features, features)  # the same tokens, one pass
 
 
 def test_mixed_precision_is_for_training_steps_only(generated, tmp_path):

@@ -57,6 +57,7 @@ class Decomposition:
     slots: Tensor  # (B, K, D)
     masks: Tensor  # (B, K, H, W) soft masks, sum to 1 over K
     segmentation: Tensor  # (B, H, W) argmax slot index per pixel
+    features: Tensor | None = None  # (B, D, h, w) the encoder tokens the slots group; None without
 
 
 class ObjectCentricModel(nn.Module):
@@ -120,7 +121,9 @@ class ObjectCentricModel(nn.Module):
         with evaluating(self), fixed_randomness(seed, self.device):
             outputs = self(images.to(self.device), num_slots=num_slots)
         masks = resize_masks_soft(self.masks(outputs), tuple(images.shape[-2:]))
-        return Decomposition(slots=self.slots(outputs), masks=masks, segmentation=masks.argmax(1))
+        tokens = getattr(outputs, "features", None)
+        features = self.token_map(tokens) if tokens is not None and hasattr(self, "grid") else None
+        return Decomposition(slots=self.slots(outputs), masks=masks, segmentation=masks.argmax(1), features=features)
 
     @torch.no_grad()
     def feature_map(self, images: Tensor) -> Tensor:
@@ -129,7 +132,10 @@ class ObjectCentricModel(nn.Module):
         if not (hasattr(self, "encoder") and hasattr(self, "grid")):
             raise NotImplementedError(f"{type(self).__name__} has no encoder tokens on a grid to return")
         with evaluating(self):
-            tokens = self.encoder(images.to(self.device))
+            return self.token_map(self.encoder(images.to(self.device)))
+
+    def token_map(self, tokens: Tensor) -> Tensor:
+        """Encoder tokens (B, N, D) -> a map (B, D, h, w) over the token ``grid``."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
     @property

@@ -249,7 +249,11 @@ def batch_slot_pairs(model: nn.Module, batch: Batch, match_on: MatchOn = "instan
     masks = resize_masks_soft(decomposition.masks, tuple(label_map.shape[-2:]))
     matches = match_slots_to_objects(masks, label_map, counts, ignore)
     masses = mask_mass_on_objects(masks, label_map, matches, ignore).float().cpu()
-    object_features, image_features = reference_features(model.feature_map(batch.image), label_map, matches, ignore)
+    if decomposition.features is None:
+        raise NotImplementedError(
+            f"{type(model).__name__}.decompose gives no encoder tokens, which the probe's reference features pool"
+        )
+    object_features, image_features = reference_features(decomposition.features, label_map, matches, ignore)
     slots = decomposition.slots.detach().float().cpu()
     return SlotPairs(
         torch.cat([slots[item, rows] for item, (rows, _) in enumerate(matches)]),
