@@ -7,12 +7,13 @@ import torch
 
 from slotlab.config import from_dict
 from slotlab.data.registry import build_dataset
-from slotlab.data.sample import IGNORE_INDEX
+from slotlab.data.sample import IGNORE_INDEX, collate
 from slotlab.methods import get_method
 from slotlab.methods.dinosaur import DinosaurConfig
 from slotlab.metrics.probe import (
     SlotPairs,
     add_arguments,
+    batch_slot_pairs,
     evaluate_probe,
     reference_features,
     mask_mass_on_objects,
@@ -242,6 +243,16 @@ def test_probe_cli_writes_json(tmp_path, capsys):
     written = json.loads(out.read_text())
     assert set(written) >= {"class_accuracy", "centre_mse", "num_test_pairs"}
     assert json.loads(capsys.readouterr().out) == written
+
+
+def test_probe_pairs_need_the_encoder_tokens_of_the_decomposition():
+    model = tiny_dinosaur()
+    decompose = model.decompose
+    model.decompose = lambda images, **kwargs: replace(decompose(images, **kwargs), features=None)
+    dataset = build_dataset(SCENES)
+    batch = collate([dataset[0], dataset[1]])
+    with pytest.raises(NotImplementedError, match="decompose gives no encoder tokens"):
+        batch_slot_pairs(model, batch)
 
 
 def test_feature_map_needs_encoder_tokens_on_a_grid():
