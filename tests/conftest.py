@@ -34,3 +34,18 @@ def tiny_train_config(method: str = "dinosaur", steps: int = 6, **extra) -> dict
     }
     config.update(extra)
     return config
+
+
+@pytest.fixture(scope="session")
+def segmenter_dir(tmp_path_factory):
+    """A random-weight segmenter checkpoint: what the CPU presets' encoder.semantic_model names."""
+    from slotlab.methods.segmenter import Segmenter, SegmenterConfig
+
+    torch.manual_seed(0)
+    return Segmenter(SegmenterConfig()).save_pretrained(tmp_path_factory.mktemp("segmenter"))
+
+
+@pytest.fixture(scope="session")
+def preset_overrides(segmenter_dir):
+    """Overrides that let the CPU presets (glass-tiny, dinosaur-tiny...) build without a trained segmenter."""
+    return [f"model.encoder.semantic_model={segmenter_dir}"]

@@ -8,8 +8,9 @@ from slotlab.methods.base import Decomposition, ObjectCentricModel
 def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
+    from slotlab.methods.segmenter import Segmenter
 
-    return {cls.method: cls for cls in (Dinosaur, Glass)}
+    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter)}
 
 
 def method_names() -> list[str]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.data.transforms import resize_image
+from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
 ENCODER_NAMES = ("dinov2", "dino", "mae", "patch", "cnn", "cifar_resnet")
 VIT_ENCODER_NAMES = ("dinov2", "dino", "mae")
@@ -104,6 +105,15 @@ class EncoderConfig:
             features appended per pixel (see :func:`structure_tensor_features`); default
             none. They say whether a pixel lies near a straight edge, a corner or a tight
             curve: local shape, which ViT features carry and colour alone does not.
+        semantic_model: only ``patch``: a trained ``segmenter`` checkpoint directory (from
+            ``slotlab train --preset segmenter-scenes-tiny``); its per-pixel class
+            probabilities, times ``semantic_gain``, are appended to each pixel's features.
+            They give the tokens an object's class, the same over the whole object, which
+            DINOv2 features carry and colour does not. The network is frozen and stored in
+            the model's checkpoint, so a trained model no longer needs the directory.
+        semantic_gain: only ``patch``, with ``semantic_model``: scale of those probabilities
+            against the colour features (default 1.0). Larger gains make slot attention group
+            by class more than by colour, merging instances of a class.
         cnn_layers: only ``cnn``: number of 3x3 conv layers (default 4).
         layer: only ``cifar_resnet``: output stage 1, 2 or 3 (default 3).
         seed: seed of every random weight (random projections, random CNN, tiny twins).
@@ -123,6 +133,8 @@ class EncoderConfig:
     position_frequencies: int | None = None
     edge_scales: tuple[float, ...] | None = None
     structure_scales: tuple[float, ...] | None = None
+    semantic_model: str | None = None
+    semantic_gain: float | None = None
     cnn_layers: int | None = None
     layer: int | None = None
     seed: int = 0
@@ -139,6 +151,8 @@ _SPECIFIC_FIELDS = {
     "position_frequencies": ("patch",),
     "edge_scales": ("patch",),
     "structure_scales": ("patch",),
+    "semantic_model": ("patch",),
+    "semantic_gain": ("patch",),
     "cnn_layers": ("cnn",),
     "layer": ("cifar_resnet",),
 }
@@ -352,6 +366,8 @@ class PatchEncoder(Encoder):
         position_frequencies: int = 0,
         edge_scales: tuple[float, ...] = (),
         structure_scales: tuple[float, ...] = (),
+        semantic_network: SegmenterNetwork | None = None,
+        semantic_gain: float = 1.0,
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
@@ -365,12 +381,14 @@ class PatchEncoder(Encoder):
             raise ValueError(f"encoder.structure_scales={list(structure_scales)} must all be > 0")
         per_pixel = 3 + 2 * colour_frequencies + 4 * position_frequencies
         per_pixel += 3 * len(edge_scales) + 2 * len(structure_scales)
+        if semantic_network is not None:
+            per_pixel += semantic_network.config.num_classes
         in_dim = per_pixel * patch_size**2
         if projection == "pixels":
             if dim is not None and dim != in_dim:
                 raise ValueError(
                     f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies + 4 * position_frequencies"
-                    " + 3 * len(edge_scales) + 2 * len(structure_scales))"
+                    " + 3 * len(edge_scales) + 2 * len(structure_scales) + semantic classes)"
                     f" * patch_size^2 = {in_dim} features: leave encoder.dim unset"
                 )
             dim = in_dim
@@ -384,6 +402,8 @@ class PatchEncoder(Encoder):
         self.position_frequencies = position_frequencies
         self.edge_scales = tuple(float(scale) for scale in edge_scales)
         self.structure_scales = tuple(float(scale) for scale in structure_scales)
+        self.semantic_network = semantic_network
+        self.semantic_gain = float(semantic_gain)
         self.projection: nn.Module | None = None
         if projection == "random":
             weight = torch.randn(in_dim, dim, generator=generator) / math.sqrt(in_dim)
@@ -396,6 +416,11 @@ class PatchEncoder(Encoder):
         side = self.image_size // self.patch_size
         return side, side
 
+    def architecture(self) -> dict | None:
+        if self.semantic_network is None:
+            return None
+        return {"semantic_network": asdict(self.semantic_network.config)}
+
     def encode(self, pixels: Tensor) -> Tensor:
         colours = pixels
         if self.colour_frequencies.shape[0] > 0:
@@ -404,6 +429,9 @@ class PatchEncoder(Encoder):
             pixels = torch.cat([pixels, edge_context_features(colours, self.edge_scales)], dim=1)
         if self.structure_scales:
             pixels = torch.cat([pixels, structure_tensor_features(colours, self.structure_scales)], dim=1)
+        if self.semantic_network is not None:
+            probabilities = self.semantic_network(colours).float().softmax(dim=1).to(pixels.dtype)
+            pixels = torch.cat([pixels, self.semantic_gain * probabilities], dim=1)
         if self.position_frequencies:
             b, _, h, w = pixels.shape
             position = position_fourier_features(h, w, self.position_frequencies, pixels.device).to(pixels.dtype)
@@ -816,7 +844,26 @@ def build_vit_encoder(config: EncoderConfig, architecture: dict | None = None) -
     return encoder_class(model, config.image_size, final_norm, config.trainable_blocks, config.name)
 
 
-def build_patch_encoder(config: EncoderConfig) -> Encoder:
+def load_semantic_network(directory: str) -> SegmenterNetwork:
+    """The network of a trained ``segmenter`` checkpoint (``encoder.semantic_model``)."""
+    from slotlab.methods.base import ObjectCentricModel
+
+    if not Path(directory, "config.json").is_file():
+        raise FileNotFoundError(
+            f"encoder.semantic_model={directory!r} is not a segmenter checkpoint directory: train one first "
+            "with 'slotlab train --preset segmenter-scenes-tiny --out runs/segmenter' (its model is "
+            "runs/segmenter/model)"
+        )
+    model = ObjectCentricModel.from_pretrained(directory)
+    if model.method != "segmenter":
+        raise ValueError(
+            f"encoder.semantic_model={directory!r} holds a {model.method!r} model; it must be a segmenter "
+            "(slotlab train --preset segmenter-scenes-tiny)"
+        )
+    return model.network
+
+
+def build_patch_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
     reject_path(config)
     patch_size = check_cpu_grid(config)
     if config.trainable_blocks:
@@ -835,7 +882,23 @@ def build_patch_encoder(config: EncoderConfig) -> Encoder:
         config.position_frequencies or 0,
         tuple(config.edge_scales or ()),
         tuple(config.structure_scales or ()),
+        semantic_network_for(config, architecture),
+        1.0 if config.semantic_gain is None else config.semantic_gain,
     )
+
+
+def semantic_network_for(config: EncoderConfig, architecture: dict | None) -> SegmenterNetwork | None:
+    """The patch encoder's semantic network: rebuilt in a checkpoint's stored shape (weights
+    follow), read from ``encoder.semantic_model``, or none."""
+    if config.semantic_gain is not None and config.semantic_model is None:
+        raise ValueError("encoder.semantic_gain scales encoder.semantic_model's output: set semantic_model or unset it")
+    if config.semantic_gain is not None and config.semantic_gain <= 0:
+        raise ValueError(f"encoder.semantic_gain={config.semantic_gain} must be > 0")
+    if architecture is not None:
+        return SegmenterNetwork(SegmenterNetworkConfig(**architecture["semantic_network"]))
+    if config.semantic_model is None:
+        return None
+    return load_semantic_network(config.semantic_model)
 
 
 def build_cnn_encoder(config: EncoderConfig) -> Encoder:
@@ -914,6 +977,7 @@ _ARCHITECTURE_BUILDERS: dict[str, Callable[[EncoderConfig, dict], Encoder]] = {
     "dinov2": build_vit_encoder,
     "dino": build_vit_encoder,
     "mae": build_vit_encoder,
+    "patch": build_patch_encoder,
     "cifar_resnet": build_cifar_resnet_encoder,
 }
 

@@ -1,0 +1,88 @@
+"""A supervised per-pixel classifier, trained with the trainer like any method, for use as
+the frozen semantic part of an encoder (``encoder.semantic_model``; see
+``slotlab.nn.segmenter``).
+
+It is not object-centric: it has no slots. Its "masks" are the per-class probabilities,
+one per class, so ``slotlab eval`` scores it as a semantic segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from slotlab.data.sample import IGNORE_INDEX, Batch
+from slotlab.data.transforms import resize_image
+from slotlab.methods.base import ObjectCentricModel
+from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
+
+# Pixels are normalised to [-1, 1], as the patch encoder that hosts the network does.
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+
+
+@dataclass
+class SegmenterConfig:
+    """network: the classifier's shape. image_size: square input size (a multiple of 4);
+    images and labels of another size are resized."""
+
+    network: SegmenterNetworkConfig = field(default_factory=SegmenterNetworkConfig)
+    image_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.image_size < 4 or self.image_size % 4:
+            raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
+
+
+@dataclass
+class SegmenterOutput:
+    logits: Tensor  # (B, C, S, S) at image_size
+
+
+def normalise_pixels(images: Tensor) -> Tensor:
+    """[0, 1] images -> the network's [-1, 1] input."""
+    return (images - PIXEL_MEAN) / PIXEL_STD
+
+
+class Segmenter(ObjectCentricModel):
+    method = "segmenter"
+    config_class = SegmenterConfig
+
+    def __init__(self, config: SegmenterConfig, architectures: Mapping[str, dict] | None = None):
+        super().__init__(config)
+        self.network = SegmenterNetwork(config.network)
+
+    def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SegmenterOutput:
+        if num_slots is not None:
+            raise ValueError("the segmenter has one output per class, not slots: num_slots does not apply")
+        images = batch.image if isinstance(batch, Batch) else batch
+        size = (self.config.image_size, self.config.image_size)
+        return SegmenterOutput(self.network(normalise_pixels(resize_image(images, size))))
+
+    def losses(self, outputs: SegmenterOutput, batch: Batch) -> dict[str, Tensor]:
+        """Per-pixel cross-entropy on ``batch.semantic_mask``; ignored pixels are left out."""
+        labels = batch.semantic_mask.masked_fill(batch.ignore_mask, IGNORE_INDEX)
+        if labels.shape[-2:] != outputs.logits.shape[-2:]:
+            labels = F.interpolate(labels[:, None].float(), size=outputs.logits.shape[-2:], mode="nearest")
+            labels = labels[:, 0].long()
+        num_classes = self.config.network.num_classes
+        known = labels != IGNORE_INDEX
+        if known.any() and int(labels[known].max()) >= num_classes:
+            raise ValueError(
+                f"semantic_mask holds class id {int(labels[known].max())} but the segmenter has "
+                f"network.num_classes={num_classes}: set it to at least {int(labels[known].max()) + 1}"
+            )
+        loss = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX)
+        return {"loss": loss, "cross_entropy": loss}
+
+    def masks(self, outputs: SegmenterOutput) -> Tensor:
+        return outputs.logits.float().softmax(dim=1)
+
+    def slots(self, outputs: SegmenterOutput) -> Tensor:
+        raise ValueError("the segmenter is a per-pixel classifier and has no slots (use it as encoder.semantic_model)")
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"network": list(self.network.parameters())}
