@@ -14,13 +14,14 @@ def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
-        description="Generate built-in scenes, train each method's CPU preset, evaluate it on the scenes "
-        "val split (protocol 'native') next to the K-equal-blocks baseline, and write DIR/metrics.json, "
-        "DIR/overlays.png and DIR/report.html. Runs in minutes on a 2-core CPU.",
+        description="Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
+        "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
+        "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
+        "minutes on a 2-core CPU.",
     )
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method, spread over its stages in the preset's proportions "
-                   "(default: each preset's own)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
+                   "preset's proportions (default: each preset's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.add_argument("--tasks", default="all", metavar="LIST",
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "

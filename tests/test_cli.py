@@ -73,6 +73,8 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
     for name in ("dinosaur", "glass", "blocks"):
         assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and metrics[name]["protocol"] == "native"
     assert metrics["dinosaur"]["train_steps"] == 8
+    # the segmenter both presets' encoders read is trained first, for --steps too, and kept
+    assert metrics["segmenter"]["train_steps"] == 8 and (out / "runs" / "segmenter" / "model" / "config.json").is_file()
     assert metrics["dinosaur"]["preset"] == "dinosaur-tiny" and metrics["glass"]["preset"] == "glass-tiny"
     for name in ("dinosaur", "glass"):  # --tasks all by default
         assert 0.0 <= metrics[name]["probe_class_accuracy"] <= 1.0 and metrics[name]["probe_centre_mse"] >= 0.0

@@ -1,5 +1,9 @@
 """`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured.
 
+The presets' encoder reads the class of each pixel from a small segmenter
+(``encoder.semantic_model``), so the demo trains that first, on all the cores, and points
+every preset that names one at it.
+
 Methods are independent, so with two or more CPU cores they train in parallel worker
 processes (``jobs``), each with its share of the torch threads; every method's run is a
 function of the seed alone, whichever process runs it.
@@ -42,6 +46,8 @@ class DemoMethod:
 DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
+#: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
+SEGMENTER_PRESET = "segmenter-scenes-tiny"
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
@@ -116,6 +122,26 @@ def _summary(result: dict) -> dict:
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
 
+def uses_segmenter(preset: dict) -> bool:
+    """Does this preset's encoder read a segmenter (``model.encoder.semantic_model``)?"""
+    return (preset.get("model", {}).get("encoder") or {}).get("semantic_model") is not None
+
+
+def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
+    """Train the presets' segmenter into ``out/runs/segmenter`` with ``threads`` torch threads
+    (``steps``: its preset's own when None); returns its metrics row."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        preset = load_preset(SEGMENTER_PRESET)
+        config = build_train_config(preset, [f"seed={seed}", *steps_overrides(preset, steps)])
+        result = train(config, out / "runs" / "segmenter", progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+    return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
+            "preset": SEGMENTER_PRESET, "model": str(result.model_dir)}
+
+
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -126,6 +152,8 @@ def run_method(
     start = time.perf_counter()
     preset = load_preset(method.preset)
     overrides = [f"seed={seed}", *steps_overrides(preset, steps)]
+    if uses_segmenter(preset):
+        overrides.append(f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model'}")
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
@@ -212,6 +240,10 @@ def run_demo(
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
+    segmenter = None
+    if any(uses_segmenter(load_preset(m.preset)) for m in methods):
+        # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
+        segmenter = train_segmenter(out, steps, seed, os.cpu_count() or 1, progress)
     finished = _run_all(methods, out, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
@@ -224,6 +256,8 @@ def run_demo(
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
     results["blocks"] = _summary(blocks) | {"train_seconds": 0.0, "protocol": blocks["protocol"]}
+    if segmenter is not None:
+        results["segmenter"] = segmenter
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
     overlays = save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png")
