@@ -31,6 +31,10 @@ def _add_demo(sub) -> None:
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
                    "then sees objects removed; about 18 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
+    p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
+                   help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
+                   "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
+                   "first, which takes about 2.5 minutes (default: train it)")
     p.add_argument("--jobs", type=int, default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
@@ -49,7 +53,7 @@ def _run_demo(args) -> int:
 
     methods = with_presets(DEMO_METHODS, args.preset)
     metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=_demo_tasks(args.tasks),
-                       jobs=args.jobs)
+                       jobs=args.jobs, segmenter=args.segmenter)
     print(results_json(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, overlays.png and report.html")
     return 0

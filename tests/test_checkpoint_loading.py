@@ -130,4 +130,7 @@ def test_taesd_autoencoder_rebuilds_without_its_files(tmp_path):
 
 def test_encoders_built_from_their_config_take_no_architecture():
     with pytest.raises(ValueError, match="no stored architecture"):
+        build_encoder(EncoderConfig(name="cnn", image_size=32), {"config": {}})
+    # the patch encoder stores one only for its semantic network
+    with pytest.raises(ValueError, match="semantic network"):
         build_encoder(EncoderConfig(name="patch", image_size=32), {"config": {}})

@@ -89,6 +89,20 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
     assert metrics["glass"]["removal_objects"] == 0 and "glass-tiny-compose trains a decoder" in html
 
 
+def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segmenter_dir):
+    from slotlab.config import load_preset
+    from slotlab.engine.config import build_train_config
+    from slotlab.methods import get_method
+
+    assert main(["demo", "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
+    assert "none" in capsys.readouterr().err
+    config = build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"])
+    get_method("dinosaur")(config.model_config()).save_pretrained(tmp_path / "dino")
+    assert main(["demo", "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
+    assert "not a segmenter" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_demo_rejects_unknown_tasks(capsys, tmp_path):
     assert main(["demo", "--tasks", "probe,colouring", "--out", str(tmp_path / "d")]) == 2
     assert "colouring" in capsys.readouterr().err
@@ -98,12 +112,15 @@ def test_demo_rejects_unknown_tasks(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_methods_in_worker_processes_match_in_process(tmp_path):
+def test_demo_methods_in_worker_processes_match_in_process(tmp_path, segmenter_dir):
     from slotlab.engine.demo import DemoMethod, run_demo
 
     methods = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("again", "dinosaur-tiny"))
     parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
-    serial = run_demo(tmp_path / "s", steps=4, methods=methods[:1], tasks=(), jobs=1, progress=False)
+    # the segmenter the parallel run trained, given instead of trained again: the same run
+    given = tmp_path / "p" / "runs" / "segmenter" / "model"
+    serial = run_demo(tmp_path / "s", steps=4, methods=methods[:1], tasks=(), jobs=1, progress=False, segmenter=given)
+    assert serial["segmenter"]["train_steps"] == 0 and parallel["segmenter"]["train_steps"] == 4
     for key in ("mbo_i", "miou_i", "fg_ari"):
         assert parallel["dinosaur"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)
         assert parallel["again"][key] == pytest.approx(serial["dinosaur"][key], abs=1e-6)
@@ -123,12 +140,14 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
-def test_killed_demo_leaves_no_worker_behind(tmp_path):
+def test_killed_demo_leaves_no_worker_behind(tmp_path, segmenter_dir):
     import signal
     import time
 
+    # a given segmenter: otherwise the demo would first train one for 100000 steps, in-process
     demo = subprocess.Popen([sys.executable, "-m", "slotlab.cli", "demo", "--out", str(tmp_path / "d"), "--steps", "100000",
-                             "--tasks", "none", "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--tasks", "none", "--jobs", "2", "--segmenter", str(segmenter_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers: list[int] = []
     runs = tmp_path / "d" / "runs"

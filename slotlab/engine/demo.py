@@ -27,6 +27,7 @@ from slotlab.data.sample import collate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
+from slotlab.methods.base import ObjectCentricModel
 from slotlab.io.results import write_results
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
@@ -142,6 +143,15 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
             "preset": SEGMENTER_PRESET, "model": str(result.model_dir)}
 
 
+def load_segmenter(path: Path) -> ObjectCentricModel:
+    """A trained segmenter checkpoint (``--segmenter``), with clear errors for anything else."""
+    model = ObjectCentricModel.from_pretrained(path)
+    if model.method != "segmenter":
+        raise ValueError(f"--segmenter {path} holds a {model.method!r} model, not a segmenter "
+                         f"(slotlab train --preset {SEGMENTER_PRESET})")
+    return model
+
+
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -229,21 +239,31 @@ def _run_all(
 
 def run_demo(
     out: Path, steps: int | None = None, seed: int = 0, methods=DEMO_METHODS, progress: bool = True,
-    tasks: tuple[str, ...] = DEMO_TASKS, jobs: int | None = None,
+    tasks: tuple[str, ...] = DEMO_TASKS, jobs: int | None = None, segmenter: Path | None = None,
 ) -> dict:
     """Train and evaluate each method of ``methods`` (``jobs`` at a time); write metrics.json,
     overlays.png, report.html (and the tasks' pictures) into ``out``. metrics.json is written
-    last: its presence means the demo completed."""
+    last: its presence means the demo completed.
+
+    ``segmenter``: a trained segmenter checkpoint (e.g. an earlier demo's
+    ``runs/segmenter/model``) that the presets' encoders read instead of training one.
+    """
     tasks = check_tasks(tasks)
     jobs = default_jobs(len(methods)) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    # Read before clearing: the checkpoint may be a previous output of this very demo.
+    given = None if segmenter is None else load_segmenter(segmenter)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    segmenter = None
+    segmenter_row = None
     if any(uses_segmenter(load_preset(m.preset)) for m in methods):
-        # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
-        segmenter = train_segmenter(out, steps, seed, os.cpu_count() or 1, progress)
+        if given is not None:
+            given.save_pretrained(out / "runs" / "segmenter" / "model")
+            segmenter_row = {"train_steps": 0, "train_seconds": 0.0, "model": str(segmenter)}
+        else:
+            # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
+            segmenter_row = train_segmenter(out, steps, seed, os.cpu_count() or 1, progress)
     finished = _run_all(methods, out, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
@@ -256,8 +276,8 @@ def run_demo(
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
     results["blocks"] = _summary(blocks) | {"train_seconds": 0.0, "protocol": blocks["protocol"]}
-    if segmenter is not None:
-        results["segmenter"] = segmenter
+    if segmenter_row is not None:
+        results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
     overlays = save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png")

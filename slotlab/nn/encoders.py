@@ -895,6 +895,10 @@ def semantic_network_for(config: EncoderConfig, architecture: dict | None) -> Se
     if config.semantic_gain is not None and config.semantic_gain <= 0:
         raise ValueError(f"encoder.semantic_gain={config.semantic_gain} must be > 0")
     if architecture is not None:
+        if "semantic_network" not in architecture:
+            raise ValueError(
+                f"a stored patch-encoder architecture holds its semantic network's shape, got keys {sorted(architecture)}"
+            )
         return SegmenterNetwork(SegmenterNetworkConfig(**architecture["semantic_network"]))
     if config.semantic_model is None:
         return None
