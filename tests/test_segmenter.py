@@ -97,7 +97,7 @@ def test_missing_or_wrong_semantic_model_is_a_clear_error(tmp_path, segmenter_di
         build_encoder(EncoderConfig(**PATCH, semantic_model=str(tmp_path / "nothing")))
     dinosaur = build_model(build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"]))
     dinosaur.save_pretrained(tmp_path / "dinosaur")
-    with pytest.raises(ValueError, match="must be a segmenter"):
+    with pytest.raises(ValueError, match="not a segmenter"):
         build_encoder(EncoderConfig(**PATCH, semantic_model=str(tmp_path / "dinosaur")))
     with pytest.raises(ValueError, match="semantic_gain"):
         build_encoder(EncoderConfig(**PATCH, semantic_gain=2.0))

@@ -27,7 +27,7 @@ from slotlab.data.sample import collate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.results import write_results
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
@@ -143,15 +143,6 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
             "preset": SEGMENTER_PRESET, "model": str(result.model_dir)}
 
 
-def load_segmenter(path: Path) -> ObjectCentricModel:
-    """A trained segmenter checkpoint (``--segmenter``), with clear errors for anything else."""
-    model = ObjectCentricModel.from_pretrained(path)
-    if model.method != "segmenter":
-        raise ValueError(f"--segmenter {path} holds a {model.method!r} model, not a segmenter "
-                         f"(slotlab train --preset {SEGMENTER_PRESET})")
-    return model
-
-
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -253,7 +244,7 @@ def run_demo(
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     # Read before clearing: the checkpoint may be a previous output of this very demo.
-    given = None if segmenter is None else load_segmenter(segmenter)
+    given = None if segmenter is None else load_segmenter(segmenter, "--segmenter")
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
     segmenter_row = None

@@ -9,6 +9,7 @@ one per class, so ``slotlab eval`` scores it as a semantic segmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -86,3 +87,19 @@ class Segmenter(ObjectCentricModel):
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"network": list(self.network.parameters())}
+
+
+#: How to get what ``load_segmenter`` asks for.
+TRAIN_HINT = ("train one with 'slotlab train --preset segmenter-scenes-tiny --out runs/segmenter' "
+              "(its model is runs/segmenter/model)")
+
+
+def load_segmenter(directory: str | Path, option: str) -> Segmenter:
+    """A trained segmenter checkpoint; errors name ``option`` (the setting that gave the
+    directory) and say how to train one."""
+    if not Path(directory, "config.json").is_file():
+        raise FileNotFoundError(f"{option}={str(directory)!r} is not a segmenter checkpoint directory: {TRAIN_HINT}")
+    model = ObjectCentricModel.from_pretrained(directory)
+    if not isinstance(model, Segmenter):
+        raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a segmenter: {TRAIN_HINT}")
+    return model

@@ -844,25 +844,6 @@ def build_vit_encoder(config: EncoderConfig, architecture: dict | None = None) -
     return encoder_class(model, config.image_size, final_norm, config.trainable_blocks, config.name)
 
 
-def load_semantic_network(directory: str) -> SegmenterNetwork:
-    """The network of a trained ``segmenter`` checkpoint (``encoder.semantic_model``)."""
-    from slotlab.methods.base import ObjectCentricModel
-
-    if not Path(directory, "config.json").is_file():
-        raise FileNotFoundError(
-            f"encoder.semantic_model={directory!r} is not a segmenter checkpoint directory: train one first "
-            "with 'slotlab train --preset segmenter-scenes-tiny --out runs/segmenter' (its model is "
-            "runs/segmenter/model)"
-        )
-    model = ObjectCentricModel.from_pretrained(directory)
-    if model.method != "segmenter":
-        raise ValueError(
-            f"encoder.semantic_model={directory!r} holds a {model.method!r} model; it must be a segmenter "
-            "(slotlab train --preset segmenter-scenes-tiny)"
-        )
-    return model.network
-
-
 def build_patch_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
     reject_path(config)
     patch_size = check_cpu_grid(config)
@@ -902,7 +883,9 @@ def semantic_network_for(config: EncoderConfig, architecture: dict | None) -> Se
         return SegmenterNetwork(SegmenterNetworkConfig(**architecture["semantic_network"]))
     if config.semantic_model is None:
         return None
-    return load_semantic_network(config.semantic_model)
+    from slotlab.methods.segmenter import load_segmenter  # the methods build encoders: import late
+
+    return load_segmenter(config.semantic_model, "encoder.semantic_model").network
 
 
 def build_cnn_encoder(config: EncoderConfig) -> Encoder:
