@@ -30,7 +30,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
-                   "then sees objects removed; about 18 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
+                   "then sees objects removed; about 20 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
                    help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "

@@ -46,7 +46,7 @@ NOTHING_TO_REMOVE_NOTE = (
     "undefined (n/a). Its slots carry neither the place nor the class of their object with the CPU presets' encoder "
     "(docs/downstream.md, 'What the slots carry'), so a decoder that reads only the slots cannot redraw the objects. "
     "slotlab demo --preset glass=glass-tiny-compose trains a decoder that also reads the slot masks (not part of "
-    "GLASS; about 18 minutes on 2 cores), whose reconstructions show objects that removing their slot removes."
+    "GLASS; about 20 minutes on 2 cores), whose reconstructions show objects that removing their slot removes."
 )
 
 
