@@ -55,6 +55,10 @@ def test_segmenter_loss_leaves_ignored_pixels_out_and_names_a_class_overflow():
     batch.semantic_mask[0, 0, 0] = 9
     with pytest.raises(ValueError, match="num_classes=7"):
         model.losses(outputs, batch)
+    # images and labels of another size are resized to image_size
+    larger = collate([build_dataset("scenes?split=val&size=2&resolution=64")[i] for i in range(2)])
+    logits = model(larger).logits
+    assert logits.shape == (2, 7, 32, 32) and torch.isfinite(model.losses(model(larger), larger)["loss"])
 
 
 def test_segmenter_has_no_slots():

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch
-from slotlab.data.transforms import resize_image
+from slotlab.data.transforms import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
@@ -66,9 +66,7 @@ class Segmenter(ObjectCentricModel):
     def losses(self, outputs: SegmenterOutput, batch: Batch) -> dict[str, Tensor]:
         """Per-pixel cross-entropy on ``batch.semantic_mask``; ignored pixels are left out."""
         labels = batch.semantic_mask.masked_fill(batch.ignore_mask, IGNORE_INDEX)
-        if labels.shape[-2:] != outputs.logits.shape[-2:]:
-            labels = F.interpolate(labels[:, None].float(), size=outputs.logits.shape[-2:], mode="nearest")
-            labels = labels[:, 0].long()
+        labels = resize_mask(labels, tuple(outputs.logits.shape[-2:]))
         num_classes = self.config.network.num_classes
         known = labels != IGNORE_INDEX
         if known.any() and int(labels[known].max()) >= num_classes:
