@@ -19,10 +19,9 @@ from torch import Tensor
 from slotlab.data.sample import IGNORE_INDEX, Batch
 from slotlab.data.transforms import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel
+from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
-# Pixels are normalised to [-1, 1], as the patch encoder that hosts the network does.
-PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
 
 
 @dataclass
@@ -44,8 +43,10 @@ class SegmenterOutput:
 
 
 def normalise_pixels(images: Tensor) -> Tensor:
-    """[0, 1] images -> the network's [-1, 1] input."""
-    return (images - PIXEL_MEAN) / PIXEL_STD
+    """[0, 1] images -> the network's input, normalised as the patch encoder that hosts it does."""
+    mean = images.new_tensor(SYMMETRIC_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(SYMMETRIC_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
 
 
 class Segmenter(ObjectCentricModel):
