@@ -1,0 +1,1 @@
+"""Importers of the authors' checkpoints: their key names -> slotlab's modules."""
