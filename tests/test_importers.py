@@ -80,7 +80,7 @@ def test_spot_reads_sizes_off_the_weights_and_reports_missing():
     config = spot.slot_attention_config(dict(input_channels=12, slot_size=8, num_slots=3, mlp_hidden_size=16,
                                              num_heads=2))
     module = SlotAttention(config)
-    state = to_authors(module, spot.RENAMES)
+    state = to_authors(module, spot.SLOT_ATTENTION_RENAMES)
     state["slots_init.weight"] = state["slots_init.weight"][0]
     imported = spot.map_slot_attention({f"slot_attn.{k}": v for k, v in state.items()}, {"num_heads": 2},
                                        prefix="slot_attn.")
@@ -101,7 +101,7 @@ def test_msf_maps_the_query_means_and_leaves_logstd_unused():
     torch.manual_seed(0)
     config = msf.slot_attention_config(dict(embed_dim=8, kv_dim=12, ffn_dim=16, num_slots=3, dropout=0.1))
     module = SlotAttention(config)
-    state = {f"aggregat.{k}": v for k, v in to_authors(module, msf.RENAMES).items()}
+    state = {f"aggregat.{k}": v for k, v in to_authors(module, msf.SLOT_ATTENTION_RENAMES).items()}
     state["initializ.mean"] = module.initializer.queries.detach().clone()
     state["initializ.logstd"] = torch.zeros(1, 3, 8)
     imported = msf.map_slot_attention(state, {"dropout": 0.1}, prefix="aggregat.", init_prefix="initializ.")

@@ -7,24 +7,25 @@ import pytest
 import torch
 
 from slotlab.io.importers import glass, spot
-from tests.parity_fixtures import OUTPUT_TOL, load_case
+from tests.parity_cases import load_case
+
+OUTPUT_TOL = dict(atol=1e-5, rtol=1e-5)  # the fixtures' README: module outputs
 
 
-@pytest.mark.parametrize("case, mapping", [("glass/glass_mlp_decoder", glass), ("spot/spot_mlp_decoder", spot)])
-def test_mlp_decoder_reproduces_the_authors(case, mapping):
-    state_dict, t, meta = load_case(case)
-    imported = mapping.map_mlp_decoder(state_dict)
+@pytest.mark.parametrize("method, mapping", [("glass", glass), ("spot", spot)])
+def test_mlp_decoder_reproduces_the_authors(method, mapping):
+    c = load_case(method, f"{method}_mlp_decoder")
+    imported = mapping.map_mlp_decoder(c.state)
     assert not imported.report.unused and not imported.report.missing
-    args = meta["constructor_args"]
-    c = imported.config
-    assert (c.slot_dim, c.feature_dim, c.num_tokens, c.hidden_dim) == (
+    args, config = c.meta["constructor_args"], imported.config
+    assert (config.slot_dim, config.feature_dim, config.num_tokens, config.hidden_dim) == (
         args["object_dim"], args["output_dim"], args["num_patches"], args["hidden_features"]
     )
     decoder = imported.build().eval()
     with torch.no_grad():
-        out = decoder(t["input.slots"])
-    torch.testing.assert_close(out.reconstruction, t["output.reconstruction"], **OUTPUT_TOL)
-    torch.testing.assert_close(out.masks, t["output.masks"], **OUTPUT_TOL)
+        out = decoder(c.inputs["slots"])
+    torch.testing.assert_close(out.reconstruction, c.outputs["reconstruction"], **OUTPUT_TOL)
+    torch.testing.assert_close(out.masks, c.outputs["masks"], **OUTPUT_TOL)
 
 
 def test_zero_bias_init_starts_every_bias_at_zero():

@@ -17,10 +17,10 @@ def test_shapes_and_attention_is_softmax_over_slots():
     out = sa(torch.randn(2, 12, 16), grid=(3, 4))
     assert out.slots.shape == (2, 4, 32)
     assert out.attention.shape == (2, 12, 4)
-    assert out.logits.shape == (2, 1, 12, 4)
+    assert out.logits.shape == (2, 12, 4) and out.logits_heads.shape == (2, 1, 12, 4)
     assert out.attention_heads.shape == (2, 1, 12, 4) and out.initial_slots.shape == (2, 4, 32)
     torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 12))
-    torch.testing.assert_close(out.attention, out.logits[:, 0].softmax(-1))
+    torch.testing.assert_close(out.attention, out.logits.softmax(-1))
 
 
 def test_num_slots_override_and_output_projection():
@@ -114,7 +114,7 @@ def test_joint_softmax_competes_over_heads_and_slots():
     out = sa(torch.randn(2, 6, 16), (2, 3))
     torch.testing.assert_close(out.attention_heads.sum(dim=(1, 3)), torch.ones(2, 6))
     torch.testing.assert_close(out.attention, out.attention_heads.sum(1))
-    joint = out.logits.transpose(1, 2).reshape(2, 6, 8).softmax(-1)
+    joint = out.logits_heads.transpose(1, 2).reshape(2, 6, 8).softmax(-1)
     torch.testing.assert_close(out.attention_heads.transpose(1, 2).reshape(2, 6, 8), joint)
 
 

@@ -121,9 +121,10 @@ class SlotAttentionConfig:
 class GroupingOutput:
     slots: Tensor  # (B, K, D) or (B, K, output_dim)
     attention: Tensor  # (B, N, K) last iteration's softmax, reduced over heads (mask_heads), before eps
-    logits: Tensor  # (B, heads, N, K) last iteration's logits (SPOT's distillation target)
+    logits: Tensor  # (B, N, K) last iteration's logits averaged over heads (SPOT's distillation target)
     slots_pre_projection: Tensor  # (B, K, D)
     attention_heads: Tensor  # (B, heads, N, K) last iteration's softmax per head, before eps
+    logits_heads: Tensor  # (B, heads, N, K) last iteration's logits per head
     initial_slots: Tensor  # (B, K, D) the slots the first iteration started from
 
 
@@ -346,6 +347,6 @@ class SlotAttention(nn.Module):
         out = self.output(slots) if self.output is not None else slots
         mask = attn.mean(1) if self.config.mask_heads == "mean" else attn.sum(1)
         return GroupingOutput(
-            slots=out, attention=mask, logits=logits, slots_pre_projection=slots,
-            attention_heads=attn, initial_slots=init,
+            slots=out, attention=mask, logits=logits.mean(1), slots_pre_projection=slots,
+            attention_heads=attn, logits_heads=logits, initial_slots=init,
         )

@@ -1,7 +1,8 @@
-"""Maps from the authors' state dicts (their key names) to slotlab modules, one module per
-source: ``glass``, ``spot``, ``msf``. Each ``map_*(state_dict, authors_config, prefix)`` returns an
-:class:`Imported` (slotlab config + renamed state dict + :class:`ImportReport` of mapped /
-unused / missing keys); ``Imported.build()`` gives the loaded slotlab module."""
+"""Importers of the authors' checkpoints: their key names -> slotlab's modules, one module per
+source (``glass``, ``spot``, ``msf``). The slot-attention and MLP-decoder mappings
+``map_*(state_dict, authors_config, prefix)`` return an :class:`Imported` (slotlab config +
+renamed state dict + :class:`ImportReport` of mapped / unused / missing keys);
+``Imported.build()`` gives the loaded slotlab module."""
 
 from slotlab.io.importers.base import Imported, ImportReport
 

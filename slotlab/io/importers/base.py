@@ -7,7 +7,8 @@ returns an :class:`Imported` holding the slotlab config, the renamed state dict 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,33 @@ class Imported:
         return module
 
 
+def renamed(key: str, renames: Iterable[tuple[str, str]]) -> str | None:
+    """``key`` under the first matching (regex pattern, replacement), None if none matches."""
+    for pattern, replacement in renames:
+        new, count = re.subn(pattern, replacement, key)
+        if count:
+            return new
+    return None
+
+
+def map_keys(state: dict[str, Tensor], renames) -> tuple[dict[str, Tensor], list[str]]:
+    """Apply the first matching (pattern, replacement) to each key; unmatched keys are unused."""
+    mapped, unused = {}, []
+    for key, value in state.items():
+        new = renamed(key, renames)
+        if new is None:
+            unused.append(key)
+        else:
+            mapped[new] = value
+    return mapped, unused
+
+
+def prefix_renames(renames: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Prefix renames (authors' prefix -> slotlab prefix) as patterns, longest prefix first."""
+    ordered = sorted(renames, key=len, reverse=True)
+    return tuple((f"^{re.escape(p)}", renames[p]) for p in ordered)
+
+
 def select(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The entries under ``prefix`` with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -74,6 +102,7 @@ def rename(
     tensor's shape against the module ``config`` builds. ``checked`` names source keys the
     caller has already verified and that slotlab does not store (key -> description)."""
     convert = convert or {}
+    patterns = prefix_renames(renames)
     module = MODULES[type(config)](config)
     expected = module.state_dict()
     buffers = {name for name, _ in module.named_buffers()}
@@ -82,8 +111,7 @@ def rename(
     for key, value in source.items():
         if key in report.mapped:
             continue
-        prefix = max((p for p in renames if key.startswith(p)), key=len, default=None)
-        target = None if prefix is None else renames[prefix] + key[len(prefix):]
+        target = renamed(key, patterns)
         if target not in expected:
             report.unused.append(key)
             continue

@@ -1,8 +1,13 @@
-"""MSF (Genera1Z/MultiScaleFusion, the VQ-VFM-OCL code base) weights -> slotlab modules.
+"""MSF (Genera1Z/MultiScaleFusion) key names -> slotlab's quantisers and VQ-VAE.
 
-``map_slot_attention`` takes the weights of the authors' ``SlotAttention`` (``aggregat.`` in
-their SLATE / SlotDiffusion models) and its constructor arguments; ``init_prefix`` adds the
-learned query means of their ``NormalSeparat`` initializer (``initializ.``).
+The authors' ``VQVAEZMultiScale`` holds ``encode.*``, ``decode.*`` (their Sequentials),
+``quant.0.*`` (the shared codebook) and ``quant.{1+n}.*`` (the codebook of scale n), each a
+``QuantiZ`` with a frozen ``codebook.weight`` and a trained ``project`` Linear; ``LinearPinv``
+holds ``weight`` and ``bias``. Keys that cannot be placed are returned as unused.
+
+``map_slot_attention`` takes the weights of their ``SlotAttention`` (``aggregat.`` in their
+SLATE / SlotDiffusion models) and its constructor arguments; ``init_prefix`` adds the learned
+query means of their ``NormalSeparat`` initializer (``initializ.``):
 
     imported = map_slot_attention(state_dict, {"num_iter": 3, "trunc_bp": "bi-level"}, prefix="aggregat.")
     print(imported.report.summary()); module = imported.build()
@@ -15,12 +20,28 @@ from typing import Any
 
 from torch import Tensor
 
-from slotlab.io.importers.base import Imported, rename, select
+from slotlab.io.importers.base import Imported, map_keys, rename, select
 from slotlab.nn.slot_attention import SlotAttentionConfig
 
-__all__ = ["map_slot_attention", "slot_attention_config"]
+# QuantiZ -> VectorQuantizer(codebook="projected"): the same names.
+QUANTIZER_RENAMES = ((r"^(codebook\.weight|project\.(weight|bias))$", r"\1"),)
+# VQVAEZMultiScale -> VQVAE with a "code"-variant MultiScaleQuantizer.
+VQVAE_RENAMES = (
+    (r"^encode\.", "encoder."),
+    (r"^decode\.", "decoder."),
+    (r"^quant\.0\.", "quantizer.shared."),
+)
 
-RENAMES = {
+
+def vqvae_multiscale_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The authors' multi-scale VQ-VAE state dict -> :class:`slotlab.nn.quantize.vqvae.VQVAE`
+    with ``msf.variant='code'`` (returns mapped, unused). Their encoder and decoder
+    Sequentials keep their indices, so the slotlab model must be built with the same layers."""
+    specific = [(rf"^quant\.{n + 1}\.", f"quantizer.specific.{n}.") for n in range(len(state))]
+    return map_keys(state, VQVAE_RENAMES + tuple(specific))
+
+
+SLOT_ATTENTION_RENAMES = {
     "norm1kv.": "norm_inputs.",
     "norm1q.": "norm_slots.",
     "norm2.": "norm_mlp.",
@@ -73,7 +94,7 @@ def map_slot_attention(
         "embed_dim": source["proj_k.weight"].shape[0], "kv_dim": source["proj_k.weight"].shape[1],
         "ffn_dim": source["ffn.0.weight"].shape[0],
     }
-    renames = dict(RENAMES)
+    renames = dict(SLOT_ATTENTION_RENAMES)
     if init_prefix is not None:
         queries = select(state_dict, init_prefix)
         if "mean" not in queries:

@@ -1,8 +1,14 @@
-"""SPOT (gkakogeorgiou/spot) weights -> slotlab modules.
+"""SPOT (gkakogeorgiou/spot) key names -> slotlab's modules.
 
-``map_slot_attention`` takes the weights of the authors' ``SlotAttentionEncoder`` (in a SPOT
-checkpoint they sit under ``slot_attn.``) and its constructor arguments, which the checkpoint
-does not store (their training script's flags: iterations, heads, truncation, init method).
+The authors' ``SPOT`` module holds ``encoder.*`` (a timm ViT), ``second_encoder.*`` (stage
+2's frozen copy), ``slot_attn.*``, ``input_proj.*``, ``slot_proj.*``, ``bos_tokens``
+(9, 1, 1, d) and ``dec.*`` (``tf_dec.*`` in older runs): a ``TransformerDecoder`` or an
+``MlpDecoder``. Each function here maps one part; what it cannot place is returned as
+unused, never dropped silently.
+
+``map_slot_attention`` takes the weights of the authors' ``SlotAttentionEncoder`` (under
+``slot_attn.`` in a checkpoint) and its constructor arguments, which the checkpoint does not
+store (their training script's flags: iterations, heads, truncation, init method):
 
     imported = map_slot_attention(checkpoint["model"], {"num_iterations": 3}, prefix="slot_attn.")
     print(imported.report.summary()); module = imported.build()
@@ -10,17 +16,44 @@ does not store (their training script's flags: iterations, heads, truncation, in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
-from slotlab.io.importers.base import Imported, map_mlp_decoder, rename, select
+from slotlab.io.importers.base import Imported, map_keys, map_mlp_decoder, rename, select
 from slotlab.nn.slot_attention import SlotAttentionConfig
 
-__all__ = ["map_slot_attention", "map_mlp_decoder", "slot_attention_config"]
+__all__ = ["map_keys", "map_mlp_decoder", "map_slot_attention", "slot_attention_config", "transformer_decoder_state"]
 
-RENAMES = {
+# Authors' TransformerDecoder sub-module names -> slotlab's AutoregressiveDecoder.
+_DECODER_RENAMES = (
+    (r"^blocks\.(\d+)\.self_attn\.proj_([qkv])\.", r"blocks.\1.self_attention.\2."),
+    (r"^blocks\.(\d+)\.self_attn\.proj_o\.", r"blocks.\1.self_attention.out."),
+    (r"^blocks\.(\d+)\.encoder_decoder_attn\.proj_([qkv])\.", r"blocks.\1.cross_attention.\2."),
+    (r"^blocks\.(\d+)\.encoder_decoder_attn\.proj_o\.", r"blocks.\1.cross_attention.out."),
+    (r"^blocks\.(\d+)\.self_attn_layer_norm\.", r"blocks.\1.self_norm."),
+    (r"^blocks\.(\d+)\.encoder_decoder_attn_layer_norm\.", r"blocks.\1.cross_norm."),
+    (r"^blocks\.(\d+)\.ffn_layer_norm\.", r"blocks.\1.ffn_norm."),
+    (r"^blocks\.(\d+)\.ffn\.([02])\.", r"blocks.\1.ffn.\2."),
+    (r"^layer_norm\.", "norm."),
+)
+# The causal mask the authors store as a frozen parameter: slotlab builds it on the fly.
+_DECODER_DERIVED = re.compile(r"^blocks\.\d+\.self_attn_mask$")
+
+
+def transformer_decoder_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The authors' ``TransformerDecoder`` state dict -> the block stack of
+    :class:`slotlab.nn.decoders.autoregressive.AutoregressiveDecoder` (``blocks.*``, ``norm.*``).
+
+    Returns (mapped, unused); the stored causal masks are dropped as derived, not unused.
+    """
+    kept = {k: v for k, v in state.items() if not _DECODER_DERIVED.match(k)}
+    return map_keys(kept, _DECODER_RENAMES)
+
+
+SLOT_ATTENTION_RENAMES = {
     "layer_norm.": "input_mlp.0.",
     "mlp.0.": "input_mlp.1.",
     "mlp.2.": "input_mlp.3.",
@@ -81,4 +114,4 @@ def map_slot_attention(
     if "slots_init.weight" in source:
         inferred["num_slots"] = source["slots_init.weight"].shape[0]
     config = slot_attention_config({**inferred, **(authors_config or {})})
-    return rename(source, RENAMES, config, convert={"initializer.queries": lambda t: t.unsqueeze(0)})
+    return rename(source, SLOT_ATTENTION_RENAMES, config, convert={"initializer.queries": lambda t: t.unsqueeze(0)})

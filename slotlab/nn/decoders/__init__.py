@@ -1,5 +1,1 @@
-"""Slot decoders: the spatial-broadcast MLP decoder (DINOSAUR, GLASS, SPOT-MLP)."""
-
-from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig, MLPDecoderOutput
-
-__all__ = ["MLPDecoder", "MLPDecoderConfig", "MLPDecoderOutput"]
+"""Slot decoders: what reconstructs the targets from the slots and yields per-slot masks."""
