@@ -31,7 +31,7 @@ from slotlab.methods.spot_losses import attention_distillation, reconstruction_l
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
 from slotlab.nn.encoders import EncoderConfig, build_encoder
-from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
+from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 MASK_SOURCES = ("decoder", "attention")
