@@ -192,11 +192,12 @@ class Spot(ObjectCentricModel):
 
     def from_tokens(
         self, features: Tensor, targets: Tensor, num_slots: int | None = None, orders: Tensor | None = None,
-        ensemble: bool = False,
+        ensemble: bool = False, noise: Tensor | None = None,
     ) -> SpotOutput:
         """Group encoder ``features`` and reconstruct ``targets`` (both (B, N, d_y)); ``orders``
-        None picks them as :meth:`order_indices` does, unless ``ensemble``."""
-        grouping = self.slot_attention(features, self.grid, num_slots=num_slots)
+        None picks them as :meth:`order_indices` does, unless ``ensemble``. ``noise`` replaces
+        the slot initialiser's random draw (to replay recorded draws)."""
+        grouping = self.slot_attention(features, self.grid, num_slots=num_slots, noise=noise)
         if orders is None and not ensemble:
             orders = self.order_indices(features.shape[0], features.device)
         reconstruction, decoder_attention = self.decode(grouping.slots, targets, orders)
