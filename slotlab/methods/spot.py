@@ -139,6 +139,11 @@ class Spot(ObjectCentricModel):
         self.slot_attention = SlotAttention(dataclasses.replace(sa, input_dim=dim))
         self.orders = PatchOrders(config.orders, self.grid)
         if config.decoder is not None:
+            if config.decoder.output_dim is None and config.decoder.width != dim:
+                raise ValueError(
+                    f"decoder.width={config.decoder.width} must equal the encoder's token width {dim}: SPOT's decoder "
+                    f"predicts the tokens at its own width (or set decoder.output_dim={dim} for an output head)"
+                )
             dec = dataclasses.replace(config.decoder, input_dim=dim, slot_dim=sa.slot_dim, num_tokens=tokens,
                                       num_bos=len(config.orders))
             self.decoder = AutoregressiveDecoder(dec)
