@@ -37,7 +37,9 @@ def glass_authors_state(seed=0):
 def test_glass_round_trip_and_report():
     module, state = glass_authors_state()
     state["extra.weight"] = torch.zeros(1)
+    rng = torch.get_rng_state()
     imported = glass.map_slot_attention(state, GLASS_ARGS)
+    assert torch.equal(torch.get_rng_state(), rng)  # mapping draws no random numbers
     assert imported.report.unused == ["extra.weight"] and not imported.report.missing
     assert "pos.pe" in imported.report.mapped
     rebuilt = imported.build()
@@ -121,3 +123,26 @@ def test_mlp_decoder_mapping_round_trip():
     torch.testing.assert_close(rebuilt(slots).reconstruction, decoder(slots).reconstruction)
     with pytest.raises(ValueError, match="no MLP decoder"):
         map_mlp_decoder(state, prefix="x.")
+
+
+@pytest.mark.parametrize("preset", ["glass-coco", "glass-voc", "glass-sem-coco", "glass-labels-coco"])
+def test_glass_paper_presets_use_the_released_slot_attention(preset):
+    """The released GLASS slot attention (configs/coco/slot_attn/config.json) maps onto the
+    paper presets by renaming: every option the importer sets is the preset's."""
+    import dataclasses
+
+    from slotlab.config import from_dict, load_preset
+    from slotlab.nn.decoders.mlp import MLPDecoderConfig
+    from slotlab.nn.slot_attention import SlotAttentionConfig
+
+    released = dict(num_iterations=5, num_slots=7, num_heads=1, input_size=768, out_size=1024, slot_size=768,
+                    mlp_hidden_size=768, input_resolution=32, epsilon=1e-6)
+    model = load_preset(preset)["model"]
+    ours = from_dict(SlotAttentionConfig, model["slot_attention"])
+    theirs = glass.slot_attention_config(released)
+    filled_by_the_method = {"input_dim", "output_dim", "input_mlp_hidden"}  # from the encoder / UNet
+    for f in dataclasses.fields(SlotAttentionConfig):
+        if f.name not in filled_by_the_method | {"truncation"}:
+            assert getattr(ours, f.name) == getattr(theirs, f.name), f.name
+    assert ours.effective_truncation == theirs.effective_truncation
+    assert from_dict(MLPDecoderConfig, model["instance_decoder"]).zero_bias_init

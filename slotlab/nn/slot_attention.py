@@ -224,10 +224,10 @@ def _update_mlp(c: SlotAttentionConfig) -> nn.Sequential:
 
 
 class SlotAttention(nn.Module):
-    """Iterative slot attention (GLASS Eq. 1; Locatello et al. 2020, Alg. 1; SPOT Sec. 3.1;
-    MSF's base OCL methods).
+    """Iterative slot attention (Locatello et al. 2020, Alg. 1): GLASS Eq. 1; SPOT Eq. 3 is its
+    last iteration's mask A_SLOT; MSF Sec. 3.1's phi_sa: (S_0, F) -> (S, M).
 
-    Each iteration: A = softmax over slots of k(H) q(S)^T / sqrt(d); A (+ eps) is renormalised
+    Each iteration: A = softmax over slots of k(H) q(S)^T / sqrt(D); A (+ eps) is renormalised
     over the N inputs; the weighted mean of v(H) updates the slots with a GRU followed by a
     residual MLP. The config's options select the GLASS, SPOT and MSF code's variants.
     """
