@@ -10,8 +10,8 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import build_model, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import build_model, train
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.segmenter import Segmenter, SegmenterConfig
 from slotlab.nn.encoders import EncoderConfig, build_encoder
