@@ -10,10 +10,11 @@ import pytest
 
 from slotlab.config import PRESET_DIR, load_preset
 from slotlab.data.registry import DatasetSpec, build_dataset, parse_spec
-from slotlab.engine.config import build_train_config
-from slotlab.engine.evaluate import evaluate_model
-from slotlab.engine.trainer import train
-from slotlab.guidance.engine import GenerateConfig, run_generation
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
+from slotlab.datagen.config import GenerateConfig
+from slotlab.datagen.run import run_generation
 from slotlab.config import from_dict
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.protocols import get_protocol

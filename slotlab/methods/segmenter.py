@@ -19,7 +19,8 @@ from torch import Tensor
 from slotlab.data.sample import IGNORE_INDEX, Batch
 from slotlab.ops.resize import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel
-from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD
+from slotlab.nn.encoders import Encoder, EncoderConfig, PatchEncoderConfig, build_encoder
+from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
 
@@ -102,3 +103,13 @@ def load_segmenter(directory: str | Path, option: str) -> Segmenter:
     if not isinstance(model, Segmenter):
         raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a segmenter: {TRAIN_HINT}")
     return model
+
+
+def build_encoder_with_segmenter(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
+    """``build_encoder`` for a method: the segmenter a patch encoder's ``semantic_model`` names is
+    loaded here, once, and its network handed to the encoder (a checkpoint's stored
+    architecture rebuilds that network instead, without the directory)."""
+    network = None
+    if architecture is None and isinstance(config, PatchEncoderConfig) and config.semantic_model is not None:
+        network = load_segmenter(config.semantic_model, "encoder.semantic_model").network
+    return build_encoder(config, architecture, semantic_network=network)

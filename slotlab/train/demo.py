@@ -24,9 +24,9 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
+from slotlab.train.trainer import train
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.results import write_results
 from slotlab.io.staged import begin_outputs, commit_outputs
@@ -72,7 +72,8 @@ class MethodResult:
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
     """Run the data engine for ``preset`` into ``out``; returns the dataset spec to train on."""
     from slotlab.config import from_dict
-    from slotlab.guidance.engine import GenerateConfig, run_generation
+    from slotlab.datagen.config import GenerateConfig
+    from slotlab.datagen.run import run_generation
 
     config = from_dict(GenerateConfig, load_preset(preset) | {"seed": seed}, where=f"preset {preset}")
     run_generation(config, out, resume=False, progress=progress)
@@ -181,7 +182,7 @@ def run_method(
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
-        from slotlab.engine.generation_tasks import run_generation_tasks
+        from slotlab.train.generation_tasks import run_generation_tasks
 
         task_metrics, task_pictures = run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)
         metrics |= task_metrics
@@ -316,7 +317,7 @@ def _result_notes(results: dict[str, dict], tasks: tuple[str, ...]) -> list[str]
     """Notes on what the results themselves show (printed and put in the report)."""
     if "generation" not in tasks:
         return []
-    from slotlab.engine.generation_tasks import nothing_to_remove_notes
+    from slotlab.train.generation_tasks import nothing_to_remove_notes
 
     return nothing_to_remove_notes(results)
 
@@ -334,7 +335,7 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
                      "probe_image_features_*: on the encoder features averaged over the whole image; a slot probe "
                      "must beat these to show that the slot describes its own object rather than the image.")
     if "generation" in tasks:
-        from slotlab.engine.generation_tasks import GENERATION_NOTE
+        from slotlab.train.generation_tasks import GENERATION_NOTE
 
         notes.append(GENERATION_NOTE)
     return notes

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import collate
-from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.ops.random import seeded_generator
 
