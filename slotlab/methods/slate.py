@@ -23,7 +23,8 @@ from slotlab.data.sample import Batch
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.vqvae import load_frozen_vqvae
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.segmenter import build_encoder_with_segmenter
+from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.quantize.vqvae import VQVAE
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 from slotlab.ops.schedules import cosine_ramp
@@ -42,7 +43,7 @@ class SlateConfig:
                         ``decoder`` (the AR decoder's cross-attention).
     """
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = field(default_factory=PatchEncoderConfig)
     slot_attention: SlotAttentionConfig = field(
         default_factory=lambda: SlotAttentionConfig(slot_dim=256, num_slots=11, iters=3, mlp_hidden=1024,
                                                     init="annealed_gaussian")
@@ -107,7 +108,7 @@ class Slate(GuidedByVQVAE):
     def __init__(self, config: SlateConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         self.vqvae = self.attach_vqvae(architectures)
-        self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_encoder_with_segmenter(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         vq = self.vqvae.config
         self.groups = vq.code_groups
