@@ -34,13 +34,9 @@ from torch import Tensor, nn
 
 from slotlab.ops.resize import resize_image
 from slotlab.nn.autoencoders import TinyAutoencoder
-from slotlab.nn.diffusion_decoder import (
-    DiffusionDecoderConfig,
-    SlotDiffusionDecoder,
-    cpu_config,
-    sd21_unet_config,
-    sd21_vae_config,
-)
+from slotlab.diffusion.config import DiffusionDecoderConfig, cpu_config
+from slotlab.diffusion.decoder import SlotDiffusionDecoder
+from slotlab.diffusion.sd import sd21_unet_config, sd21_vae_config
 
 SHARED = Path(os.environ.get("SLOTLAB_SHARED", "/work/shared"))
 SLOT_WIDTH = 64

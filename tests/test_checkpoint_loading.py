@@ -109,7 +109,8 @@ def test_glass_with_stable_diffusion_and_dinov2_directories_rebuilds_without_the
 
 def test_taesd_autoencoder_rebuilds_without_its_files(tmp_path):
     from slotlab.nn.autoencoders import TinyAutoencoder
-    from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
+    from slotlab.diffusion.config import DiffusionDecoderConfig
+    from slotlab.diffusion.decoder import SlotDiffusionDecoder
 
     torch.manual_seed(0)
     files = TinyAutoencoder.random(latent_channels=4, width=16)

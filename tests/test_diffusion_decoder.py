@@ -1,4 +1,5 @@
-"""Tests of slotlab.nn.diffusion_decoder and slotlab.nn.autoencoders (offline, tiny random parts)."""
+"""Tests of slotlab.diffusion (decoder, objective, sampling, Stable Diffusion parts) and
+slotlab.nn.autoencoders (offline, tiny random parts)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,11 @@ from PIL import Image
 from torch import nn
 
 from slotlab.nn.autoencoders import KLAutoencoder, PixelSpace, TinyAutoencoder
-from slotlab.nn.diffusion_decoder import (
-    DiffusionDecoderConfig,
-    SlotDiffusionDecoder,
-    classifier_free_guidance,
-    cpu_config,
-    diffusion_target,
-    encode_empty_prompt,
-    encode_prompt_ids,
-    forward_diffuse,
-    tiny_text_encoder_twin,
-)
+from slotlab.diffusion.config import DiffusionDecoderConfig, cpu_config
+from slotlab.diffusion.decoder import SlotDiffusionDecoder
+from slotlab.diffusion.objective import diffusion_target, forward_diffuse
+from slotlab.diffusion.sampling import classifier_free_guidance
+from slotlab.diffusion.sd import encode_empty_prompt, tiny_clip_tokenizer, tiny_sd_components, tiny_text_encoder
 
 SHARED = Path(os.environ.get("SLOTLAB_SHARED", "/work/shared"))
 TAEF2_DIR = SHARED / "assets" / "taef2"
@@ -186,11 +181,15 @@ def test_loss_rejects_bad_inputs():
 def test_empty_prompt_cut_to_k_equals_encoding_k_tokens():
     """CLIP is causal: the first K rows of the 77-token empty prompt = the K-token empty prompt."""
     torch.manual_seed(0)
-    text_encoder, input_ids = tiny_text_encoder_twin(DIM)
-    full = encode_prompt_ids(text_encoder, input_ids)
+    tokenizer = tiny_clip_tokenizer(())
+    text_encoder = tiny_text_encoder(DIM, len(tokenizer))
+    full = encode_empty_prompt(text_encoder, tokenizer)
     assert full.shape == (77, DIM)
+    input_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids
     for k in (5, 7):
-        torch.testing.assert_close(encode_prompt_ids(text_encoder, input_ids[:, :k]), full[:k], atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            short = text_encoder(input_ids[:, :k]).last_hidden_state[0]
+        torch.testing.assert_close(short, full[:k], atol=1e-5, rtol=1e-5)
 
 
 def test_unconditional_tokens_of_both_branches():
@@ -278,59 +277,19 @@ def test_unknown_sampler_is_rejected():
         tiny_decoder().sample(slots(batch=1), num_steps=2, scheduler="euler")
 
 
-# ----------------------------------------------------------------------------- weights
-
-
-@pytest.mark.parametrize("unconditional", ["empty_prompt", "null_slots"])
-def test_weights_round_trip_through_safetensors(tmp_path, unconditional):
-    decoder = tiny_decoder(unconditional=unconditional).eval()
-    with torch.no_grad():
-        for p in decoder.trainable_parameters():
-            p.add_(0.01 * torch.randn_like(p))  # differ from any fresh initialisation
-    path = tmp_path / "decoder.safetensors"
-    decoder.save_weights(path)
-    restored = SlotDiffusionDecoder.from_weights(path).eval()
-    assert restored.config == decoder.config
-    for name, tensor in decoder.state_dict().items():
-        if not name.startswith("autoencoder."):
-            assert torch.equal(tensor, restored.state_dict()[name]), name
-    s = slots()
-    # The tiny VAE is random and not saved: compare UNet predictions, not decoded images.
-    x_t, t = torch.randn(2, *decoder.latent_shape), torch.tensor([10, 500])
-    context = torch.cat([s, decoder.unconditional_tokens(2, 7)], dim=1)
-    torch.testing.assert_close(
-        restored.unet(x_t, t, encoder_hidden_states=context).sample,
-        decoder.unet(x_t, t, encoder_hidden_states=context).sample,
-    )
-
-
-def test_load_weights_rejects_another_configuration(tmp_path):
-    path = tmp_path / "decoder.safetensors"
-    tiny_decoder().save_weights(path)
-    other = tiny_decoder(block_out_channels=(32, 32))
-    with pytest.raises(ValueError, match="do not fit"):
-        other.load_weights(path)
-
-
 # ----------------------------------------------------------------------------- pretrained dirs
 
 
 def write_tiny_sd_directory(root: Path, with_text: bool = True) -> None:
-    """A Stable-Diffusion-layout directory of tiny random parts."""
+    """A Stable-Diffusion-layout directory of the tiny twins, with a v-prediction scheduler."""
     from diffusers import DDPMScheduler
-    from transformers import CLIPTokenizer
 
-    torch.manual_seed(0)
-    decoder = SlotDiffusionDecoder.from_config(tiny_config())
-    decoder.unet.save_pretrained(root / "unet")
-    decoder.autoencoder.vae.save_pretrained(root / "vae")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction",
-                  clip_sample=False).save_pretrained(root / "scheduler")  # fmt: skip
-    if with_text:
-        text_encoder, _ = tiny_text_encoder_twin(DIM)
-        text_encoder.save_pretrained(root / "text_encoder")
-        vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "a</w>": 3}
-        CLIPTokenizer(vocab=vocab, merges=[], pad_token="!", model_max_length=77).save_pretrained(root / "tokenizer")
+    parts = tiny_sd_components(seed=0)
+    parts.scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                    prediction_type="v_prediction", clip_sample=False)  # fmt: skip
+    if not with_text:
+        parts.text_encoder = parts.tokenizer = None
+    parts.save(root)
 
 
 def test_pretrained_directory_loads_offline_with_empty_prompt(tmp_path):

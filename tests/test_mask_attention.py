@@ -4,8 +4,9 @@
 import pytest
 import torch
 
-from slotlab.nn.diffusion_decoder import SlotDiffusionDecoder, cpu_config
-from slotlab.nn.mask_attention import mask_bias, pack_slot_masks
+from slotlab.diffusion.config import cpu_config
+from slotlab.diffusion.decoder import SlotDiffusionDecoder
+from slotlab.diffusion.mask_attention import mask_bias, pack_slot_masks
 
 DIM = 16
 

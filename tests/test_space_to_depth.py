@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from slotlab.nn.autoencoders import SpaceToDepth
-from slotlab.nn.diffusion_decoder import SlotDiffusionDecoder, cpu_config
+from slotlab.diffusion.config import cpu_config
+from slotlab.diffusion.decoder import SlotDiffusionDecoder
 
 
 def test_space_to_depth_is_an_exact_inverse():

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from slotlab.config import GENERATE_PREFIX as PRESET_PREFIX
 from slotlab.config import PRESET_DIR, apply_overrides, from_dict, load_preset
-from slotlab.datagen.config import GenerateConfig
-from slotlab.datagen.config import PROMPT_SOURCES
-from slotlab.datagen.run import run_generation
+from slotlab.datagen.config import PROMPT_SOURCES, GenerateConfig
 from slotlab.datagen.pseudo_masks import THRESHOLD_PRESETS
+from slotlab.datagen.run import run_generation
 
 
 def generate_presets() -> list[str]:

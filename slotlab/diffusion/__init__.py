@@ -1,2 +1,4 @@
-"""Diffusion parts shared by the slot decoders and the data engine: Stable Diffusion loading
-and tiny twins (``sd``)."""
+"""Diffusion: Stable Diffusion parts (``sd``: the one loader and the one set of tiny twins,
+used by the decoder and the data engine), the denoising objective (``objective``), sampling
+(``sampling``), the slot-conditioned decoder (``config``, ``parts``, ``decoder``) and its
+mask-biased cross-attention (``mask_attention``)."""

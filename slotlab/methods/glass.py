@@ -21,7 +21,8 @@ from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
 from slotlab.methods.semantic_guidance import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
-from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
+from slotlab.diffusion.config import DiffusionDecoderConfig
+from slotlab.diffusion.decoder import SlotDiffusionDecoder
 from slotlab.methods.segmenter import build_encoder_with_segmenter
 from slotlab.nn.encoders import EncoderConfig, ViTEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig

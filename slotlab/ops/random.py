@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from torch import Tensor
 
 
 @contextmanager
@@ -24,3 +25,9 @@ def fixed_randomness(seed: int | None, device: torch.device | None = None):
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator of its own, seeded with ``seed`` (the global stream is untouched)."""
     return torch.Generator().manual_seed(seed)
+
+
+def randn_on(shape, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise drawn on the generator's device (reproducible), then moved."""
+    rand_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
