@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.config import ConfigError, to_dict
+from slotlab.data.transforms import resize_image
 from slotlab.nn.autoencoders import tiny_autoencoder_decoder, tiny_autoencoder_encoder
 from slotlab.nn.quantize.msf import MSFConfig, MultiScaleQuantizer, ScaleQuantized
 from slotlab.ops.schedules import cosine_ramp
@@ -181,8 +182,7 @@ class VQVAE(nn.Module):
         """T_1 = the image in [-1, 1] at ``image_size``, T_n = bilinear downsampling by 2^(n-1)
         (MSF Sec. 3.2)."""
         size = self.config.image_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        images = resize_image(images, (size, size))
         x = images * 2 - 1
         return [x] + [F.interpolate(x, scale_factor=2.0**-n, mode="bilinear") for n in range(1, self.config.num_scales)]
 
