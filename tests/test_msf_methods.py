@@ -46,7 +46,9 @@ def test_vqvae_pretraining_lowers_its_loss_and_anneals_its_schedules(tmp_path):
     assert sum(r["loss"] for r in log[-5:]) < sum(r["loss"] for r in log[:5])
     vqvae = result.model.vqvae
     assert float(vqvae.alpha) == 0.0  # residual annealed away by half of training
-    assert float(vqvae.vector_quantizers()[0].gumbel_scale) > 1.9  # 1 -> 2
+    assert float(vqvae.vector_quantizers()[0].gumbel_scale) == 0.0  # learned codebooks: no Gumbel sampling
+    projected = train(build_train_config(vqvae_preset(steps=4, msf={"variant": "code"})), tmp_path / "code", progress=False)
+    assert float(projected.model.vqvae.vector_quantizers()[0].gumbel_scale) > 1.5  # the code's 1 -> 2
 
 
 def test_slate_trains_on_a_frozen_vqvae_and_reloads(vqvae_dir, tmp_path):
