@@ -91,7 +91,7 @@ def evaluate_row(model_dir: str) -> dict:
                                            ("slot_attention", "attention", "raster")):
         model.config.mask_source, model.config.eval_orders = mask_source, eval_orders
         result = evaluate_model(model, test, "native", progress=False)
-        scores[name] = {m: float(result[f"native/{m}"]) for m in METRICS}
+        scores[name] = {m: float(result["metrics"][m]) for m in METRICS}
     return scores
 
 
@@ -122,7 +122,7 @@ def table(seeds: list[int], steps: int | None, jobs: int, workdir: Path) -> dict
                     "decoder": {m: summary([scores[(preset, s)][masks][m] for s in seeds]) for m in METRICS},
                     "slot_attention": {m: summary([scores[(preset, s)]["slot_attention"][m] for s in seeds]) for m in METRICS}}
     blocks = evaluate_blocks(build_dataset(TEST), 7, (16, 16), "native")
-    out["K-equal blocks (7 slots, 16x16)"] = {m: float(blocks[f"native/{m}"]) for m in METRICS}
+    out["K-equal blocks (7 slots, 16x16)"] = {m: float(blocks["metrics"][m]) for m in METRICS}
     return out
 
 
