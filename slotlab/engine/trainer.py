@@ -280,6 +280,7 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            model.after_optimizer_step(step, total)
             bar.update(1)
             if step % config.log_every == 0 or step == stage_end:
                 values = {k: accelerator.reduce(v.detach().float(), "mean").item() for k, v in losses.items()}

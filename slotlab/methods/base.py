@@ -106,6 +106,10 @@ class ObjectCentricModel(nn.Module):
         """Named groups of trainable parameters; a training stage gives each its learning rate."""
         raise NotImplementedError
 
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called by the trainer after each optimiser step (``step`` counts the steps done, of
+        ``total_steps``): for updates outside the gradient, such as an EMA teacher."""
+
     # ---- user API -----------------------------------------------------------------
     @torch.no_grad()
     def decompose(self, images: Tensor, num_slots: int | None = None, seed: int | None = None) -> Decomposition:
