@@ -51,9 +51,9 @@ def one_hot(labels: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def test_registry_and_errors():
-    assert set(PROTOCOLS) >= {"spot", "spot-voc", "glass", "msf", "native"}
+    assert set(PROTOCOLS) >= {"spot", "spot-voc", "glass", "glass-authors", "msf", "native"}
     assert get_protocol("glass").name == "glass"
-    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, glass, msf, native"):
+    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, glass, glass-authors, msf, native"):
         get_protocol("SPOT")
     with pytest.raises(ValueError, match="unknown metrics"):
         Protocol(name="x", summary="", metrics=("mbo",))
@@ -157,7 +157,12 @@ def band_prediction():
 
 @pytest.mark.parametrize(
     "policy, object_iou, background_iou",
-    [("drop", 1.0, 1.0), ("background", 200 / 240, 160 / 200), ("unlabelled", 200 / 240, 1.0)],
+    [
+        ("drop", 1.0, 1.0),
+        ("background", 200 / 240, 160 / 200),
+        ("unlabelled", 200 / 240, 1.0),
+        ("labelled", 200 / 240, 160 / 200),  # the band's painted label is background
+    ],
 )
 def test_ignored_pixel_policies(policy, object_iou, background_iou):
     native = get_protocol("native")

@@ -10,8 +10,9 @@ def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.glass import Glass
     from slotlab.methods.segmenter import Segmenter
     from slotlab.methods.self_distillation import SelfDistillation
+    from slotlab.methods.spot import Spot
 
-    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, SelfDistillation)}
+    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, SelfDistillation, Spot)}
 
 
 def method_names() -> list[str]:

@@ -36,7 +36,9 @@ EmptyARI = Literal["nan", "one"]
 EMPTY_ARI_CHOICES = ("nan", "one")
 
 #: Names accepted by :func:`mask_metrics` and :class:`slotlab.metrics.aggregators.MaskMetrics`.
-MASK_METRICS = ("ari", "fg_ari", "mbo", "miou", "slot_binding")
+MASK_METRICS = ("ari", "fg_ari", "mbo", "miou", "object_recovery", "cor_loc", "slot_binding")
+#: A ground-truth segment is *discovered* when its best IoU with a slot exceeds this (OCLF).
+DISCOVERY_IOU = 0.5
 #: Keys :func:`slot_binding` returns, in this order everywhere.
 BINDING_KEYS = ("so", "po", "go", "bg")
 
@@ -260,13 +262,32 @@ def ari_from_contingency(table: Contingency, foreground: bool, if_empty: EmptyAR
     return score
 
 
+def best_overlap_from_contingency(table: Contingency, ignore_background: bool = True) -> tuple[Tensor, Tensor]:
+    """(B, M') best IoU of any slot with each ground-truth segment, and (B, M') which of them
+    are present (have a scored pixel); channel 0 is left out with ``ignore_background``."""
+    columns = _object_columns(ignore_background)
+    return iou_from_contingency(table)[:, :, columns].amax(1), table.target_area[:, columns] > 0
+
+
 def mbo_from_contingency(table: Contingency, ignore_background: bool = True) -> Tensor:
     """Mean best overlap: the best IoU of any slot with each present ground-truth object,
     averaged over the present objects of the image (NaN if none)."""
-    columns = _object_columns(ignore_background)
-    iou = iou_from_contingency(table)[:, :, columns]
-    present = table.target_area[:, columns] > 0
-    return _mean_over_present(iou.amax(1), present)
+    return _mean_over_present(*best_overlap_from_contingency(table, ignore_background))
+
+
+def object_recovery_from_contingency(table: Contingency, ignore_background: bool = True) -> Tensor:
+    """Share of the present ground-truth segments whose best IoU exceeds DISCOVERY_IOU (OCLF's
+    ``BestOverlapObjectRecoveryMetric``, reported by GLASS's evaluation script); NaN if none."""
+    best, present = best_overlap_from_contingency(table, ignore_background)
+    return _mean_over_present((best > DISCOVERY_IOU).double(), present)
+
+
+def cor_loc_from_contingency(table: Contingency, ignore_background: bool = True) -> Tensor:
+    """1 if some present ground-truth segment has a best IoU above DISCOVERY_IOU, else 0
+    (OCLF's ``MaskCorLocMetric``, reported by GLASS's evaluation script); NaN if none present."""
+    best, present = best_overlap_from_contingency(table, ignore_background)
+    found = ((best > DISCOVERY_IOU) & present).any(1).double()
+    return found.masked_fill(~present.any(1), float("nan"))
 
 
 def miou_from_contingency(table: Contingency, ignore_background: bool = True) -> Tensor:
@@ -399,6 +420,10 @@ def scores_from_contingency(
             out[name] = mbo_from_contingency(table, ignore_background)
         elif name == "miou":
             out[name] = miou_from_contingency(table, ignore_background)
+        elif name == "object_recovery":
+            out[name] = object_recovery_from_contingency(table, ignore_background)
+        elif name == "cor_loc":
+            out[name] = cor_loc_from_contingency(table, ignore_background)
         else:
             out.update(binding_shares(binding_counts_from_contingency(table, thresholds)))
     return out
@@ -415,7 +440,7 @@ def mask_metrics(
 ) -> dict[str, Tensor]:
     """Several metrics from one contingency table (one pass over the pixels).
 
-    ``metrics`` from :data:`MASK_METRICS`; ``ignore_background`` applies to mbo/miou,
+    ``metrics`` from :data:`MASK_METRICS`; ``ignore_background`` applies to the IoU scores,
     ``if_empty`` to ari/fg_ari, ``thresholds`` to slot_binding. Returns name -> (B,) float64.
     """
     return scores_from_contingency(contingency(pred, target, ignore), metrics, ignore_background, if_empty, thresholds)

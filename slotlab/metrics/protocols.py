@@ -56,9 +56,12 @@ GEOMETRIES = ("shorter_side_crop", "square_crop_resize", "native")
 #: "drop"       removed from every metric, prediction included (OCLF's ignore mask);
 #: "background" scored as background (SPOT's code for the VOC border);
 #: "unlabelled" in no ground-truth segment but still inside the predicted slot areas
-#:              (MSF's code for panoptic void).
-IgnoredPixels = Literal["drop", "background", "unlabelled"]
-IGNORED_PIXELS = ("drop", "background", "unlabelled")
+#:              (MSF's code for panoptic void);
+#: "labelled"   ``ignore_mask`` is not used: the pixels are scored with the labels the dataset
+#:              painted there (GLASS's evaluation code passes no ignore mask, so where COCO
+#:              instances overlap the later-drawn one wins).
+IgnoredPixels = Literal["drop", "background", "unlabelled", "labelled"]
+IGNORED_PIXELS = ("drop", "background", "unlabelled", "labelled")
 
 TargetKind = Literal["instance", "semantic"]
 
@@ -79,6 +82,9 @@ PROTOCOL_METRICS: dict[str, MetricSpec] = {
     "miou_i": MetricSpec("miou", "instance"),
     "mbo_c": MetricSpec("mbo", "semantic"),
     "miou_c_image": MetricSpec("miou", "semantic"),
+    "ari_c": MetricSpec("ari", "semantic"),
+    "object_recovery": MetricSpec("object_recovery", "instance"),
+    "cor_loc": MetricSpec("cor_loc", "instance"),
     "slot_binding": MetricSpec("slot_binding", "instance"),
 }
 
@@ -177,8 +183,10 @@ class Protocol:
     def prepare_labels(self, batch: Batch) -> EvalLabels:
         """Instance and semantic label maps and the dropped pixels on the evaluation grid."""
         ignored = batch.ignore_mask.bool() | (batch.instance_mask == IGNORE_INDEX) | (batch.semantic_mask == IGNORE_INDEX)
+        if self.ignored_pixels == "labelled":  # IGNORE_INDEX labels stay in no segment (unlabelled)
+            ignored = torch.zeros_like(ignored)
         instance, semantic, ignored = (self.to_eval_grid(x) for x in (batch.instance_mask, batch.semantic_mask, ignored))
-        if self.ignored_pixels == "drop":
+        if self.ignored_pixels in ("drop", "labelled"):
             return EvalLabels(instance, semantic, ignored)
         fill = 0 if self.ignored_pixels == "background" else IGNORE_INDEX
         keep = torch.zeros_like(ignored)
@@ -363,6 +371,20 @@ PROTOCOLS: dict[str, Protocol] = {
             ignore_background=False,
             if_empty="one",
             ignored_pixels="drop",
+        ),
+        Protocol(
+            name="glass-authors",
+            summary=(
+                "GLASS's released evaluation script exactly: geometry of 'glass', no ignore mask (overlapping "
+                "instances: the later-drawn one; build COCO with crowd=drop so crowds are background), "
+                "FG-ARI on instances, ARI on classes, mIoU/mBO/object recovery/CorLoc with background counted"
+            ),
+            metrics=("fg_ari", "ari_c", "miou_i", "miou_c_image", "mbo_i", "mbo_c", "object_recovery", "cor_loc"),
+            eval_size=256,
+            geometry="shorter_side_crop",
+            ignore_background=False,
+            if_empty="one",
+            ignored_pixels="labelled",
         ),
         Protocol(
             name="msf",
