@@ -87,10 +87,10 @@ def slot_swap(model, seed: int) -> dict:
     model.eval()
     raster = torch.tensor([model.orders.index(RASTER)])
     own, swapped, copy, count = 0.0, 0.0, 0.0, 0
+    test = build_dataset(TEST)
     with fixed_randomness(seed, model.device):
-        for start in range(0, 256, 32):
-            test = build_dataset(TEST)
-            batch = collate([test[i] for i in range(start, start + 32)])
+        for start in range(0, len(test), 32):
+            batch = collate([test[i] for i in range(start, min(start + 32, len(test)))])
             features = model.encoder(batch.image)
             slots = model.slot_attention(features, model.grid).slots
             prediction, _ = model.decode(slots, features, raster)

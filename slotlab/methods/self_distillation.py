@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from slotlab.data.sample import Batch
 from slotlab.data.transforms import resize_image
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import ObjectCentricModel, load_trained
 from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
 from slotlab.nn.ssl_encoder import ConvNet, ConvNetConfig
 
@@ -220,9 +220,4 @@ TRAIN_HINT = "train one with 'slotlab train --preset ssl-scenes-tiny --out runs/
 
 def load_self_distillation(directory: str | Path, option: str) -> SelfDistillation:
     """A trained self-distillation checkpoint; errors name ``option`` and say how to train one."""
-    if not Path(directory, "config.json").is_file():
-        raise FileNotFoundError(f"{option}={str(directory)!r} is not a self-distillation checkpoint directory: {TRAIN_HINT}")
-    model = ObjectCentricModel.from_pretrained(directory)
-    if not isinstance(model, SelfDistillation):
-        raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not self_distillation: {TRAIN_HINT}")
-    return model
+    return load_trained(SelfDistillation, directory, option, TRAIN_HINT)
