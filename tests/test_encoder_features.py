@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from slotlab.data.registry import build_dataset
-from slotlab.data.transforms import resize_mask
+from slotlab.ops.resize import resize_mask
 from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
 
 SCENES = "scenes?split={split}&size={size}&resolution=32"

@@ -57,7 +57,7 @@ def test_teacher_is_an_average_of_the_student():
     before = teacher.clone()
     with torch.no_grad():
         model.student.network.project.weight.add_(1.0)
-    model.after_optimizer_step(0, 10)  # momentum 0.99 at the start
+    model.on_step(0, 10)  # momentum 0.99 at the start
     assert torch.allclose(teacher, 0.99 * before + 0.01 * model.student.network.project.weight)
     assert not any(p.requires_grad for p in model.teacher.parameters())
     assert set(model.parameter_groups()) == {"student"}

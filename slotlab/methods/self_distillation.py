@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.data.sample import Batch
-from slotlab.data.transforms import resize_image
+from slotlab.ops.resize import resize_image
 from slotlab.methods.base import ObjectCentricModel, load_trained
 from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
 from slotlab.nn.ssl_encoder import ConvNet, ConvNetConfig
@@ -192,8 +192,9 @@ class SelfDistillation(ObjectCentricModel):
         return {"loss": total, "token": outputs.token_loss, "image": outputs.image_loss}
 
     @torch.no_grad()
-    def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        """DINO Eq. 2: teacher <- lambda teacher + (1 - lambda) student."""
+    def on_step(self, step: int, total_steps: int) -> None:
+        """DINO Eq. 2 before each step, i.e. after the previous optimiser step:
+        teacher <- lambda teacher + (1 - lambda) student."""
         momentum = ema_momentum(self.config.teacher_momentum, step, total_steps)
         for teacher, student in zip(self.teacher.parameters(), self.student.parameters()):
             teacher.mul_(momentum).add_(student.detach(), alpha=1 - momentum)
