@@ -22,7 +22,7 @@ from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
 from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
-from slotlab.methods.segmenter import build_encoder_with_segmenter
+from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -82,7 +82,7 @@ class Slate(GuidedByVQVAE):
     def __init__(self, config: SlateConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         self.vqvae = self.attach_vqvae(architectures)
-        self.encoder = build_encoder_with_segmenter(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         vq = self.vqvae.config
         self.groups = vq.code_groups

@@ -22,7 +22,7 @@ from slotlab.ops.resize import resize_image
 from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.autoencoders import ImageAutoencoder
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
-from slotlab.methods.segmenter import build_encoder_with_segmenter
+from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.quantize.vqvae import DOWNSAMPLING, VQVAE
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
@@ -93,7 +93,7 @@ class SlotDiffusion(GuidedByVQVAE):
                               "on the VQ-VAE latent; leave it null")
         if dd.resolution != vqvae.config.image_size:
             dd = dataclasses.replace(dd, resolution=vqvae.config.image_size)
-        self.encoder = build_encoder_with_segmenter(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa = dataclasses.replace(config.slot_attention, input_dim=self.encoder.dim)
         if sa.slot_dim != dd.cross_attention_dim and sa.output_dim != dd.cross_attention_dim:
