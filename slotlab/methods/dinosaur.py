@@ -13,7 +13,7 @@ from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.methods.base import ObjectCentricModel
-from slotlab.methods.segmenter import build_encoder_with_segmenter
+from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
@@ -72,7 +72,7 @@ class Dinosaur(ObjectCentricModel):
 
     def __init__(self, config: DinosaurConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
-        self.encoder = build_encoder_with_segmenter(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.decoder, self.encoder.dim, self.grid)
         self.slot_attention = SlotAttention(sa)

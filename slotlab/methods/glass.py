@@ -23,7 +23,7 @@ from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.diffusion.config import DiffusionDecoderConfig
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
-from slotlab.methods.segmenter import build_encoder_with_segmenter
+from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, ViTEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
@@ -101,7 +101,7 @@ class Glass(ObjectCentricModel):
     def __init__(self, config: GlassConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         stored = architectures or {}
-        self.encoder = build_encoder_with_segmenter(config.encoder, stored.get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder, self.encoder.dim, self.grid)
         if config.diffusion_decoder is not None:

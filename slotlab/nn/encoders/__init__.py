@@ -15,14 +15,15 @@ Pretrained vision transformers (loaded with ``transformers`` from a local direct
   in raster order).
 
 CPU encoders that need no download: ``patch`` (per-patch pixel features with a fixed
-random, learned or no projection), ``cnn`` (a small conv net) and ``cifar_resnet`` (the
-classic CIFAR ResNet-20/56, real pretrained weights small enough for CPU experiments).
+random, learned or no projection), ``cnn`` (a small conv net), ``cifar_resnet`` (the
+classic CIFAR ResNet-20/56, real pretrained weights small enough for CPU experiments) and
+``ssl`` (a small conv net trained on the scenes without labels, ``ssl``).
 
 Encoders are frozen by default: no parameter requires grad and every frozen part stays in
 eval mode even when a parent module calls ``.train()``. ``trainable_blocks = k`` fine-tunes
 exactly the last ``k`` blocks (plus the final LayerNorm of a ViT whose output uses it).
 
-One module and one typed config per family (``patch``, ``cnn``, ``cifar_resnet``, ``vit``);
+One module and one typed config per family (``patch``, ``cnn``, ``cifar_resnet``, ``ssl``, ``vit``);
 ``ENCODERS`` maps each name to its config class and builder, and config parsing picks the
 config class by ``name``.
 """
@@ -36,13 +37,13 @@ from slotlab.nn.encoders.base import Encoder, EncoderConfig
 from slotlab.nn.encoders.cifar_resnet import CifarResNetEncoderConfig, build_cifar_resnet_encoder
 from slotlab.nn.encoders.cnn import CNNEncoderConfig, build_cnn_encoder
 from slotlab.nn.encoders.patch import PatchEncoderConfig, build_patch_encoder
+from slotlab.nn.encoders.ssl import SSLEncoderConfig, build_ssl_encoder
 from slotlab.nn.encoders.vit import ViTEncoderConfig, build_vit_encoder
-from slotlab.nn.segmenter import SegmenterNetwork
 
 
 @dataclass(frozen=True)
 class EncoderFamily:
-    """An encoder's config class and its builder ``(config, architecture) -> Encoder``."""
+    """An encoder's config class and its builder ``(config, architecture, **parts) -> Encoder``."""
 
     config: type[EncoderConfig]
     build: Callable[..., Encoder]
@@ -55,6 +56,7 @@ ENCODERS: dict[str, EncoderFamily] = {
     "patch": EncoderFamily(PatchEncoderConfig, build_patch_encoder),
     "cnn": EncoderFamily(CNNEncoderConfig, build_cnn_encoder),
     "cifar_resnet": EncoderFamily(CifarResNetEncoderConfig, build_cifar_resnet_encoder),
+    "ssl": EncoderFamily(SSLEncoderConfig, build_ssl_encoder),
 }
 
 
@@ -77,25 +79,25 @@ def encoder_config(name: str = "patch", **values) -> EncoderConfig:
     return config_class(name=name, **values)
 
 
-def build_encoder(
-    config: EncoderConfig, architecture: dict | None = None, semantic_network: SegmenterNetwork | None = None
-) -> Encoder:
+def build_encoder(config: EncoderConfig, architecture: dict | None = None, **parts) -> Encoder:
     """Build the encoder a config describes (frozen unless ``trainable_blocks > 0``).
 
     ``architecture`` (from :meth:`Encoder.architecture`, as a checkpoint stores it) builds
     the network in that shape instead of reading ``config.path``; its weights are then
-    expected to be loaded by the caller (``from_pretrained`` does). ``semantic_network``: the
-    network of the segmenter ``encoder.semantic_model`` names, loaded by the caller (patch
-    encoder only).
+    expected to be loaded by the caller (``from_pretrained`` does). ``parts``: networks of
+    other runs the encoder hosts, loaded by the caller (the methods do, see
+    ``slotlab.methods.encoder_parts``): the patch encoder's ``semantic_network`` (the
+    segmenter of ``semantic_model``), the ssl encoder's ``network`` (the teacher at ``path``).
     """
     family = encoder_family(config.name)
     if not isinstance(config, family.config):
         raise TypeError(f"the {config.name} encoder takes a {family.config.__name__}, got {type(config).__name__}")
-    if family.config is PatchEncoderConfig:
-        return family.build(config, architecture, semantic_network)
-    if semantic_network is not None:
-        raise ValueError(f"the {config.name} encoder hosts no semantic network")
-    return family.build(config, architecture)
+    try:
+        return family.build(config, architecture, **parts)
+    except TypeError as err:
+        if parts and "unexpected keyword" in str(err):
+            raise ValueError(f"the {config.name} encoder hosts no {', '.join(parts)}") from None
+        raise
 
 
 __all__ = [
@@ -105,6 +107,7 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "PatchEncoderConfig",
+    "SSLEncoderConfig",
     "ViTEncoderConfig",
     "build_encoder",
     "encoder_config",

@@ -56,7 +56,7 @@ class EncoderConfig:
             raise ValueError(f"encoder.trainable_blocks={self.trainable_blocks} must be >= 0 (0 = frozen)")
 
     @classmethod
-    def variant(cls, data: dict) -> type[EncoderConfig]:
+    def config_class_for(cls, data: dict) -> type[EncoderConfig]:
         """The family config class ``data["name"]`` names (config parsing picks it by this)."""
         from slotlab.nn.encoders import encoder_family
 
