@@ -217,7 +217,7 @@ def semantic_network_for(
     if (config.semantic_model is None) != (network is None):
         raise ValueError(
             "encoder.semantic_model names a segmenter whose network the caller loads and passes as "
-            "semantic_network (the methods do: slotlab.methods.segmenter.build_encoder_with_segmenter); "
+            "semantic_network (the methods do: slotlab.methods.encoder_parts.build_method_encoder); "
             "give both or neither"
         )
     return network
