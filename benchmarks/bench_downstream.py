@@ -29,7 +29,7 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.ops.resize import resize_image
-from slotlab.train.compose import SamplingOptions, decoder_tokens, generate
+from slotlab.methods.slot_edits import SamplingOptions, decoder_tokens, generate
 from slotlab.train.config import build_train_config
 from slotlab.train.trainer import build_model
 from slotlab.methods import ObjectCentricModel

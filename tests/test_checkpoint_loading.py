@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from slotlab.config import ConfigError, from_dict
-from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
+from slotlab.cli.common import add_checkpoint_arguments, load_model_from_args
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.dinosaur import DinosaurConfig
 from slotlab.nn.encoders import build_encoder, encoder_config

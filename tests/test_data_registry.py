@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slotlab.data import inspect as data_inspect
+from slotlab.cli import data as data_inspect
 from slotlab.data.folder import ImageFolder
 from slotlab.data.imageio import DatasetError
 from slotlab.data.packed import PackedDataset, convert

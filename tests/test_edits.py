@@ -183,7 +183,7 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(preset_overrides)
     from slotlab.config import load_preset
     from slotlab.data.registry import build_dataset
     from slotlab.data.sample import collate
-    from slotlab.train.compose import SamplingOptions
+    from slotlab.methods.slot_edits import SamplingOptions
     from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 

@@ -30,7 +30,7 @@ from slotlab.data.generated import (
 from slotlab.data.sample import IGNORE_INDEX
 from slotlab.datagen.config import GenerateConfig
 from slotlab.datagen.run import build_backend, build_prompt_maker, generate_indices, run_settings
-from slotlab.datagen.generate_cli import build_config, main, preset_data
+from slotlab.cli.generate import build_config, main, preset_data
 from slotlab.datagen.lexicon import label_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def _args(preset: Path, num: int):
 
 
 def _start(preset: Path, out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "slotlab.datagen.generate_cli", "--preset", str(preset), "--out", str(out),
+    command = [sys.executable, "-m", "slotlab.cli.generate", "--preset", str(preset), "--out", str(out),
                "--no-progress", *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -245,7 +245,7 @@ def test_two_processes_with_torchrun(preset, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
-    command = [str(torchrun), "--nproc_per_node", "2", "-m", "slotlab.datagen.generate_cli", "--preset", str(preset),
+    command = [str(torchrun), "--nproc_per_node", "2", "-m", "slotlab.cli.generate", "--preset", str(preset),
                "--out", str(out), "--set", "num=40", "--no-progress"]  # torchrun takes --num as its --numa-binding
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=170)
     assert result.returncode == 0, result.stderr.decode()[-2000:]

@@ -111,7 +111,7 @@ def test_recon_weight_needs_a_diffusion_decoder():
 
 
 def test_slot_edits():
-    from slotlab.train.compose import add_slots, remove_slots, slot_for_region, swap_slots
+    from slotlab.methods.slot_edits import add_slots, remove_slots, slot_for_region, swap_slots
 
     a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
     torch.testing.assert_close(remove_slots(a, [1, 3]), a[[0, 2]])
@@ -130,7 +130,7 @@ def test_slot_edits():
 
 
 def test_an_edit_names_the_original_slots_whatever_else_it_does():
-    from slotlab.train.compose import edit_slots
+    from slotlab.methods.slot_edits import edit_slots
 
     a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
     edited = edit_slots(a, b, remove=[0], add=[2], swap=(3, 1))  # slot 3 stays slot 3 after slot 0 goes
@@ -141,7 +141,7 @@ def test_an_edit_names_the_original_slots_whatever_else_it_does():
 
 
 def test_slots_chosen_by_class_and_listed():
-    from slotlab.train.compose import slot_for_class, slot_listing
+    from slotlab.methods.slot_edits import slot_for_class, slot_listing
 
     masks = torch.zeros(3, 4, 4)
     masks[0], masks[1, :2, :2], masks[2, 2:, 2:] = 0.5, 1.0, 1.0
@@ -217,7 +217,7 @@ def test_reconstruct_and_compose_commands(generated, tmp_path, capsys, monkeypat
 
 
 def test_interactive_answers_are_checked():
-    from slotlab.train.compose import ask_slots
+    from slotlab.cli.compose import ask_slots
 
     assert ask_slots("3, 0", 7) == [3, 0] and ask_slots("  ", 7) == []
     with pytest.raises(ValueError, match="not a list of slot indices"):
@@ -230,7 +230,7 @@ def test_mask_biased_decoder_trains_reloads_and_composes(generated, tmp_path):
     from PIL import Image
 
     from slotlab.cli import main
-    from slotlab.train.compose import decoder_tokens
+    from slotlab.methods.slot_edits import decoder_tokens
 
     train(paper_tiny_config(generated, ["model.diffusion_decoder.mask_bias_grid=4"]), tmp_path / "run", progress=False)
     model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")

@@ -15,7 +15,7 @@ from slotlab.datagen.backends.sd import TINY_SD_CAPTURE, SDBackend, tiny_engine_
 from slotlab.datagen.config import PromptConfig, SDConfig, ScenesBackendConfig
 from slotlab.datagen.run import build_prompt_maker
 from slotlab.diffusion.sd import load_sd_components
-from slotlab.datagen.generate_cli import main
+from slotlab.cli.generate import main
 from slotlab.datagen.lexicon import label_set
 from slotlab.datagen.prompts import build_prompt
 

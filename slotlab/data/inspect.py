@@ -9,11 +9,8 @@ so every bad file is listed, not replaced), and writes overlay PNGs
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -21,23 +18,11 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from slotlab.data.imageio import BadSampleError, DatasetError, FileDataset
-from slotlab.data.registry import build_dataset, describe_datasets
 from slotlab.data.sample import Sample
 
 _GOLDEN_RATIO = 0.618033988749895
 _IGNORE_COLOR = (255, 255, 255)
 _MOST_COMMON = 10
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Summarise a dataset, list its bad files and write overlay PNGs."
-    parser.epilog = "dataset specs:\n" + describe_datasets()
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("spec", help="dataset spec, e.g. coco:/data/coco?split=val2017 (see below)")
-    parser.add_argument("--out", type=Path, default=None, help="directory for overlay PNGs and summary.json")
-    parser.add_argument("--num", type=int, default=4, help="number of overlay PNGs to write (default 4)")
-    parser.add_argument("--max-samples", type=int, default=None, help="scan only the first N samples")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad file instead of listing it")
 
 
 def label_colors(labels: np.ndarray, ignore: np.ndarray) -> np.ndarray:
@@ -139,20 +124,3 @@ def format_summary(summary: dict) -> str:
     lines.append(f"bad files: {len(summary['bad_files'])}")
     lines += [f"  sample {b['index']}: {b['file']}: {b['reason']}" for b in summary["bad_files"]]
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        dataset = build_dataset(args.spec, strict=args.strict)
-        summary, overlays = summarise(dataset, args.max_samples, args.num if args.out else 0, args.strict)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(format_summary(summary))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(overlays):
-            image.save(args.out / f"overlay_{k:03d}.png")
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(f"wrote {len(overlays)} overlays and summary.json to {args.out}")
-    return 0

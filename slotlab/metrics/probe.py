@@ -37,10 +37,7 @@ The paper trains for at most 50 epochs on VOC and 10 on COCO (``max_epochs``).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -49,11 +46,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, collate
-from slotlab.ops.resize import resize_masks_soft
 from slotlab.ops.matching import hungarian_match, pairwise_iou
-from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
-from slotlab.io.results import results_json, write_results
 from slotlab.ops.random import fixed_randomness, seeded_generator
+from slotlab.ops.resize import resize_masks_soft
 
 Task = Literal["class", "centre"]
 MatchOn = Literal["instance", "semantic"]
@@ -414,35 +409,3 @@ def run_probes(
             results[prefix + metric] = evaluate_probe(trained, test_in)
             results[f"{prefix}{task}_epochs"] = float(trained.epochs_run)
     return results | prior_baselines(train, test)
-
-
-# ---- command line --------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--train", required=True, metavar="DATASET_SPEC", help="dataset the probes are trained on")
-    parser.add_argument("--test", required=True, metavar="DATASET_SPEC", help="dataset the probes are scored on")
-    parser.add_argument("--out", default=None, metavar="FILE", help="write the results as JSON to FILE")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per decomposition batch")
-    parser.add_argument("--match-on", choices=MATCH_TARGETS, default="instance",
-                        help="match slots to instance masks, or to semantic classes (VOC, which lacks instances)")
-    parser.add_argument("--max-epochs", type=int, default=100, help="probe epochs at most (paper: 50 VOC, 10 COCO)")
-    parser.add_argument("--patience", type=int, default=PAPER_PATIENCE, help="early-stopping patience in epochs")
-    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
-                        help="share of the training pairs held out for early stopping")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the probes")
-    parser.add_argument("--device", default="cpu", help="device the model runs on")
-
-
-def run(args: argparse.Namespace) -> int:
-    from slotlab.data.registry import build_dataset
-
-    model = load_model_from_args(args, map_location=args.device)
-    results = run_probes(
-        model, build_dataset(args.train), build_dataset(args.test), batch_size=args.batch_size,
-        match_on=args.match_on, val_fraction=args.val_fraction, seed=args.seed,
-        max_epochs=args.max_epochs, patience=args.patience,
-    )
-    print(results_json(results), file=sys.stdout)
-    if args.out is not None:
-        write_results(Path(args.out), results)
-    return 0

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from slotlab.io.files import write_atomic
+from slotlab.ops.resize import resize_image, resize_mask
 
 
 def palette(n: int) -> np.ndarray:
@@ -90,3 +91,15 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
 def segmentation(masks: Tensor) -> Tensor:
     """(B, K, H, W) soft masks -> (B, H, W) label map with labels 1..K (0 stays free for background)."""
     return masks.argmax(1) + 1 if masks.shape[1] else torch.zeros(masks.shape[0], *masks.shape[2:], dtype=torch.long)
+
+
+def side_by_side(images: list[Tensor], outlines: list[Tensor | None], size: int) -> Image.Image:
+    """Images (3, h, w) resized to ``size``, in a row; a bool mask outlines a region in white."""
+    tiles = []
+    for image, outline in zip(images, outlines):
+        tile = to_uint8(resize_image(image, (size, size)).clamp(0, 1))
+        if outline is not None:
+            edge = boundaries(resize_mask(outline, (size, size)).numpy().astype(np.int64))
+            tile[edge] = 255
+        tiles.append(tile)
+    return Image.fromarray(np.concatenate(tiles, axis=1))

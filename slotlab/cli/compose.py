@@ -1,14 +1,10 @@
-"""Conditional and compositional generation from GLASS slots (GLASS Sec. 5.3, Figs. 5-6).
-
-Reconstruct an image from its slots, or edit the slot set first: remove slots, add slots of
-another image, swap slots between images; the diffusion decoder then samples the edited
-scene. Slots are chosen by index or by the class of the object they cover.
+"""`slotlab reconstruct` and `slotlab compose`: sample images back from their GLASS slots, or
+edit the slot set first (remove, add, swap) and sample the edited scene.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,147 +12,45 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from slotlab.cli.common import add_checkpoint_arguments, command, load_model_from_args
 from slotlab.data.imageio import read_image
-from slotlab.ops.resize import resize_image, resize_mask
-from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
-from slotlab.methods.base import Decomposition, ObjectCentricModel
+from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.slot_edits import (
+    REMOVE_MODES,
+    SamplingOptions,
+    check_indices,
+    decoder_tokens,
+    edit_slots,
+    generate,
+    slot_for_class,
+    slot_for_region,
+    slot_listing,
+)
 from slotlab.metrics.generation import GLASS_FID_IMAGES
-from slotlab.viz.overlays import boundaries, save_image, to_uint8
-from slotlab.ops.random import seeded_generator
-
-REMOVE_MODES = ("drop", "zero")
+from slotlab.train.reconstruction import reconstruct_split
+from slotlab.viz.overlays import save_image, side_by_side
 
 
-@dataclass
-class SamplingOptions:
-    steps: int = 50
-    guidance_scale: float = 1.0
-    seed: int = 0
+def add_reconstruct(sub) -> None:
+    command(sub, "reconstruct", "sample images back from their GLASS slots",
+             "Decompose each image into slots and sample it back with the GLASS diffusion decoder (DPM-Solver++); "
+             "writes original | reconstruction PNGs. With --data, reconstructs a dataset split and scores it as GLASS "
+             "Table 7 does (PSNR, SSIM, and LPIPS / FID from local weight files).",
+             lambda p: add_arguments(p, compose=False), run_reconstruct)
 
 
-def remove_slots(slots: Tensor, indices: list[int], mode: str = "drop") -> Tensor:
-    """Remove slots (K, D) -> (K - n, D) ("drop", the token leaves the cross-attention) or zero
-    them in place ("zero", as the reference code does)."""
-    if mode not in REMOVE_MODES:
-        raise ValueError(f"remove mode {mode!r}; choose one of {REMOVE_MODES}")
-    _check_indices(indices, slots.shape[0])
-    if mode == "zero":
-        out = slots.clone()
-        out[indices] = 0
-        return out
-    keep = [k for k in range(slots.shape[0]) if k not in set(indices)]
-    return slots[keep]
-
-
-def add_slots(slots: Tensor, donor: Tensor, indices: list[int]) -> Tensor:
-    """Append the donor image's slots ``indices`` to ``slots`` (K, D) -> (K + n, D)."""
-    _check_indices(indices, donor.shape[0])
-    return torch.cat([slots, donor[indices]], dim=0)
-
-
-def swap_slots(a: Tensor, b: Tensor, i: int, j: int) -> tuple[Tensor, Tensor]:
-    """Exchange slot i of image a with slot j of image b."""
-    _check_indices([i], a.shape[0])
-    _check_indices([j], b.shape[0])
-    a2, b2 = a.clone(), b.clone()
-    a2[i], b2[j] = b[j], a[i]
-    return a2, b2
-
-
-def edit_slots(
-    slots: Tensor, donor: Tensor | None, remove: list[int], add: list[int], swap: tuple[int, int] | None,
-    mode: str = "drop",
-) -> Tensor:
-    """One image's slots (K, D) after an edit whose indices all name the *original* slots:
-    the swap first (it keeps positions), then the removal, then the donor's added slots."""
-    if (add or swap) and donor is None:
-        raise ValueError("--add and --swap need a second image: --with PATH")
-    if swap is not None:
-        slots, _ = swap_slots(slots, donor, *swap)
-    if remove:
-        slots = remove_slots(slots, remove, mode)
-    if add:
-        slots = add_slots(slots, donor, add)
-    return slots
-
-
-def slot_for_region(masks: Tensor, region: Tensor) -> int:
-    """The slot whose hard mask (argmax of masks (K, H, W)) best overlaps ``region`` (H, W) by IoU."""
-    hard = torch.nn.functional.one_hot(masks.argmax(0), masks.shape[0]).permute(2, 0, 1).bool()
-    region = region.bool()
-    inter = (hard & region).flatten(1).sum(1).float()
-    union = (hard | region).flatten(1).sum(1).float().clamp_min(1)
-    return int((inter / union).argmax())
-
-
-def slot_for_class(masks: Tensor, class_map: Tensor, class_id: int) -> int:
-    """The slot that best covers the pixels of ``class_id`` in ``class_map`` (H, W)."""
-    region = class_map == class_id
-    if not region.any():
-        present = sorted(set(class_map.unique().tolist()) - {0})
-        raise ValueError(f"class {class_id} has no pixel in the class map; its classes are {present}")
-    return slot_for_region(masks, region)
-
-
-def slot_listing(masks: Tensor, class_map: Tensor | None = None) -> list[str]:
-    """One line per slot: its share of the image and, given a class map, the classes it covers
-    (share of the slot's pixels), largest first."""
-    labels = masks.argmax(0)
-    lines = []
-    for k in range(masks.shape[0]):
-        mine = labels == k
-        line = f"slot {k}: {mine.float().mean():.1%} of the image"
-        if class_map is not None and mine.any():
-            ids, counts = class_map[mine].unique(return_counts=True)
-            shares = sorted(zip(counts.tolist(), ids.tolist()), reverse=True)
-            line += "; covers " + ", ".join(f"class {c} ({n / mine.sum():.0%})" for n, c in shares if c != 0)
-        lines.append(line)
-    return lines
+def add_compose(sub) -> None:
+    command(sub, "compose", "edit a scene by removing, adding or swapping GLASS slots",
+             "Remove slots of --image, add slots of --with, or swap slots between them, then sample the edited "
+             "scene; writes original (edited slot outlined) | reconstruction | edit.",
+             lambda p: add_arguments(p, compose=True), run_compose)
 
 
 def _read_class_map(path: str, size: tuple[int, int]) -> Tensor:
     from slotlab.data.imageio import read_label_map
 
     return torch.from_numpy(read_label_map(path, size=tuple(size)))
-
-
-def _check_indices(indices: list[int], k: int, source: str = "slot index") -> None:
-    bad = [i for i in indices if not 0 <= i < k]
-    if bad:
-        raise ValueError(f"{source} {bad} out of range: this image has {k} slots (0..{k - 1})")
-
-
-def _decoder(model: ObjectCentricModel):
-    decoder = getattr(model, "diffusion_decoder", None)
-    if decoder is None:
-        raise ValueError(f"a {model.method!r} model without a diffusion decoder cannot generate images")
-    return decoder
-
-
-def decoder_tokens(model: ObjectCentricModel, decomposition: Decomposition) -> Tensor:
-    """The tokens (B, K, C) the model's diffusion decoder conditions on: the slots, carrying their
-    masks when the decoder is mask-biased (``mask_bias_grid``). Edits act on these tokens."""
-    return _decoder(model).context(decomposition.slots, decomposition.masks)
-
-
-def generate(model: ObjectCentricModel, tokens: Tensor, options: SamplingOptions) -> Tensor:
-    """Sample images (B, 3, R, R) from decoder tokens (B, K, C) (:func:`decoder_tokens`)."""
-    decoder = _decoder(model)
-    generator = seeded_generator(options.seed)
-    return decoder.sample(tokens, num_steps=options.steps, guidance_scale=options.guidance_scale, generator=generator)
-
-
-def side_by_side(images: list[Tensor], outlines: list[Tensor | None], size: int) -> Image.Image:
-    """Images (3, h, w) resized to ``size``, in a row; a bool mask outlines a region in white."""
-    tiles = []
-    for image, outline in zip(images, outlines):
-        tile = to_uint8(resize_image(image, (size, size)).clamp(0, 1))
-        if outline is not None:
-            edge = boundaries(resize_mask(outline, (size, size)).numpy().astype(np.int64))
-            tile[edge] = 255
-        tiles.append(tile)
-    return Image.fromarray(np.concatenate(tiles, axis=1))
 
 
 def _load(model: ObjectCentricModel, path: str, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,7 +67,7 @@ def ask_slots(answer: str, num_slots: int) -> list[int]:
         indices = [int(word) for word in answer.replace(",", " ").split()]
     except ValueError:
         raise ValueError(f"--interactive: {answer!r} is not a list of slot indices (e.g. '2 5')") from None
-    _check_indices(indices, num_slots, source="--interactive: slot")
+    check_indices(indices, num_slots, source="--interactive: slot")
     return indices
 
 
@@ -219,39 +113,6 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
                         help="print each slot's mask area (and, with --class-map, the classes it covers) and exit")
     parser.add_argument("--interactive", action="store_true",
                         help="print that list, then ask on the terminal which slots to remove (added to --remove)")
-
-
-def reconstruct_split(
-    model: ObjectCentricModel,
-    dataset,
-    options: SamplingOptions,
-    num_images: int,
-    batch_size: int = 16,
-    lpips=None,
-    fid_extractor=None,
-    progress: bool = True,
-) -> tuple[dict[str, float], Tensor, Tensor]:
-    """GLASS Table 7 on the first ``num_images`` images of ``dataset``: each is decomposed and
-    sampled back from its slots (batch i with seed ``options.seed + i``), and compared with the
-    image resized to the decoder's resolution. FID runs on all ``num_images`` pairs. Returns
-    the metrics and the first batch's (real, reconstruction) for pictures."""
-    from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
-
-    from slotlab.data.sample import collate
-    from slotlab.metrics.generation import evaluate_reconstructions
-
-    if num_images > len(dataset):
-        raise ValueError(f"--num-images {num_images} but the dataset has {len(dataset)} images")
-    loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, collate_fn=collate)
-    pairs: list[tuple[Tensor, Tensor]] = []
-    for i, batch in enumerate(tqdm(loader, desc="reconstruct", unit="batch", disable=not progress)):
-        slots = decoder_tokens(model, model.decompose(batch.image, seed=options.seed + i))
-        recon = generate(model, slots, SamplingOptions(options.steps, options.guidance_scale, options.seed + i))
-        pairs.append((resize_image(batch.image, tuple(recon.shape[-2:])), recon))
-    metrics = evaluate_reconstructions([r for r, _ in pairs], [g for _, g in pairs], lpips=lpips,
-                                       fid_extractor=fid_extractor, fid_num_images=num_images)
-    return metrics, *pairs[0]
 
 
 def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOptions, out: Path) -> int:

@@ -1,5 +1,5 @@
-"""The command-line arguments of every command that loads a trained model (kept free of
-heavy imports, so `--help` stays fast)."""
+"""What several commands share: the options of a command that loads a trained model, and
+how a command's options and action are registered."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def load_model_from_args(args: argparse.Namespace, map_location: str = "cpu"):
     from slotlab.methods import ObjectCentricModel
 
     return ObjectCentricModel.from_pretrained(args.checkpoint, map_location, args.checkpoint_overrides)
+
+
+def command(sub, name: str, help: str, description: str, add_arguments, run):
+    """A subcommand whose options and action live in the module that does the work."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p

@@ -3,7 +3,7 @@
     slotlab generate --preset scenes-tiny --out gen/scenes
     slotlab generate --preset coco --out gen/coco --weights SD_DIR --captioner-weights BLIP2_DIR \
         --source "coco:data/coco?split=train2017"
-    torchrun --nproc_per_node 4 -m slotlab.datagen.generate_cli --preset coco ...   (one process per GPU;
+    torchrun --nproc_per_node 4 -m slotlab.cli.generate --preset coco ...   (one process per GPU;
         under torchrun write --set num=N, since torchrun reads --num as its own --numa-binding)
 
 Presets are slotlab/presets/generate-NAME.yaml (NAME: coco, voc, scenes-tiny) or a path
@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from slotlab.cli.common import command
 from slotlab.config import GENERATE_PREFIX as PRESET_PREFIX
 from slotlab.config import PRESET_DIR, apply_overrides, from_dict, load_preset
 from slotlab.datagen.config import PROMPT_SOURCES, GenerateConfig
@@ -26,6 +27,13 @@ from slotlab.datagen.run import run_generation
 def generate_presets() -> list[str]:
     """Names of the shipped generation presets (without the file prefix)."""
     return sorted(p.stem[len(PRESET_PREFIX) :] for p in PRESET_DIR.glob(f"{PRESET_PREFIX}*.yaml"))
+
+
+def add_command(sub) -> None:
+    command(sub, "generate", "generate GLASS training data: images + pseudo semantic masks",
+             "The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the CPU "
+             "scenes backend) -> images and pseudo semantic masks read off attention, written as resumable shards.",
+             add_arguments, run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m slotlab.datagen.generate_cli`` (and torchrun)."""
+    """Entry point for ``python -m slotlab.cli.generate`` (and torchrun)."""
     parser = argparse.ArgumentParser(prog="slotlab generate", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

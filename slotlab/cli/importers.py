@@ -1,0 +1,47 @@
+"""`slotlab import`: the authors' checkpoints turned into slotlab model directories."""
+
+from __future__ import annotations
+
+from slotlab.cli.common import command
+from slotlab.config import ConfigError
+from slotlab.io.importers.spot_checkpoint import AUTHORS_DEFAULTS, import_spot, read_checkpoint
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser("import", help="turn the authors' checkpoints into slotlab model directories",
+                       description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
+                       "directory that eval, decompose and from_pretrained use; prints the mapped, unused and missing keys.")
+    import_sub = p.add_subparsers(dest="import_command", required=True, metavar="METHOD")
+    command(import_sub, "spot", "the authors' SPOT checkpoint.pt.tar (gkakogeorgiou/spot)",
+             "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
+             "with its DINO ViT mapped onto the transformers ViTModel.",
+             add_spot_arguments, run_spot)
+
+
+def add_spot_arguments(p) -> None:
+    p.add_argument("path", help="the authors' checkpoint.pt.tar (stage 1 or 2, transformer or MLP decoder)")
+    p.add_argument("--out", required=True, help="slotlab model directory to write (config.json + model.safetensors)")
+    p.add_argument("--num-slots", type=int, default=None,
+                   help="slots of a stage-1 (shared-Gaussian) model, which its weights do not store (paper: COCO 7, "
+                   "VOC 6, MOVi-C 11, MOVi-E 24)")
+    p.add_argument("--iters", type=int, default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
+    p.add_argument("--decoder-heads", type=int, default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
+    p.add_argument("--slot-heads", type=int, default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
+    p.add_argument("--vit-heads", type=int, default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
+    p.add_argument("--image-size", type=int, default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
+
+
+def run_spot(args) -> int:
+    flags = {"num_iterations": args.iters, "num_heads": args.decoder_heads, "sa_heads": args.slot_heads,
+             "vit_heads": args.vit_heads, "image_size": args.image_size}
+    if args.num_slots is not None:
+        flags["num_slots"] = args.num_slots
+    result = import_spot(read_checkpoint(args.path), flags)
+    report = result.report
+    if report.missing:
+        raise ConfigError(f"{args.path}: slotlab's SPOT needs weights the checkpoint lacks: {', '.join(report.missing)}")
+    result.model.save_pretrained(args.out)
+    print(f"SPOT stage {result.stage} checkpoint {args.path}")
+    print(report.summary())
+    print(f"wrote {args.out} (ObjectCentricModel.from_pretrained, slotlab eval --checkpoint {args.out} --protocol spot)")
+    return 0

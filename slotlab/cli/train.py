@@ -1,0 +1,104 @@
+"""`slotlab train`, `slotlab eval` and `slotlab presets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slotlab.cli.common import add_checkpoint_arguments, load_model_from_args
+from slotlab.io.results import results_json, write_results
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a method from a preset",
+        description="Train a method from a preset (slotlab presets lists them) into --out: checkpoints/, "
+        "metrics.jsonl, config.yaml and, at the end, model/ (load with ObjectCentricModel.from_pretrained). "
+        "Multi-GPU / multi-node: start the same command with `accelerate launch` or `torchrun`.",
+    )
+    p.add_argument("--preset", required=True, help="preset name or path to a YAML file")
+    p.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set stages.0.steps=100 or --set model.slot_attention.num_slots=5 "
+                   "(repeatable; values are parsed as YAML)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation on data.val after training")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from slotlab.config import load_preset
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
+
+    config = build_train_config(load_preset(args.preset), args.overrides)
+    out = Path(args.out or Path("runs") / Path(args.preset).stem)
+    result = train(config, out, resume=args.resume)
+    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, {result.precision}); model in {result.model_dir}")
+    if not args.no_eval and result.model.slot_model:
+        from slotlab.methods import ObjectCentricModel
+
+        saved = ObjectCentricModel.from_pretrained(result.model_dir)  # evaluates what was saved
+        _evaluate_and_write(saved, config.data.val, config.eval_protocol, out / "eval.json")
+    return 0
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained model's masks under a metric protocol",
+        description="Load a model directory (save_pretrained / a run's model/ or checkpoints/step-N) and "
+        "report mBO, mIoU and FG-ARI on a dataset under a named protocol.",
+    )
+    add_checkpoint_arguments(p)
+    p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
+                   "else the built-in scenes val split)")
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+                   "eval_protocol of the run that wrote the checkpoint, else native)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    run = _run_config(Path(args.checkpoint))
+    data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
+    protocol = args.protocol or run.get("eval_protocol") or "native"
+    model = load_model_from_args(args)
+    _evaluate_and_write(model, data, protocol, Path(args.out) if args.out else None, args.batch_size)
+    return 0
+
+
+def _run_config(checkpoint: Path) -> dict:
+    """The config.yaml of the run a checkpoint belongs to (run/model or run/checkpoints/step-N)."""
+    import yaml
+
+    for run in (checkpoint.parent, checkpoint.parent.parent):
+        config = run / "config.yaml"
+        if config.is_file():
+            return yaml.safe_load(config.read_text()) or {}
+    return {}
+
+
+def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
+    from slotlab.data.registry import build_dataset
+    from slotlab.train.evaluate import evaluate_model
+
+    metrics = evaluate_model(model, build_dataset(data), protocol=protocol, batch_size=batch_size)
+    print(f"protocol: {protocol}  data: {data}")
+    print(results_json(metrics))
+    if out is not None:
+        write_results(out, metrics)
+    return metrics
+
+
+def add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the training presets", description="List the training presets shipped with slotlab.")
+    p.set_defaults(func=_run_presets)
+
+
+def _run_presets(args) -> int:
+    from slotlab.config import list_presets
+
+    print("\n".join(list_presets()))
+    return 0
