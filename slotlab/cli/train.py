@@ -65,6 +65,10 @@ def _run_eval(args) -> int:
     data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
     protocol = args.protocol or run.get("eval_protocol") or "native"
     model = load_model_from_args(args)
+    if not model.slot_model:
+        raise ValueError(
+            f"{args.checkpoint} holds a {model.method!r} model, which has no slots: its masks are not scored as slot masks"
+        )
     _evaluate_and_write(model, data, protocol, Path(args.out) if args.out else None, args.batch_size)
     return 0
 

@@ -2,8 +2,9 @@
 the frozen semantic part of an encoder (``encoder.semantic_model``; see
 ``slotlab.nn.segmenter``).
 
-It is not object-centric: it has no slots. Its "masks" are the per-class probabilities,
-one per class, so ``slotlab eval`` scores it as a semantic segmentation.
+It is not object-centric: it has no slots, and it is SUPERVISED on the scenes' class maps.
+Its "masks" are the per-class probabilities; ``slotlab eval`` refuses it (``slot_model``
+is False), so its class channels are never scored as slots.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def normalise_pixels(images: Tensor) -> Tensor:
 class Segmenter(ObjectCentricModel):
     method = "segmenter"
     config_class = SegmenterConfig
+    slot_model = False  # a supervised per-pixel classifier: its class channels are not slots
 
     def __init__(self, config: SegmenterConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)

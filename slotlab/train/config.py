@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from slotlab.config import ConfigError, apply_overrides, from_dict, load_preset, to_dict
+from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -120,8 +120,4 @@ def build_train_config(data: dict, overrides: list[str] | None = None) -> TrainC
     return config
 
 
-def load_train_config(preset: str, overrides: list[str] | None = None) -> TrainConfig:
-    return build_train_config(load_preset(preset), overrides)
-
-
-__all__ = ["DataConfig", "StageConfig", "OptimConfig", "TrainConfig", "build_train_config", "load_train_config", "to_dict"]
+__all__ = ["DataConfig", "StageConfig", "OptimConfig", "TrainConfig", "build_train_config", "to_dict"]
