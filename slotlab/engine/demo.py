@@ -29,8 +29,10 @@ from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.results import write_results
+from slotlab.viz.glossary import caveats
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
+from slotlab.viz.run_report import demo_report
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,12 @@ OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated", "
 
 @dataclass(frozen=True)
 class MethodResult:
-    """What one method's worker hands back: its metrics row, the segmentation of the shown
-    validation images, and captioned pictures it wrote."""
+    """What one method's worker hands back: its metrics row and the segmentation of the shown
+    validation images (its pictures are in OUT/tasks/NAME)."""
 
     name: str
     metrics: dict
     segmentation: torch.Tensor
-    pictures: dict[str, str]
 
 
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
@@ -169,19 +170,16 @@ def run_method(
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }
-    pictures: dict[str, str] = {}
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
         from slotlab.engine.generation_tasks import run_generation_tasks
 
-        task_metrics, task_pictures = run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)
-        metrics |= task_metrics
-        pictures |= {caption: str(path) for caption, path in task_pictures.items()}
+        metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     shown_segmentation = segmentation(result.model.decompose(shown.image, seed=seed).masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    return MethodResult(method.name, metrics, shown_segmentation, pictures)
+    return MethodResult(method.name, metrics, shown_segmentation)
 
 
 #: Scenes the probes learn from (train split) and are scored on (val split).
@@ -259,9 +257,9 @@ def run_demo(
     results = {r.name: r.metrics for r in finished}
     for r in finished:
         print(f"{r.name}: {r.metrics}")
-    caveats = _result_notes(results, tasks)
-    for note in caveats:
-        print(note)
+    for name, row in results.items():
+        for note in caveats(name, row):
+            print(note)
     val_spec = build_train_config(load_preset(methods[0].preset)).data.val
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
@@ -271,44 +269,20 @@ def run_demo(
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    overlays = save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png")
-    pictures = {"Validation images, ground-truth instances and each method's slot masks": overlays}
-    for r in finished:
-        pictures |= {f"{r.name}: {caption}": Path(path) for caption, path in r.pictures.items()}
-    write_report(
-        out / "report.html",
-        "slotlab demo: object discovery on built-in scenes",
-        results,
-        pictures,
-        notes=[f"Metrics on {len(val)} scenes val images under protocol '{PROTOCOL}' (masks at image resolution, "
-               f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
-        + _task_notes(tasks) + caveats,
-    )
+    save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png",
+               "Validation images (one a row), their ground-truth instances and each method's slot masks")
+    notes = [f"{len(val)} scenes val images, protocol '{PROTOCOL}', seed {seed}. Each method's section below has "
+             "every other number, its training curves and pictures; the glossary says what each number means."]
+    write_report(out / "report.html", demo_report(out, results, notes + _task_notes(tasks)))
     write_results(out / "metrics.json", results)
     return results
-
-
-def _result_notes(results: dict[str, dict], tasks: tuple[str, ...]) -> list[str]:
-    """Notes on what the results themselves show (printed and put in the report)."""
-    if "generation" not in tasks:
-        return []
-    from slotlab.engine.generation_tasks import nothing_to_remove_notes
-
-    return nothing_to_remove_notes(results)
 
 
 def _task_notes(tasks: tuple[str, ...]) -> list[str]:
     notes = []
     if "probe" in tasks:
-        notes.append("probe_*: linear probes on frozen slots matched to objects by mask IoU (GLASS Table 8 protocol), "
-                     f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}. The *_baseline scores ignore the slots "
-                     "(most frequent class, mean centre): a probe near them read nothing from the slots. "
-                     "probe_mask_mass_on_object: the share of a matched slot's soft mask on its object; the rest "
-                     "of the slot vector averages other parts of the image. probe_object_features_*: the same probes "
-                     "on the encoder features averaged under each object's true mask, what a perfect slot could "
-                     "offer them: when these fail too, the encoder does not carry the property. "
-                     "probe_image_features_*: on the encoder features averaged over the whole image; a slot probe "
-                     "must beat these to show that the slot describes its own object rather than the image.")
+        notes.append(f"Probes (probe_*): linear probes on frozen slots, trained on {PROBE_TRAIN} and scored on "
+                     f"{PROBE_TEST}.")
     if "generation" in tasks:
         from slotlab.engine.generation_tasks import GENERATION_NOTE
 
