@@ -94,6 +94,8 @@ def test_mlp_variant_and_config_errors():
         tiny_config(orders=["left_top", "zigzag"])
     with pytest.raises(ConfigError, match="must include the raster order"):
         tiny_config(orders=["spiral"])
+    with pytest.raises(ValueError, match="decoder.width=32 must equal the encoder's token width 16"):
+        Spot(tiny_config(decoder={"width": 32, "blocks": 1, "heads": 2}))
 
 
 def test_dino_layer_norm_epsilon_is_the_original_one(tmp_path):

@@ -31,7 +31,7 @@ from slotlab.methods.spot_losses import attention_distillation, reconstruction_l
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
 from slotlab.nn.encoders import EncoderConfig, build_encoder
-from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
+from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 MASK_SOURCES = ("decoder", "attention")
@@ -139,6 +139,11 @@ class Spot(ObjectCentricModel):
         self.slot_attention = SlotAttention(dataclasses.replace(sa, input_dim=dim))
         self.orders = PatchOrders(config.orders, self.grid)
         if config.decoder is not None:
+            if config.decoder.output_dim is None and config.decoder.width != dim:
+                raise ValueError(
+                    f"decoder.width={config.decoder.width} must equal the encoder's token width {dim}: SPOT's decoder "
+                    f"predicts the tokens at its own width (or set decoder.output_dim={dim} for an output head)"
+                )
             dec = dataclasses.replace(config.decoder, input_dim=dim, slot_dim=sa.slot_dim, num_tokens=tokens,
                                       num_bos=len(config.orders))
             self.decoder = AutoregressiveDecoder(dec)
@@ -192,11 +197,12 @@ class Spot(ObjectCentricModel):
 
     def from_tokens(
         self, features: Tensor, targets: Tensor, num_slots: int | None = None, orders: Tensor | None = None,
-        ensemble: bool = False,
+        ensemble: bool = False, noise: Tensor | None = None,
     ) -> SpotOutput:
         """Group encoder ``features`` and reconstruct ``targets`` (both (B, N, d_y)); ``orders``
-        None picks them as :meth:`order_indices` does, unless ``ensemble``."""
-        grouping = self.slot_attention(features, self.grid, num_slots=num_slots)
+        None picks them as :meth:`order_indices` does, unless ``ensemble``. ``noise`` replaces
+        the slot initialiser's random draw (to replay recorded draws)."""
+        grouping = self.slot_attention(features, self.grid, num_slots=num_slots, noise=noise)
         if orders is None and not ensemble:
             orders = self.order_indices(features.shape[0], features.device)
         reconstruction, decoder_attention = self.decode(grouping.slots, targets, orders)
