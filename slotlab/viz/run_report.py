@@ -84,11 +84,10 @@ def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path]
         return [], [f"no overlay picture: the run has {missing}"]
     try:
         val = build_dataset(spec)
-        model = ObjectCentricModel.from_pretrained(weights)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+        shown = collate([val[i] for i in range(min(NUM_SHOWN, len(val)))])
+        masks = ObjectCentricModel.from_pretrained(weights).decompose(shown.image, seed=seed).masks
+    except (ConfigError, FileNotFoundError, ValueError) as err:  # e.g. a model without slots
         return [], [f"no overlay picture: {err}"]
-    shown = collate([val[i] for i in range(min(NUM_SHOWN, len(val)))])
-    masks = model.decompose(shown.image, seed=seed).masks
     grid = overlay_grid(shown.image, {"ground truth": shown.instance_mask, name: segmentation(masks)}, scale=3)
     caption = f"{name}: slot masks on the first {len(shown)} images of {spec} (weights: {weights.name}/)"
     return [save_image(grid, run / f"overlays-{weights.name}.png", caption)], []
@@ -109,7 +108,7 @@ def training_run(run: Path, name: str | None = None, overlays: bool = True) -> M
     elif progress is None:
         section.notes.append(f"not evaluated ({evaluation} is missing): slotlab eval --checkpoint {run / MODEL_DIR} "
                              f"--out {evaluation}")
-    section.metrics = {"preset": config.get("method")} | section.metrics
+    section.metrics = {"method": config.get("method")} | section.metrics
     if section.log:
         section.metrics |= {"train_steps": section.log[-1]["step"]}
     if overlays:
