@@ -249,3 +249,15 @@ def test_the_page_in_headless_chromium_fits_1280_px_without_console_errors(tmp_p
     shot = Image.open(io.BytesIO(seen.screenshot))
     assert shot.size[0] == 1280 and shot.size[1] > 900
     (tmp_path / "screenshot.png").write_bytes(seen.screenshot)  # to look at: pytest --basetemp DIR
+
+
+def test_slotlab_report_command(tmp_path, capsys):
+    from slotlab.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds neither config.yaml nor metrics.json" in capsys.readouterr().err
+    run = write_run(tmp_path / "run", model=False, evaluation=False, steps=20, logged=7)
+    assert main(["report", str(run)]) == 0
+    assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
+    page = Page((run / "report.html").read_text())
+    assert "step 7 of 20" in page.sections["m-run"] and "no overlay picture" in page.sections["m-run"]
