@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
+from slotlab.io.hub import downloads_allowed
 from slotlab.io.results import results_json, write_results
 
 
@@ -256,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch pretrained parts named by a hub id (e.g. encoder.path=facebook/dinov2-base) into the "
+                        "Hugging Face cache when they are not there yet; without it only the cache and local directories "
+                        "are read (the same as allow_download: true in a training config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_report, _add_generate, _add_data, _add_probe, _add_reconstruct,
                 _add_compose, _add_import, _add_presets):
@@ -275,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        return args.func(args)
+        with downloads_allowed(args.allow_download):
+            return args.func(args)
     except (ConfigError, BadSampleError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
         print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
         return 2

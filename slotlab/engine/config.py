@@ -92,6 +92,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     eval_protocol: str = "native"
+    allow_download: bool = False  # fetch pretrained parts named by hub ids (slotlab.io.hub); --allow-download too
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
