@@ -49,3 +49,16 @@ def segmenter_dir(tmp_path_factory):
 def preset_overrides(segmenter_dir):
     """Overrides that let the CPU presets (glass-tiny, dinosaur-tiny...) build without a trained segmenter."""
     return [f"model.encoder.semantic_model={segmenter_dir}"]
+
+
+@pytest.fixture(scope="session")
+def glass_preset_overrides(preset_overrides, tmp_path_factory):
+    """preset_overrides plus a random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
+    from slotlab.config import load_preset
+    from slotlab.engine.config import build_train_config
+    from slotlab.methods import get_method
+
+    torch.manual_seed(0)
+    config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
+    decoder = get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("decoder"))
+    return [*preset_overrides, f"model.decoder_init={decoder}"]

@@ -50,6 +50,8 @@ DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 PROTOCOL = "native"
+#: The pretraining of the diffusion decoder the CPU GLASS presets start from (``model.decoder_init``).
+DECODER_PRESET = "glass-tiny-decoder"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
 OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated", "tasks")
@@ -143,6 +145,16 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
             "preset": SEGMENTER_PRESET, "model": str(result.model_dir)}
 
 
+def pretrain_decoder(name: str, out: Path, overrides: list[str], steps: int | None, progress: bool) -> dict:
+    """Pretrain the diffusion decoder a GLASS preset starts from (``DECODER_PRESET``, on the same
+    data and encoder settings ``overrides`` give) into ``out/runs/<name>-decoder``; its metrics row."""
+    preset = load_preset(DECODER_PRESET)
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
+    result = train(config, out / "runs" / f"{name}-decoder", progress=progress)
+    return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
+            "preset": DECODER_PRESET, "model": str(result.model_dir)}
+
+
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -152,13 +164,17 @@ def run_method(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     preset = load_preset(method.preset)
-    overrides = [f"seed={seed}", *steps_overrides(preset, steps)]
+    overrides = [f"seed={seed}"]  # shared with the decoder pretraining; the steps are the preset's own
     if uses_segmenter(preset):
         overrides.append(f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model'}")
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
-    config = build_train_config(preset, overrides)
+    decoder_row = None
+    if (preset.get("model") or {}).get("decoder_init") is not None:
+        decoder_row = pretrain_decoder(method.name, out, overrides, steps, progress)
+        overrides.append(f"model.decoder_init={decoder_row['model']}")
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
     result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
@@ -169,6 +185,9 @@ def run_method(
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }
+    if decoder_row is not None:
+        metrics |= {"decoder_train_seconds": decoder_row["train_seconds"], "decoder_train_steps": decoder_row["train_steps"],
+                    "decoder_preset": DECODER_PRESET}
     pictures: dict[str, str] = {}
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
