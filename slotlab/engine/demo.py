@@ -29,6 +29,7 @@ from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.results import write_results
+from slotlab.io.staged import begin_outputs, commit_outputs
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
 
@@ -54,7 +55,9 @@ PROTOCOL = "native"
 DECODER_PRESET = "glass-tiny-decoder"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
-OUTPUTS = ("metrics.json", "overlays.png", "report.html", "runs", "generated", "tasks")
+FILES = ("metrics.json", "overlays.png", "report.html")
+#: Folders holding one entry per method (and runs/segmenter); other entries there are not the demo's.
+FOLDERS = ("runs", "generated", "tasks")
 
 
 @dataclass(frozen=True)
@@ -110,14 +113,19 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(tasks)
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove an earlier demo's outputs so nothing stale can pass for this run's."""
-    for name in OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def demo_products(methods) -> list[str]:
+    """Every path (relative to the output directory) a demo of ``methods`` may write."""
+    names = ["segmenter", *(m.name for m in methods)]
+    return [*FILES, *(f"{folder}/{name}" for folder in FOLDERS for name in names)]
+
+
+def _relocate_run_configs(staging: Path, out: Path) -> None:
+    """The runs' configs name the segmenter and the generated data by their paths while
+    staged; make them name the places the commit moves those to."""
+    for path in [*staging.glob("runs/*/config.yaml"), *staging.glob("runs/*/**/config.json")]:
+        text = path.read_text()
+        if str(staging) in text:
+            path.write_text(text.replace(str(staging), str(out)))
 
 
 def _summary(result: dict) -> dict:
@@ -252,8 +260,11 @@ def run_demo(
     tasks: tuple[str, ...] = DEMO_TASKS, jobs: int | None = None, segmenter: Path | None = None,
 ) -> dict:
     """Train and evaluate each method of ``methods`` (``jobs`` at a time); write metrics.json,
-    overlays.png, report.html (and the tasks' pictures) into ``out``. metrics.json is written
-    last: its presence means the demo completed.
+    overlays.png, report.html (and the tasks' pictures) into ``out``. Everything is written
+    into a fresh folder inside ``out`` and moved into place once complete, replacing an
+    earlier demo's outputs only then; files in ``out`` that no demo wrote are never touched
+    (a run that would overwrite them is refused before it starts). See
+    :mod:`slotlab.io.staged`.
 
     ``segmenter``: a trained segmenter checkpoint (e.g. an earlier demo's
     ``runs/segmenter/model``) that the presets' encoders read instead of training one.
@@ -262,19 +273,32 @@ def run_demo(
     jobs = default_jobs(len(methods)) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    # Read before clearing: the checkpoint may be a previous output of this very demo.
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
     given = None if segmenter is None else load_segmenter(segmenter, "--segmenter")
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_previous(out)
+    staging = begin_outputs(out, demo_products(methods))
+    try:
+        results = _write_demo(staging, out, steps, seed, methods, progress, tasks, jobs, given, segmenter)
+    except BaseException:  # an interrupted or failed demo leaves the earlier outputs alone, and no half of its own
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _relocate_run_configs(staging, out)
+    commit_outputs(staging, out)
+    return results
+
+
+def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks, jobs, given, segmenter) -> dict:
+    """The body of :func:`run_demo`: everything written into ``staging``, paths reported as in ``out``."""
     segmenter_row = None
     if any(uses_segmenter(load_preset(m.preset)) for m in methods):
         if given is not None:
-            given.save_pretrained(out / "runs" / "segmenter" / "model")
+            given.save_pretrained(staging / "runs" / "segmenter" / "model")
             segmenter_row = {"train_steps": 0, "train_seconds": 0.0, "model": str(segmenter)}
         else:
             # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
-            segmenter_row = train_segmenter(out, steps, seed, os.cpu_count() or 1, progress)
-    finished = _run_all(methods, out, steps, seed, tasks, progress, jobs)
+            segmenter_row = train_segmenter(staging, steps, seed, os.cpu_count() or 1, progress)
+            segmenter_row["model"] = str(out / "runs" / "segmenter" / "model")
+    finished = _run_all(methods, staging, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
         print(f"{r.name}: {r.metrics}")
@@ -290,12 +314,12 @@ def run_demo(
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    overlays = save_image(overlay_grid(shown.image, columns, scale=3), out / "overlays.png")
+    overlays = save_image(overlay_grid(shown.image, columns, scale=3), staging / "overlays.png")
     pictures = {"Validation images, ground-truth instances and each method's slot masks": overlays}
     for r in finished:
         pictures |= {f"{r.name}: {caption}": Path(path) for caption, path in r.pictures.items()}
     write_report(
-        out / "report.html",
+        staging / "report.html",
         "slotlab demo: object discovery on built-in scenes",
         results,
         pictures,
@@ -303,7 +327,7 @@ def run_demo(
                f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
         + _task_notes(tasks) + caveats,
     )
-    write_results(out / "metrics.json", results)
+    write_results(staging / "metrics.json", results)
     return results
 
 

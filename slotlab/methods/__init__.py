@@ -9,8 +9,9 @@ def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
     from slotlab.methods.segmenter import Segmenter
+    from slotlab.methods.spot import Spot
 
-    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter)}
+    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, Spot)}
 
 
 def method_names() -> list[str]:

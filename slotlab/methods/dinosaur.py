@@ -14,7 +14,7 @@ from torch import Tensor
 from slotlab.data.sample import Batch
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.nn.encoders import EncoderConfig, build_encoder
-from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
+from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 MASK_SOURCES = ("decoder", "attention")

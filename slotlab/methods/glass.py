@@ -25,7 +25,7 @@ from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.methods.scene_descriptions import DescriptionConfig, SceneDescriber
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
 from slotlab.nn.encoders import EncoderConfig, build_encoder
-from slotlab.nn.mlp_decoder import MLPDecoder, MLPDecoderConfig
+from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 

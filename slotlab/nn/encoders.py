@@ -643,11 +643,14 @@ class ViTSpec:
     model_types: tuple[str, ...]  # accepted ``model_type`` values of config.json
     real_patch_size: int
     real_grid: int  # tokens per side at the pretraining resolution
+    # LayerNorm epsilon of the original weights where the published config says otherwise:
+    # DINO was trained with 1e-6, its transformers config.json says 1e-12.
+    layer_norm_eps: float | None = None
 
 
 VIT_SPECS = {
     "dinov2": ViTSpec("facebook/dinov2-base", ("dinov2", "dinov2_with_registers"), 14, 37),
-    "dino": ViTSpec("facebook/dino-vitb16", ("vit",), 16, 14),
+    "dino": ViTSpec("facebook/dino-vitb16", ("vit",), 16, 14, layer_norm_eps=1e-6),
     "mae": ViTSpec("facebook/vit-mae-base", ("vit_mae",), 16, 14),
 }
 
@@ -791,6 +794,8 @@ def tiny_vit(name: str, patch_size: int | None, seed: int) -> nn.Module:
         patch_size=patch,
         image_size=spec.real_grid * patch,
     )
+    if spec.layer_norm_eps is not None:
+        sizes["layer_norm_eps"] = spec.layer_norm_eps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name == "dinov2":
@@ -806,6 +811,8 @@ def load_vit(name: str, path: str | None) -> nn.Module:
     model_type = json.loads((directory / "config.json").read_text())["model_type"]
     model_class = vit_classes(name)[model_type]
     extra = {"add_pooling_layer": False} if name == "dino" else {}
+    if VIT_SPECS[name].layer_norm_eps is not None:
+        extra["layer_norm_eps"] = VIT_SPECS[name].layer_norm_eps
     return model_class.from_pretrained(str(directory), local_files_only=True, **extra).eval()
 
 

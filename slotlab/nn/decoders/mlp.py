@@ -1,7 +1,8 @@
 """Spatial-broadcast MLP decoder of DINOSAUR (Seitzer et al., 2023).
 
 It is DINOSAUR's decoder, GLASS's instance guidance (the MLP feature decoder of GLASS
-Eq. 3, L_instance) and SPOT's MLP variant.
+Eq. 3, L_instance) and SPOT's MLP variant; the authors' GLASS and SPOT decoders compute the
+same function (tests/test_parity_mlp_decoder.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class MLPDecoderConfig:
     num_tokens: int | None = None
     hidden_dim: int = 1536
     hidden_layers: int = 3
+    zero_bias_init: bool = False
 
 
 @dataclass
@@ -49,9 +51,14 @@ class MLPDecoder(nn.Module):
             width = c.hidden_dim
         layers.append(nn.Linear(width, c.feature_dim + 1))
         self.mlp = nn.Sequential(*layers)
+        if c.zero_bias_init:  # after construction, so the weights' seeded init is unchanged
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, slots: Tensor) -> MLPDecoderOutput:
-        """Decode (B, K, slot_dim) slots into features: sum_k alpha_k * f_k (alpha softmaxed over K)."""
+        """GLASS Eq. 3's feature decoder (F_recon of L_instance): decode (B, K, slot_dim) slots
+        into features sum_k alpha_k * f_k, alpha softmaxed over K."""
         # The first layer sees slot + position embedding at every (slot, token) pair. Being
         # linear, it is applied to each term on its own and the results broadcast-added:
         # the same values without a matmul over all B * K * N pairs.

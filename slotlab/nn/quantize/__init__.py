@@ -1,0 +1,1 @@
+"""Vector quantisation, MSF's multi-scale quantised fusion and a trainable VQ-VAE."""
