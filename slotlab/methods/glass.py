@@ -52,6 +52,8 @@ def _glass_slot_attention() -> SlotAttentionConfig:
 class GlassConfig:
     """GLASS. ``diffusion_decoder: null`` drops the diffusion decoder (then lambda_recon
     must be 0): the slot attention is then trained by the two guidances alone.
+    ``instance_decoder: null`` drops the MLP decoder (then lambda_instance must be 0), as in
+    the authors' released checkpoint (``slotlab import glass``).
 
     lambda_semantic / lambda_instance / lambda_recon: the weights of GLASS Eq. 3 (paper:
     0.7 / 0.9 / 1). semantic_cost: how Eq. 2 scores IoU ("soft" slot masks or "hard"
@@ -72,7 +74,7 @@ class GlassConfig:
 
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="dinov2", image_size=448))
     slot_attention: SlotAttentionConfig = field(default_factory=_glass_slot_attention)
-    instance_decoder: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
+    instance_decoder: MLPDecoderConfig | None = field(default_factory=MLPDecoderConfig)
     diffusion_decoder: DiffusionDecoderConfig | None = field(default_factory=DiffusionDecoderConfig)
     lambda_semantic: float = 0.7
     lambda_instance: float = 0.9
@@ -91,6 +93,8 @@ class GlassConfig:
             raise ValueError(f"semantic_segments={self.semantic_segments!r}; choose one of {SEGMENT_KINDS}")
         if self.diffusion_decoder is None and self.lambda_recon:
             raise ValueError("lambda_recon > 0 needs a diffusion_decoder; set lambda_recon=0 or configure one")
+        if self.instance_decoder is None and self.lambda_instance:
+            raise ValueError("lambda_instance > 0 needs an instance_decoder; set lambda_instance=0 or configure one")
         if self.diffusion_decoder is None and (self.description is not None or self.decoder_init is not None):
             raise ValueError("description and decoder_init concern the diffusion decoder: configure one or drop them")
 
@@ -138,7 +142,8 @@ class Glass(ObjectCentricModel):
         stored = architectures or {}
         self.encoder = build_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
-        sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder, self.encoder.dim, self.grid)
+        # Without an MLP decoder (the authors' released checkpoint) its sizes are filled but unused.
+        sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder or MLPDecoderConfig(), self.encoder.dim, self.grid)
         if config.diffusion_decoder is not None:
             width = config.diffusion_decoder.cross_attention_dim
             if sa.output_dim not in (None, width):
@@ -147,7 +152,7 @@ class Glass(ObjectCentricModel):
                 )
             sa = dataclasses.replace(sa, output_dim=width)
         self.slot_attention = SlotAttention(sa)
-        self.instance_decoder = MLPDecoder(dec)
+        self.instance_decoder = MLPDecoder(dec) if config.instance_decoder is not None else None
         self.diffusion_decoder = None
         if config.diffusion_decoder is not None:
             architecture = stored.get("diffusion_decoder")
@@ -236,7 +241,7 @@ class Glass(ObjectCentricModel):
         groups = {
             "encoder": [p for m in self.encoder.trainable_modules for p in m.parameters()],
             "grouping": list(self.slot_attention.parameters()),
-            "instance_decoder": list(self.instance_decoder.parameters()),
+            "instance_decoder": list(self.instance_decoder.parameters()) if self.instance_decoder else [],
             "diffusion_decoder": self.diffusion_decoder.trainable_parameters() if self.diffusion_decoder else [],
             "describer": list(self.describer.parameters()) if self.describer else [],
         }
