@@ -86,7 +86,7 @@ def _run_train(args) -> int:
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
     result = train(config, out, resume=args.resume)
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, {result.precision}); model in {result.model_dir}")
-    if not args.no_eval:
+    if not args.no_eval and result.model.slot_model:
         from slotlab.methods import ObjectCentricModel
 
         saved = ObjectCentricModel.from_pretrained(result.model_dir)  # evaluates what was saved

@@ -263,6 +263,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
             batch = batch.to(accelerator.device)
+            model.on_step(step, total)
             with accelerator.autocast():
                 outputs = wrapped(batch)
                 losses = model.losses(outputs, batch)

@@ -65,6 +65,7 @@ class ObjectCentricModel(nn.Module):
 
     method: ClassVar[str]
     config_class: ClassVar[type]
+    slot_model: ClassVar[bool] = True  # False: a stage that trains no slots (a VQ-VAE), nothing to evaluate as masks
 
     def __init__(self, config: Any):
         """Subclasses take ``(config, architectures=None)``: ``architectures`` are the stored
@@ -105,6 +106,11 @@ class ObjectCentricModel(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of trainable parameters; a training stage gives each its learning rate."""
         raise NotImplementedError
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called by the training loop before each step (global ``step`` of ``total_steps``):
+        where schedules that are not learning rates advance (annealed slot sigma, Gumbel
+        scale, annealed residual). Default: nothing."""
 
     # ---- user API -----------------------------------------------------------------
     @torch.no_grad()

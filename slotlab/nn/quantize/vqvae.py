@@ -8,7 +8,6 @@ decoder reconstructs every level. OCL methods read the scale-1 output frozen (``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -16,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.config import ConfigError
+from slotlab.config import ConfigError, to_dict
 from slotlab.nn.autoencoders import tiny_autoencoder_decoder, tiny_autoencoder_encoder
 from slotlab.nn.quantize.msf import MSFConfig, MultiScaleQuantizer, ScaleQuantized
+from slotlab.ops.schedules import cosine_ramp
 from slotlab.nn.quantize.vq import CODEBOOKS, VectorQuantizer, annealed_residual, straight_through, vq_losses
 
 BACKBONES = ("cnn", "taesd")
@@ -173,8 +173,16 @@ class VQVAE(nn.Module):
         )
         self.register_buffer("alpha", torch.tensor(0.0), persistent=False)
 
+    def architecture(self) -> dict:
+        """The config that rebuilds this VQ-VAE (a guided method stores it with its weights)."""
+        return to_dict(self.config)
+
     def pyramid(self, images: Tensor) -> list[Tensor]:
-        """T_1 = the image in [-1, 1], T_n = bilinear downsampling by 2^(n-1) (MSF Sec. 3.2)."""
+        """T_1 = the image in [-1, 1] at ``image_size``, T_n = bilinear downsampling by 2^(n-1)
+        (MSF Sec. 3.2)."""
+        size = self.config.image_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
         x = images * 2 - 1
         return [x] + [F.interpolate(x, scale_factor=2.0**-n, mode="bilinear") for n in range(1, self.config.num_scales)]
 
@@ -222,8 +230,3 @@ class VQVAE(nn.Module):
             terms["encoding_norm"] = norm
         return terms
 
-
-def cosine_ramp(start: float, end: float, progress: float) -> float:
-    """start at progress 0 to end at progress >= 1 along a half cosine."""
-    progress = min(max(progress, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
