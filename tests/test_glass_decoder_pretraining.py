@@ -7,27 +7,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from slotlab.config import from_dict, load_preset
+from slotlab.config import load_preset
 from slotlab.data.sample import Sample, collate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import checkpoint_dirs, train
-from slotlab.guidance.engine import GenerateConfig, run_generation
 from slotlab.methods import get_method
 from slotlab.methods.scene_descriptions import segment_features
 
 SHORT = ["data.batch_size=2", "log_every=1", "checkpoint_every=100", "mixed_precision=fp32"]
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("generated")
-    config = from_dict(GenerateConfig, {
-        "backend": "scenes", "num": 8, "shard_size": 8,
-        "prompts": {"source": "template", "label_set": "scenes", "dataset": "scenes?split=train&size=8&resolution=32"},
-        "scenes": {"resolution": 32},
-    })  # fmt: skip
-    run_generation(config, out, resume=False, progress=False)
-    return f"generated:{out}"
 
 
 def test_segment_features_describe_each_class_segment():
@@ -44,8 +31,8 @@ def test_segment_features_describe_each_class_segment():
     torch.testing.assert_close(features[0, 0, 6], torch.tensor(6 / 7))  # background box ends above the ignored row
 
 
-def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated, preset_overrides, tmp_path):
-    shared = [*preset_overrides, f"data.train={generated}", *SHORT]
+def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes, preset_overrides, tmp_path):
+    shared = [*preset_overrides, f"data.train={generated_scenes}", *SHORT]
     decoder_config = build_train_config(load_preset("glass-tiny-decoder"), [*shared, "stages.0.steps=2"])
     torch.manual_seed(0)
     before = get_method("glass")(decoder_config.model_config()).state_dict()
