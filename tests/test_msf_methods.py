@@ -46,7 +46,9 @@ def test_vqvae_pretraining_lowers_its_loss_and_anneals_its_schedules(tmp_path):
     assert sum(r["loss"] for r in log[-5:]) < sum(r["loss"] for r in log[:5])
     vqvae = result.model.vqvae
     assert float(vqvae.alpha) == 0.0  # residual annealed away by half of training
-    assert float(vqvae.vector_quantizers()[0].gumbel_scale) > 1.9  # 1 -> 2
+    assert float(vqvae.vector_quantizers()[0].gumbel_scale) == 0.0  # learned codebooks: no Gumbel sampling
+    projected = train(build_train_config(vqvae_preset(steps=4, msf={"variant": "code"})), tmp_path / "code", progress=False)
+    assert float(projected.model.vqvae.vector_quantizers()[0].gumbel_scale) > 1.5  # the code's 1 -> 2
 
 
 def test_slate_trains_on_a_frozen_vqvae_and_reloads(vqvae_dir, tmp_path):
@@ -83,3 +85,24 @@ def build_and_make(preset: dict):
     from slotlab.engine.trainer import build_model
 
     return build_model(build_train_config(preset))
+
+
+def slotdiffusion_preset(vqvae, steps: int = 2) -> dict:
+    body = {"encoder": {"name": "patch", "image_size": 32, "patch_size": 4, "dim": 16},
+            "slot_attention": {"slot_dim": 16, "num_slots": 3, "iters": 2, "mlp_hidden": 32, "init": "annealed_gaussian"},
+            "diffusion_decoder": {"latent": "pixel", "cross_attention_dim": 16, "prediction_type": "epsilon",
+                                  "beta_schedule": "linear", "unconditional": "null_slots", "condition_dropout": 0.1,
+                                  "block_out_channels": [16, 16], "attention_head_dim": 8, "norm_num_groups": 4},
+            "vqvae": str(vqvae)}
+    return {"method": "slotdiffusion", "model": body, "data": DATA,
+            "stages": [{"name": "train", "steps": steps, "lr": {"grouping": 1e-3, "decoder": 1e-3}}],
+            "log_every": 1, "checkpoint_every": 100, "eval_protocol": "msf"}
+
+
+def test_slotdiffusion_trains_on_an_msf_latent_and_reloads(tmp_path):
+    train(build_train_config(vqvae_preset(code_dim=4)), tmp_path / "vq", progress=False)
+    result = train(build_train_config(slotdiffusion_preset(tmp_path / "vq" / "model")), tmp_path / "sd", progress=False)
+    assert result.model.decoder.autoencoder.latent_channels == 4
+    reloaded = ObjectCentricModel.from_pretrained(tmp_path / "sd" / "model")
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(reloaded.decompose(images, seed=0).masks, result.model.decompose(images, seed=0).masks)

@@ -20,23 +20,12 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
 from slotlab.data.sample import Batch
-from slotlab.data.transforms import resize_masks_soft
+from slotlab.ops.random import fixed_randomness
+from slotlab.ops.resize import resize_masks_soft
 from slotlab.io.files import write_atomic
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-@contextmanager
-def fixed_randomness(seed: int | None, device: torch.device):
-    """Inside: the random streams (CPU, and ``device`` if CUDA) start from ``seed``; after: the
-    caller's streams continue as if nothing had been drawn. ``seed=None``: no effect."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.config import ConfigError, to_dict
+from slotlab.ops.resize import resize_image
 from slotlab.nn.autoencoders import tiny_autoencoder_decoder, tiny_autoencoder_encoder
 from slotlab.nn.quantize.msf import MSFConfig, MultiScaleQuantizer, ScaleQuantized
 from slotlab.ops.schedules import cosine_ramp
@@ -41,8 +42,12 @@ class VQVAEConfig:
     msf:             ``msf``: the multi-scale quantiser (variant, scales, codebooks, ablations).
     commitment_weight, encoding_norm_weight: loss weights (VQ-VAE 0.25; the public MSF code
                      also pulls encodings towards their group-normalised values with 0.1).
-    gumbel_start, gumbel_end: Gumbel sampling scale annealed by cosine over training (code:
-                     1 -> 2; 0 -> 0 disables sampling).
+    gumbel_start, gumbel_end: Gumbel sampling scale annealed by cosine over training. None:
+                     1 -> 2 for a ``projected`` codebook (the public code, whose logits are
+                     chi-normalised), 0 (off) for a ``learned`` one: its raw distances have no
+                     fixed scale, and sampling at the code's scale made the codebook and
+                     commitment losses diverge once the residual was annealed away (measured on
+                     the scenes; the paper names Gumbel matching but no scale).
     residual_anneal: fraction of training over which the annealed residual's alpha falls
                      1 -> 0 by cosine (code: 0.5; 0 disables the residual).
     dead_threshold:  replace codes used below this share of uniform (0 = never).
@@ -59,8 +64,8 @@ class VQVAEConfig:
     msf: MSFConfig = field(default_factory=MSFConfig)
     commitment_weight: float = 0.25
     encoding_norm_weight: float = 0.0
-    gumbel_start: float = 1.0
-    gumbel_end: float = 2.0
+    gumbel_start: float | None = None
+    gumbel_end: float | None = None
     residual_anneal: float = 0.5
     dead_threshold: float = 0.0
 
@@ -69,6 +74,10 @@ class VQVAEConfig:
                                      ("codebook", self.codebook, CODEBOOKS)):
             if value not in choices:
                 raise ConfigError(f"vqvae {name}={value!r} is unknown; choose one of {choices}")
+        kind = self.msf.codebook if self.quantizer == "msf" else self.codebook
+        on = kind == "projected"
+        self.gumbel_start = (1.0 if on else 0.0) if self.gumbel_start is None else self.gumbel_start
+        self.gumbel_end = (2.0 if on else 0.0) if self.gumbel_end is None else self.gumbel_end
         smallest = self.image_size // DOWNSAMPLING // 2 ** (self.num_scales - 1)
         if self.image_size % (DOWNSAMPLING * 2 ** (self.num_scales - 1)) or smallest < 1:
             raise ConfigError(
@@ -181,8 +190,7 @@ class VQVAE(nn.Module):
         """T_1 = the image in [-1, 1] at ``image_size``, T_n = bilinear downsampling by 2^(n-1)
         (MSF Sec. 3.2)."""
         size = self.config.image_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        images = resize_image(images, (size, size))
         x = images * 2 - 1
         return [x] + [F.interpolate(x, scale_factor=2.0**-n, mode="bilinear") for n in range(1, self.config.num_scales)]
 
