@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, import_glass, run
+from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, import_glass
 from slotlab.methods import ObjectCentricModel
 from slotlab.nn.encoders import EncoderConfig, build_encoder
 from tests.test_diffusion_decoder import SlotDiffusionDecoder, tiny_config, write_tiny_sd_directory
@@ -44,11 +44,12 @@ def release(tmp_path_factory) -> dict[str, Path]:
 
 
 def write(release: dict, out: Path, position_grid: str = "centres") -> Path:
-    import argparse
+    """`slotlab import glass` on the release."""
+    from slotlab.cli import main
 
-    args = argparse.Namespace(release=str(release["release"]), out=str(out), encoder=str(release["encoder"]),
-                              sd=str(release["sd"]), image_size=56, resolution=32, position_grid=position_grid)
-    assert run(args) == 0
+    assert main(["import", "glass", str(release["release"]), "--out", str(out), "--encoder", str(release["encoder"]),
+                 "--sd", str(release["sd"]), "--image-size", "56", "--resolution", "32",
+                 "--position-grid", position_grid]) == 0
     return out
 
 
@@ -86,7 +87,11 @@ def test_imported_model_decomposes_evaluates_and_samples_without_the_sources(rel
     assert metrics["images"] == 4
 
 
-def test_missing_folder_is_a_clear_error(release, tmp_path):
+def test_missing_folder_is_a_clear_error(release, tmp_path, capsys):
+    from slotlab.cli import main
+
     (tmp_path / "release" / SLOT_ATTENTION_DIR).mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="config.json is missing"):
-        import_glass(tmp_path / "release", release["encoder"], release["sd"])
+    code = main(["import", "glass", str(tmp_path / "release"), "--out", str(tmp_path / "out"),
+                 "--encoder", str(release["encoder"]), "--sd", str(release["sd"])])
+    assert code == 2 and "config.json is missing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
 from slotlab.guidance.semantic import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import WEIGHTS_FILE, ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.methods.scene_descriptions import DescriptionConfig, SceneDescriber
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
@@ -101,10 +102,6 @@ class GlassConfig:
 
 def load_decoder_init(model: "Glass", directory: Path) -> None:
     """Copy the diffusion decoder and describer weights of the GLASS model in ``directory``."""
-    from safetensors.torch import load_file
-
-    from slotlab.methods.base import WEIGHTS_FILE
-
     path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(
