@@ -105,7 +105,7 @@ def _add_eval(sub) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
@@ -237,7 +237,7 @@ def _add_compose(sub) -> None:
 
 
 def _add_import(sub) -> None:
-    from slotlab.io.importers import spot_checkpoint
+    from slotlab.io.importers import glass_checkpoint, spot_checkpoint
 
     p = sub.add_parser("import", help="turn the authors' checkpoints into slotlab model directories",
                        description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
@@ -247,6 +247,10 @@ def _add_import(sub) -> None:
              "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
              "with its DINO ViT mapped onto the transformers ViTModel.",
              spot_checkpoint.add_arguments, spot_checkpoint.run)
+    _command(import_sub, "glass", "the authors' GLASS release (visinf/glass): multiheadstevesa/ + unet2dconditionmodel/",
+             "Their slot attention and UNet, with VAE, scheduler and empty-prompt embedding from a local SD 2.1 "
+             "directory and DINOv2 from a local directory; no MLP decoder (the release has none).",
+             glass_checkpoint.add_arguments, glass_checkpoint.run)
 
 
 def build_parser() -> argparse.ArgumentParser:

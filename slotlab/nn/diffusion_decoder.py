@@ -455,7 +455,8 @@ def encode_empty_prompt(text_encoder: nn.Module, tokenizer) -> Tensor:
     return encode_prompt_ids(text_encoder, input_ids)
 
 
-def _empty_prompt_from_directory(root: Path) -> Tensor:
+def empty_prompt_from_directory(root: Path) -> Tensor:
+    """The (L, D) empty-prompt embedding of the text encoder in a local SD directory."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     _require_sd_parts(root, ("text_encoder", "tokenizer"))
@@ -510,7 +511,7 @@ def _build_autoencoder(config: DiffusionDecoderConfig, vae: nn.Module | None) ->
 def _empty_prompt_embedding(config: DiffusionDecoderConfig) -> Tensor:
     """The (L, D) empty-prompt embedding for configs that do not receive one explicitly."""
     if config.pretrained_path is not None:
-        return _empty_prompt_from_directory(_pretrained_root(config))
+        return empty_prompt_from_directory(_pretrained_root(config))
     if config.tiny:
         text_encoder, input_ids = tiny_text_encoder_twin(config.cross_attention_dim)
         return encode_prompt_ids(text_encoder, input_ids)
