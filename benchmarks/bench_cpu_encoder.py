@@ -43,6 +43,7 @@ from slotlab.engine.evaluate import evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
 from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
 PROBE_TRAIN = "scenes?split=train&size=500"
@@ -122,16 +123,6 @@ def summarise(rows: list[dict]) -> dict:
         if len(values) == len(rows):
             summary[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
     return summary
-
-
-def flatten(row: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def main() -> None:

@@ -145,6 +145,7 @@ def test_curves_have_one_panel_per_term_and_mark_stage_changes():
     log = two_stage_log()
     assert loss_terms(log) == ["loss", "mse", "diffusion"]
     assert stage_starts(log) == [(2, "warmup"), (22, "main")]
+    assert stage_starts(log[:3] + [{"step": 6, "eval": {"mbo_i": 0.3}}] + log[3:]) == stage_starts(log)
     one = Image.open(io.BytesIO(curves_png(log, "x")))
     six = Image.open(io.BytesIO(curves_png([r | {f"t{i}": 1.0 for i in range(3)} for r in log], "x")))
     assert one.size[0] == 900 and six.size[0] == 1200 and six.size[1] > one.size[1]  # four columns, two rows

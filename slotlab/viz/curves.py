@@ -32,7 +32,9 @@ def stage_starts(records: list[dict]) -> list[tuple[int, str]]:
     """(first logged step, name) of every stage: where the curves may change regime."""
     starts, previous = [], object()
     for record in records:
-        stage = record.get("stage")
+        if "stage" not in record:  # e.g. an evaluation's record
+            continue
+        stage = record["stage"]
         if stage != previous:
             starts.append((record["step"], str(stage)))
         previous = stage
