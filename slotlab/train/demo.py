@@ -49,6 +49,19 @@ class DemoMethod:
 
 #: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
 DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
+#: Methods the demo can run beside the default ones (``--methods``): SPOT's first stage.
+EXTRA_METHODS = (DemoMethod("spot", "spot-tiny"),)
+
+
+def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
+    """The demo methods named in ``names`` (None: the default ones), in the order given."""
+    if names is None:
+        return DEMO_METHODS
+    known = {m.name: m for m in DEMO_METHODS + EXTRA_METHODS}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--methods {','.join(names)}: choose one or more of {list(known)}")
+    return tuple(known[n] for n in dict.fromkeys(names))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
