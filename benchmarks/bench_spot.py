@@ -88,7 +88,7 @@ def slot_use(model, dataset, batch_size: int = 32) -> dict:
     from torch.utils.data import DataLoader
 
     from slotlab.data.sample import collate
-    from slotlab.methods.base import fixed_randomness
+    from slotlab.ops.random import fixed_randomness
     from slotlab.methods.spot_losses import reconstruction_loss
 
     model.eval()

@@ -200,3 +200,21 @@ def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
     assert row["preset"] == "glass-tiny-compose" and row["train_steps"] == 6
     assert 0 <= row["removal_objects"] <= 32 and 0.0 <= row["recon_object_visible"] <= 1.0
     assert (tmp_path / "d" / "tasks" / "glass" / "removal.png").is_file()
+
+
+def test_demo_methods_are_chosen_by_name(capsys, tmp_path):
+    from slotlab.train.demo import DEMO_METHODS, select_methods
+
+    assert select_methods(None) == DEMO_METHODS
+    assert [m.preset for m in select_methods(["spot", "dinosaur", "spot"])] == ["spot-tiny", "dinosaur-tiny"]
+    assert main(["demo", "--methods", "dinosaur,msff", "--out", str(tmp_path / "d")]) == 2
+    assert "msff" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_spot(tmp_path):
+    from slotlab.train.demo import run_demo, select_methods
+
+    metrics = run_demo(tmp_path / "d", steps=2, methods=select_methods(["spot"]), tasks=(), jobs=1, progress=False)
+    assert set(metrics) == {"spot", "blocks"} and metrics["spot"]["preset"] == "spot-tiny"
+    assert 0.0 <= metrics["spot"]["mbo_i"] <= 1.0 and "spot" in (tmp_path / "d" / "report.html").read_text()

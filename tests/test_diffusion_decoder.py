@@ -18,7 +18,7 @@ from slotlab.diffusion.config import DiffusionDecoderConfig, cpu_config
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
 from slotlab.diffusion.objective import diffusion_target, forward_diffuse
 from slotlab.diffusion.sampling import classifier_free_guidance
-from slotlab.diffusion.sd import encode_empty_prompt, tiny_clip_tokenizer, tiny_sd_components, tiny_text_encoder
+from slotlab.diffusion.sd import SDComponents, encode_empty_prompt, tiny_clip_tokenizer, tiny_text_encoder
 
 SHARED = Path(os.environ.get("SLOTLAB_SHARED", "/work/shared"))
 TAEF2_DIR = SHARED / "assets" / "taef2"
@@ -280,15 +280,18 @@ def test_unknown_sampler_is_rejected():
 # ----------------------------------------------------------------------------- pretrained dirs
 
 
-def write_tiny_sd_directory(root: Path, with_text: bool = True) -> None:
-    """A Stable-Diffusion-layout directory of the tiny twins, with a v-prediction scheduler."""
+def write_tiny_sd_directory(root: Path, with_text: bool = True, dim: int = DIM) -> None:
+    """A Stable-Diffusion-layout directory of tiny random parts (cross-attention width ``dim``)."""
     from diffusers import DDPMScheduler
 
-    parts = tiny_sd_components(seed=0)
+    torch.manual_seed(0)
+    decoder = SlotDiffusionDecoder.from_config(tiny_config(cross_attention_dim=dim))
+    parts = SDComponents(unet=decoder.unet, vae=decoder.autoencoder.vae)
     parts.scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                     prediction_type="v_prediction", clip_sample=False)  # fmt: skip
-    if not with_text:
-        parts.text_encoder = parts.tokenizer = None
+    if with_text:
+        parts.tokenizer = tiny_clip_tokenizer(())
+        parts.text_encoder = tiny_text_encoder(dim, len(parts.tokenizer))
     parts.save(root)
 
 

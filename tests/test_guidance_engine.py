@@ -76,7 +76,7 @@ def test_sd_backend_reads_the_refined_maps(sd_dir, monkeypatch):
 
 
 def test_missing_sd_weights_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lacks unet/.*never downloads"):
+    with pytest.raises(FileNotFoundError, match="lacks unet/.*hf download|lacks unet/"):
         load_sd_components(tmp_path)
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from slotlab.cli import compose, data, demo, generate, importers, probe, train
+from slotlab.io.hub import downloads_allowed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,9 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch pretrained parts named by a hub id (e.g. encoder.path=facebook/dinov2-base) into the "
+                        "Hugging Face cache when they are not there yet; without it only the cache and local directories "
+                        "are read (the same as allow_download: true in a training config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (demo.add_command, train.add_train, train.add_eval, generate.add_command, data.add_command,
-                probe.add_command, compose.add_reconstruct, compose.add_compose, importers.add_command, train.add_presets):
+    for add in (demo.add_command, train.add_train, train.add_eval, train.add_report, generate.add_command,
+                data.add_command, probe.add_command, compose.add_reconstruct, compose.add_compose, importers.add_command,
+                train.add_presets):
         add(sub)
     return parser
 
@@ -39,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        return args.func(args)
+        with downloads_allowed(args.allow_download):
+            return args.func(args)
     except (ConfigError, BadSampleError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
         print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 from slotlab.cli.common import command
 from slotlab.config import ConfigError
+from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, import_glass
 from slotlab.io.importers.spot_checkpoint import AUTHORS_DEFAULTS, import_spot, read_checkpoint
 
 
@@ -12,6 +16,10 @@ def add_command(sub) -> None:
                        description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
                        "directory that eval, decompose and from_pretrained use; prints the mapped, unused and missing keys.")
     import_sub = p.add_subparsers(dest="import_command", required=True, metavar="METHOD")
+    command(import_sub, "glass", "the authors' GLASS release (visinf/glass): multiheadstevesa/ + unet2dconditionmodel/",
+            "Their slot attention and UNet, with VAE, scheduler and empty-prompt embedding from a local SD 2.1 "
+            "directory and DINOv2 from a local directory; no MLP decoder (the release has none).",
+            add_glass_arguments, run_glass)
     command(import_sub, "spot", "the authors' SPOT checkpoint.pt.tar (gkakogeorgiou/spot)",
              "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
              "with its DINO ViT mapped onto the transformers ViTModel.",
@@ -44,4 +52,27 @@ def run_spot(args) -> int:
     print(f"SPOT stage {result.stage} checkpoint {args.path}")
     print(report.summary())
     print(f"wrote {args.out} (ObjectCentricModel.from_pretrained, slotlab eval --checkpoint {args.out} --protocol spot)")
+    return 0
+
+
+def add_glass_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("release", metavar="DIR", help=f"the authors' release: {SLOT_ATTENTION_DIR}/ and {UNET_DIR}/")
+    parser.add_argument("--out", required=True, help="slotlab model directory to write")
+    parser.add_argument("--encoder", required=True, metavar="DIR", help="local DINOv2 ViT-B/14 directory (transformers)")
+    parser.add_argument("--sd", required=True, metavar="DIR",
+                        help="local Stable Diffusion 2.1 directory (vae/, scheduler/, text_encoder/, tokenizer/)")
+    parser.add_argument("--image-size", type=int, default=448, help="encoder input size (GLASS: 448)")
+    parser.add_argument("--resolution", type=int, default=256, help="diffusion decoder resolution (GLASS: 256)")
+    parser.add_argument("--position-grid", choices=("centres", "corners"), default="centres",
+                        help="keep their cell-centre position grid (default) or convert the projection exactly to "
+                        "slotlab's end-point grid")
+
+
+def run_glass(args: argparse.Namespace) -> int:
+    model, report = import_glass(
+        Path(args.release), Path(args.encoder), Path(args.sd), args.image_size, args.resolution, args.position_grid
+    )
+    model.save_pretrained(Path(args.out))
+    print(report.summary())
+    print(f"wrote {args.out} (no MLP decoder: the release has none; eval, decompose, reconstruct and compose use it)")
     return 0

@@ -53,7 +53,7 @@ def add_eval(sub) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
@@ -105,4 +105,26 @@ def _run_presets(args) -> int:
     from slotlab.config import list_presets
 
     print("\n".join(list_presets()))
+    return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write report.html for training runs or demo outputs: metrics, curves, overlays",
+        description="Write one HTML page for the given directories (slotlab train --out runs, slotlab demo --out "
+        "outputs, or a mix): a compact table of mBO_i, mIoU_i, FG-ARI, supervision, train time and steps, then per "
+        "run every other number, its training-loss curves per term and its overlay pictures. A run still training "
+        "or stopped, without logs or without eval.json is reported with what it lacks.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run or demo directories")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the HTML file to write (default: RUN_DIR/report.html for one directory; required for several)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args) -> int:
+    from slotlab.viz.run_report import write_runs_report
+
+    print(f"wrote {write_runs_report(args.runs, args.out)}")
     return 0

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from slotlab.diffusion.config import BETA_RANGES, DiffusionDecoderConfig
 from slotlab.diffusion.sd import (
+    empty_prompt_from_directory,
     SD_DOWNLOAD_HINT,
     encode_empty_prompt,
     load_sd_components,
@@ -92,8 +93,7 @@ def build_autoencoder(config: DiffusionDecoderConfig, vae: nn.Module | None) -> 
 def empty_prompt_embedding(config: DiffusionDecoderConfig) -> Tensor:
     """The (L, D) empty-prompt embedding for configs that do not receive one explicitly."""
     if config.pretrained_path is not None:
-        parts = load_sd_components(config.pretrained_path, ("text_encoder", "tokenizer"), "diffusion_decoder.pretrained_path")
-        return encode_empty_prompt(parts.text_encoder, parts.tokenizer)
+        return empty_prompt_from_directory(config.pretrained_path)
     if config.tiny:
         tokenizer = tiny_clip_tokenizer(())
         return encode_empty_prompt(tiny_text_encoder(config.cross_attention_dim, len(tokenizer)), tokenizer)

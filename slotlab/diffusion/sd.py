@@ -13,14 +13,15 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from slotlab.io.hub import SD_FILES, resolve_pretrained
 from slotlab.ops.random import fixed_randomness
 
 #: The sub-directories of a diffusers Stable Diffusion directory.
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 SD_DOWNLOAD_HINT = (
-    "slotlab never downloads weights. On a machine with internet access, download a Stable "
-    "Diffusion 2.x repository in diffusers layout, e.g. "
+    "On a machine that is online, pass the hub id with --allow-download, or download a Stable "
+    "Diffusion 2.x repository in diffusers layout there, e.g. "
     "huggingface_hub.snapshot_download('stabilityai/stable-diffusion-2-1', local_dir=DIR) "
     "(the v-prediction model GLASS uses) or 'stabilityai/stable-diffusion-2-1-base' "
     "(epsilon prediction, 512 px), copy DIR to this machine and set pretrained_path=DIR. "
@@ -59,14 +60,15 @@ class SDComponents:
 
 
 def load_sd_components(directory: str | Path, parts: Sequence[str] = SD_PARTS, option: str = "--weights") -> SDComponents:
-    """``parts`` of Stable Diffusion (e.g. 2.1) from a local diffusers directory; never downloads.
+    """``parts`` of Stable Diffusion (e.g. 2.1) from a local diffusers directory or a hub id
+    (fetched only where downloads are allowed, see slotlab.io.hub).
 
     Errors name every missing part and ``option``, the setting that gave the directory.
     """
     import diffusers
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    directory = Path(directory)
+    directory = resolve_pretrained(directory, option, SD_FILES)
     if not directory.is_dir():
         raise FileNotFoundError(f"{option}={directory} is not a directory. {SD_DOWNLOAD_HINT}")
     missing = [p + "/" for p in parts if not (directory / p).is_dir()]
@@ -104,6 +106,12 @@ def encode_text(tokenizer, text_encoder, texts: Sequence[str], device: torch.dev
         list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
     return text_encoder(ids.to(device))[0]
+
+
+def empty_prompt_from_directory(directory: str | Path, option: str = "diffusion_decoder.pretrained_path") -> Tensor:
+    """The (L, D) empty-prompt embedding of the text encoder of a Stable Diffusion directory."""
+    parts = load_sd_components(directory, ("text_encoder", "tokenizer"), option)
+    return encode_empty_prompt(parts.text_encoder, parts.tokenizer)
 
 
 def encode_empty_prompt(text_encoder: torch.nn.Module, tokenizer) -> Tensor:
