@@ -10,16 +10,15 @@ from slotlab.data.registry import build_dataset
 from slotlab.data.sample import IGNORE_INDEX, collate
 from slotlab.methods import get_method
 from slotlab.methods.dinosaur import DinosaurConfig
+from slotlab.cli.probe import add_arguments, run
 from slotlab.metrics.probe import (
     SlotPairs,
-    add_arguments,
     batch_slot_pairs,
     evaluate_probe,
     reference_features,
     mask_mass_on_objects,
     match_slots_to_objects,
     prior_baselines,
-    run,
     run_probes,
     semantic_objects,
     split_pairs,
