@@ -210,8 +210,8 @@ def test_runs_without_logs_evaluation_or_final_model_say_what_is_missing(tmp_pat
 
 
 def test_a_trained_run_gets_its_metrics_curves_and_overlays(tmp_path):
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import train
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
 
     run = tmp_path / "dino"
     train(build_train_config(tiny_train_config(steps=4)), run, progress=False)

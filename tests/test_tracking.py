@@ -6,9 +6,9 @@ import json
 import pytest
 
 from slotlab.config import ConfigError
-from slotlab.engine.config import build_train_config
-from slotlab.engine.tracking import PROJECT
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.tracking import PROJECT
+from slotlab.train.trainer import train
 
 from tests.conftest import tiny_train_config
 

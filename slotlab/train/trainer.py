@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from slotlab.config import ConfigError
 from slotlab.io.hub import downloads_allowed
 from slotlab.data.sample import collate
-from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, to_dict
-from slotlab.engine.tracking import RunLog
+from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.train.tracking import RunLog
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.ops.random import seeded_generator
 
@@ -196,7 +196,7 @@ def evaluate_during_training(model: ObjectCentricModel, val, config: TrainConfig
     slot masks of its first images as the trackers' "overlays" picture; the model trains on after.
     Evaluation draws from its own seeded stream, so the training stream is left as it was."""
     from slotlab.data.sample import collate
-    from slotlab.engine.evaluate import evaluate_model
+    from slotlab.train.evaluate import evaluate_model
     from slotlab.viz.overlays import overlay_grid, segmentation
 
     result = evaluate_model(model, val, protocol=config.eval_protocol, progress=False, seed=config.seed)

@@ -103,7 +103,7 @@ class TrainConfig:
             raise ValueError("stages must hold at least one stage")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be 0 (off) or a number of steps, got {self.eval_every}")
-        from slotlab.engine.tracking import check_trackers
+        from slotlab.train.tracking import check_trackers
 
         check_trackers(tuple(self.log_with))
 
