@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
+from slotlab.io.hub import downloads_allowed
 from slotlab.io.results import results_json, write_results
 
 
@@ -27,6 +28,10 @@ def _add_demo(sub) -> None:
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
                    "pictures of a removal and an addition), 'all' or 'none' (default: %(default)s)")
+    p.add_argument("--methods", default=None, metavar="LIST",
+                   help="methods to train, comma-separated: dinosaur (dinosaur-tiny), glass (glass-tiny, on data its "
+                   "engine generates first), spot (spot-tiny, SPOT's first stage; its time on 2 cores is not measured "
+                   "yet) (default: dinosaur,glass)")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
@@ -42,16 +47,17 @@ def _add_demo(sub) -> None:
 
 
 def _demo_tasks(text: str) -> tuple[str, ...]:
-    from slotlab.engine.demo import DEMO_TASKS, check_tasks
+    from slotlab.train.demo import DEMO_TASKS, check_tasks
 
     names = {"all": DEMO_TASKS, "none": ()}.get(text)
     return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
 
 
 def _run_demo(args) -> int:
-    from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
+    from slotlab.train.demo import run_demo, select_methods, with_presets
 
-    methods = with_presets(DEMO_METHODS, args.preset)
+    names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
+    methods = with_presets(select_methods(names), args.preset)
     metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=_demo_tasks(args.tasks),
                        jobs=args.jobs, segmenter=args.segmenter)
     print(results_json(metrics))
@@ -79,8 +85,8 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from slotlab.config import load_preset
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import train
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
 
     config = build_train_config(load_preset(args.preset), args.overrides)
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
@@ -104,7 +110,7 @@ def _add_eval(sub) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
@@ -133,7 +139,7 @@ def _run_config(checkpoint: Path) -> dict:
 
 def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
     from slotlab.data.registry import build_dataset
-    from slotlab.engine.evaluate import evaluate_model
+    from slotlab.train.evaluate import evaluate_model
 
     metrics = evaluate_model(model, build_dataset(data), protocol=protocol, batch_size=batch_size)
     print(f"protocol: {protocol}  data: {data}")
@@ -186,7 +192,7 @@ def _command(sub, name: str, help: str, description: str, add_arguments, run):
 
 
 def _add_generate(sub) -> None:
-    from slotlab.guidance import generate_cli
+    from slotlab.datagen import generate_cli
 
     _command(sub, "generate", "generate GLASS training data: images + pseudo semantic masks",
              "The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the CPU "
@@ -217,7 +223,7 @@ def _add_probe(sub) -> None:
 
 
 def _add_reconstruct(sub) -> None:
-    from slotlab.engine import compose
+    from slotlab.train import compose
 
     _command(sub, "reconstruct", "sample images back from their GLASS slots",
              "Decompose each image into slots and sample it back with the GLASS diffusion decoder (DPM-Solver++); "
@@ -227,7 +233,7 @@ def _add_reconstruct(sub) -> None:
 
 
 def _add_compose(sub) -> None:
-    from slotlab.engine import compose
+    from slotlab.train import compose
 
     _command(sub, "compose", "edit a scene by removing, adding or swapping GLASS slots",
              "Remove slots of --image, add slots of --with, or swap slots between them, then sample the edited "
@@ -236,7 +242,7 @@ def _add_compose(sub) -> None:
 
 
 def _add_import(sub) -> None:
-    from slotlab.io.importers import spot_checkpoint
+    from slotlab.io.importers import glass_checkpoint, spot_checkpoint
 
     p = sub.add_parser("import", help="turn the authors' checkpoints into slotlab model directories",
                        description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
@@ -246,6 +252,10 @@ def _add_import(sub) -> None:
              "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
              "with its DINO ViT mapped onto the transformers ViTModel.",
              spot_checkpoint.add_arguments, spot_checkpoint.run)
+    _command(import_sub, "glass", "the authors' GLASS release (visinf/glass): multiheadstevesa/ + unet2dconditionmodel/",
+             "Their slot attention and UNet, with VAE, scheduler and empty-prompt embedding from a local SD 2.1 "
+             "directory and DINOv2 from a local directory; no MLP decoder (the release has none).",
+             glass_checkpoint.add_arguments, glass_checkpoint.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch pretrained parts named by a hub id (e.g. encoder.path=facebook/dinov2-base) into the "
+                        "Hugging Face cache when they are not there yet; without it only the cache and local directories "
+                        "are read (the same as allow_download: true in a training config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_report, _add_generate, _add_data, _add_probe, _add_reconstruct,
                 _add_compose, _add_import, _add_presets):
@@ -266,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from slotlab.config import ConfigError
     from slotlab.data.imageio import BadSampleError
-    from slotlab.engine.trainer import NonFiniteLossError
+    from slotlab.train.trainer import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
     threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
@@ -275,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        return args.func(args)
+        with downloads_allowed(args.allow_download):
+            return args.func(args)
     except (ConfigError, BadSampleError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
         print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 import pytest
 
 from slotlab.config import ConfigError, apply_overrides, from_dict, list_presets, load_preset
-from slotlab.engine.config import TrainConfig, build_train_config
+from slotlab.train.config import TrainConfig, build_train_config
 from tests.conftest import tiny_train_config
 
 
@@ -42,7 +42,7 @@ def test_unknown_preset_lists_available():
 
 
 def test_stage_lr_for_unknown_group_is_rejected_at_train_time(tmp_path):
-    from slotlab.engine.trainer import train
+    from slotlab.train.trainer import train
 
     config = build_train_config(tiny_train_config(), ["stages.0.lr={grouping: 0.001, nonsense: 0.1}"])
     with pytest.raises(ConfigError, match="nonsense"):
@@ -76,17 +76,21 @@ def _without(preset: dict, *paths: str) -> dict:
     return pruned
 
 
-def test_glass_tiny_compose_changes_only_the_decoder_inputs_and_phase_two_length():
+def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
+    """Its decoder reads masks, so it is not the pretrained one: trained from scratch in a longer
+    phase 2, with phase 1 free of L_recon; everything else is glass-tiny's."""
     base, compose = load_preset("glass-tiny"), load_preset("glass-tiny-compose")
     decoder = compose["model"]["diffusion_decoder"]
     assert decoder["mask_bias_grid"] > 0 and decoder["mask_bias_hard"] is True
     assert compose["stages"][1]["steps"] > base["stages"][1]["steps"]
-    ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps")
-    assert _without(compose, *ignored) == _without(base, "stages.1.steps")
+    assert compose["stages"][0]["loss_weights"] == {"recon": 0.0} and "decoder_init" not in compose["model"]
+    ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps",
+               "stages.0.loss_weights")
+    assert _without(compose, *ignored) == _without(base, "stages.1.steps", "model.decoder_init")
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    from slotlab.engine import config as engine_config
+    from slotlab.train import config as engine_config
 
     assert isinstance(engine_config.bf16_is_native(), bool)  # the probe runs on this machine
     assert engine_config.resolve_precision("fp16") == "fp16"  # explicit choices pass through

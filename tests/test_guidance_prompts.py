@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from slotlab.data.sample import Sample
-from slotlab.guidance.lexicon import COCO_CLASSES, LABEL_SET_NAMES, VOC_CLASSES, label_set, plural
-from slotlab.guidance.prompts import (
+from slotlab.datagen.lexicon import COCO_CLASSES, LABEL_SET_NAMES, VOC_CLASSES, label_set, plural
+from slotlab.datagen.prompts import (
     Blip2Captioner,
     ClassExtractor,
     LabelCaptioner,
@@ -189,7 +189,7 @@ def test_template_statistics_from_samples_maps_dataset_names():
 
 
 def test_blip2_missing_weights_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(FileNotFoundError, match="hf download"):
         Blip2Captioner(tmp_path / "nowhere")
 
 

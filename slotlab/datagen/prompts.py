@@ -14,7 +14,7 @@ Variants of the paper plug in behind the same ``Captioner`` interface:
   only class-occurrence and object-count statistics of a dataset.
 
 Every captioner returns captions; ``ClassExtractor`` finds the classes in them with the
-offline lexicon of ``slotlab.guidance.lexicon`` (and NLTK part-of-speech tags when NLTK
+offline lexicon of ``slotlab.datagen.lexicon`` (and NLTK part-of-speech tags when NLTK
 and its tagger data are installed).
 """
 
@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slotlab.io.hub import TRANSFORMERS_FILES, resolve_pretrained
 from slotlab.data.sample import Sample
-from slotlab.guidance.lexicon import COLOR_WORDS, LabelSet, is_ambiguous_modifier, modifier_heads
+from slotlab.datagen.lexicon import COLOR_WORDS, LabelSet, is_ambiguous_modifier, modifier_heads
 
 #: Opening words of the supplement Table 13 template.
 TEMPLATE_PREFIX = "A high-quality image of "
@@ -309,12 +310,12 @@ class Blip2Captioner:
     ) -> None:
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        model_dir = Path(model_dir)
+        model_dir = resolve_pretrained(model_dir, "--captioner-weights", TRANSFORMERS_FILES)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"no BLIP-2 checkpoint in {model_dir} (config.json missing). Download one where a network is "
-                "available, e.g. `huggingface-cli download Salesforce/blip2-opt-2.7b --local-dir DIR`, copy DIR "
-                "here and pass it with --captioner-weights DIR"
+                "available, e.g. `hf download Salesforce/blip2-opt-2.7b --local-dir DIR`, copy DIR here and pass it "
+                "with --captioner-weights DIR; or pass the hub id with --allow-download where it is online"
             )
         self.processor = Blip2Processor.from_pretrained(model_dir, local_files_only=True)
         self.model = Blip2ForConditionalGeneration.from_pretrained(
@@ -342,8 +343,13 @@ def save_tiny_blip2(directory: str | Path, seed: int = 0) -> Path:
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
-        Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig, Blip2VisionConfig,
-        OPTConfig, PreTrainedTokenizerFast,
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+        PreTrainedTokenizerFast,
     )
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 

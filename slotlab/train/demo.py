@@ -24,9 +24,9 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config, to_dict
-from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config, to_dict
+from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
+from slotlab.train.trainer import train
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -49,12 +49,28 @@ class DemoMethod:
 
 #: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
 DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
+#: Methods the demo can run beside the default ones (``--methods``): SPOT's first stage.
+EXTRA_METHODS = (DemoMethod("spot", "spot-tiny"),)
+
+
+def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
+    """The demo methods named in ``names`` (None: the default ones), in the order given."""
+    if names is None:
+        return DEMO_METHODS
+    known = {m.name: m for m in DEMO_METHODS + EXTRA_METHODS}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--methods {','.join(names)}: choose one or more of {list(known)}")
+    return tuple(known[n] for n in dict.fromkeys(names))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 SEGMENTER_SUPERVISION = "supervised on the scenes' ground-truth class maps"
 PROTOCOL = "native"
+#: The pretraining of the diffusion decoder the CPU GLASS presets start from (``model.decoder_init``).
+DECODER_PRESET = "glass-tiny-decoder"
+DECODER_SUPERVISION = "diffusion decoder pretrained on description tokens read off the generated scenes' masks and pixels"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
 FILES = ("metrics.json", "overlays.png", "report.html")
@@ -75,7 +91,8 @@ class MethodResult:
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
     """Run the data engine for ``preset`` into ``out``; returns the dataset spec to train on."""
     from slotlab.config import from_dict
-    from slotlab.guidance.engine import GenerateConfig, run_generation
+    from slotlab.datagen.config import GenerateConfig
+    from slotlab.datagen.run import run_generation
 
     config = from_dict(GenerateConfig, load_preset(preset) | {"seed": seed}, where=f"preset {preset}")
     run_generation(config, out, resume=False, progress=progress)
@@ -166,6 +183,16 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
 
+def pretrain_decoder(name: str, out: Path, overrides: list[str], steps: int | None, progress: bool) -> dict:
+    """Pretrain the diffusion decoder a GLASS preset starts from (``DECODER_PRESET``, on the same
+    data and encoder settings ``overrides`` give) into ``out/runs/<name>-decoder``; its metrics row."""
+    preset = load_preset(DECODER_PRESET)
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
+    result = train(config, out / "runs" / f"{name}-decoder", progress=progress)
+    return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
+            "preset": DECODER_PRESET, "model": str(result.model_dir)}
+
+
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -175,13 +202,17 @@ def run_method(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     preset = load_preset(method.preset)
-    overrides = [f"seed={seed}", *steps_overrides(preset, steps)]
+    overrides = [f"seed={seed}"]  # shared with the decoder pretraining; the steps are the preset's own
     if uses_segmenter(preset):
         overrides.append(f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model'}")
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
-    config = build_train_config(preset, overrides)
+    decoder_row = None
+    if (preset.get("model") or {}).get("decoder_init") is not None:
+        decoder_row = pretrain_decoder(method.name, out, overrides, steps, progress)
+        overrides.append(f"model.decoder_init={decoder_row['model']}")
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
     result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
@@ -192,10 +223,15 @@ def run_method(
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }
+    if decoder_row is not None:
+        metrics |= {"decoder_train_seconds": decoder_row["train_seconds"], "decoder_train_steps": decoder_row["train_steps"],
+                    "decoder_preset": DECODER_PRESET}
+        seen = [metrics["supervision"]] if metrics.get("supervision") else []
+        metrics["supervision"] = "; ".join([*seen, DECODER_SUPERVISION])
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
-        from slotlab.engine.generation_tasks import run_generation_tasks
+        from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
     shown = collate([val[i] for i in range(NUM_SHOWN)])
@@ -322,7 +358,7 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
         notes.append(f"Probes (probe_*): linear probes on frozen slots, trained on {PROBE_TRAIN} and scored on "
                      f"{PROBE_TEST}.")
     if "generation" in tasks:
-        from slotlab.engine.generation_tasks import GENERATION_NOTE
+        from slotlab.train.generation_tasks import GENERATION_NOTE
 
         notes.append(GENERATION_NOTE)
     return notes
