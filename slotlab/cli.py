@@ -85,7 +85,9 @@ def _run_train(args) -> int:
     config = build_train_config(load_preset(args.preset), args.overrides)
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
     result = train(config, out, resume=args.resume)
-    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, {result.precision}); model in {result.model_dir}")
+    resumed = f" (resumed at step {result.start_step} of {result.steps})" if result.start_step else ""
+    print(f"trained {result.steps_trained} steps{resumed} in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, "
+          f"{result.precision}); model in {result.model_dir}")
     if not args.no_eval:
         from slotlab.methods import ObjectCentricModel
 

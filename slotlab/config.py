@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,46 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message names it and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field: ``low <= value`` (``low < value`` when
+    ``low_open``) and ``value <= high`` (``<`` when ``high_open``), always finite. For a
+    list, tuple or mapping field, every item is checked."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise ConfigError naming ``where`` and the range unless ``value`` (or each of its items) lies in it."""
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else None
+        if items is not None:
+            for key, item in items:
+                self.check(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        elif value is not None and not self.contains(value):
+            raise ConfigError(f"{where} must be {self}, got {value!r}")
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds) -> Any:
+    """A dataclass field whose values :func:`from_dict` checks against ``Range(**bounds)``."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -82,6 +123,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(names)}")
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if "range" in f.metadata and f.name in kwargs:
+            f.metadata["range"].check(kwargs[f.name], f"{where}.{f.name}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

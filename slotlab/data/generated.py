@@ -32,7 +32,7 @@ from PIL import Image
 from slotlab.data.imageio import FileDataset, make_sample, read_image, read_label_map
 from slotlab.data.sample import IGNORE_INDEX, Sample
 from slotlab.data.sample_transforms import SampleTransform
-from slotlab.io.files import TMP_SUFFIX, write_atomic
+from slotlab.io.files import TMP_SUFFIX, drop_unfinished_line, write_atomic
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -134,10 +134,7 @@ def _repair(layout: RunLayout) -> None:
     """Drop a manifest's unfinished last line and temporary files of killed writers."""
     for manifest in layout.manifests():
         if manifest.is_file():
-            data = manifest.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(manifest, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
+            drop_unfinished_line(manifest)
     for tmp in layout.root.glob(f"shard-*/*/.*{TMP_SUFFIX}"):
         tmp.unlink()
 

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from slotlab.data.imageio import ReadableSamples, SkippedSample
 from slotlab.data.sample import Batch, collate
 from slotlab.methods import ObjectCentricModel
 from slotlab.methods.base import fixed_randomness
@@ -26,6 +27,20 @@ def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Ten
     return masks.unsqueeze(0).expand(batch_size, -1, -1, -1)
 
 
+def readable_batches(dataset: Dataset, batch_size: int, unreadable: list[SkippedSample]) -> Iterator[Batch]:
+    """Batches of the readable samples of ``dataset`` in order, each sample once; the
+    unreadable ones are appended to ``unreadable`` instead of being replaced by others."""
+
+    def split(items: list) -> tuple[Batch | None, list[SkippedSample]]:
+        samples = [item for item in items if not isinstance(item, SkippedSample)]
+        return (collate(samples) if samples else None), [item for item in items if isinstance(item, SkippedSample)]
+
+    for batch, skipped in DataLoader(ReadableSamples(dataset), batch_size=batch_size, shuffle=False, collate_fn=split):
+        unreadable += skipped
+        if batch is not None:
+            yield batch
+
+
 def predict(
     model: ObjectCentricModel,
     dataset: Dataset,
@@ -33,18 +48,20 @@ def predict(
     progress: bool = True,
     desc: str = "eval",
     seed: int = 0,
+    unreadable: list[SkippedSample] | None = None,
 ) -> Iterator[tuple[Tensor, Batch]]:
-    """Yield (masks (B, K, h, w), batch) over ``dataset`` in order, in eval mode, without grad.
+    """Yield (masks (B, K, h, w), batch) over the readable samples of ``dataset`` in order, in
+    eval mode, without grad; unreadable samples go to ``unreadable`` (see :func:`readable_batches`).
 
     Slot initialisation draws noise, so the masks depend on the random stream: it is seeded
     with ``seed`` here (and the caller's stream left untouched), which makes an evaluation
     a function of the model and the data alone.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    batches = readable_batches(dataset, batch_size, [] if unreadable is None else unreadable)
     model.eval()
     device = model.device
     with torch.no_grad(), fixed_randomness(seed, device):
-        for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             outputs = model(batch.to(device))
             yield model.masks(outputs).float().cpu(), batch
 
@@ -58,19 +75,19 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict:
     """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol);
-    ``seed`` fixes the slot-initialisation noise (see :func:`predict`)."""
+    ``seed`` fixes the slot-initialisation noise (see :func:`predict`). Each readable image is
+    scored once ("images"); "unreadable" names the files of the others and why."""
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
-    masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed)
-    return evaluate_masks(masks, get_protocol(protocol))
+    unreadable: list[SkippedSample] = []
+    masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed, unreadable=unreadable)
+    return evaluate_masks(masks, get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
 
 
 def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], protocol: str = "native", batch_size: int = 64) -> dict:
     """Metrics of the K-equal-blocks baseline at token resolution ``grid``."""
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
-    def batches():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
-            yield block_masks(len(batch), num_slots, *grid), batch
-
-    return evaluate_masks(batches(), get_protocol(protocol))
+    unreadable: list[SkippedSample] = []
+    batches = ((block_masks(len(b), num_slots, *grid), b) for b in readable_batches(dataset, batch_size, unreadable))
+    return evaluate_masks(batches, get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
