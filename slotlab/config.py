@@ -148,7 +148,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML ({problem}); write e.g. "
+                          f"{key}=[1, 2] for a list, or quote a string: {key}='...'") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -106,6 +106,12 @@ def test_an_out_of_range_value_stops_train_before_it_writes_anything(tmp_path, p
     assert not (tmp_path / "run").exists()
 
 
+def test_a_set_value_that_is_not_yaml_is_named(tmp_path, preset):
+    result = slotlab("train", "--preset", preset, "--out", tmp_path / "run", "--set", "stages.0.steps=[1,", "--no-eval")
+    assert_clean_error(result, "--set 'stages.0.steps=[1,'", "not valid YAML")
+    assert not (tmp_path / "run").exists()
+
+
 # ---- --out -------------------------------------------------------------------------------
 
 def test_out_that_is_a_file_or_lies_under_one(tmp_path, preset):

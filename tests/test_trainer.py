@@ -77,7 +77,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_a_stopped_run_resumes_to_match_an_uninterrupted_run(tmp_path, stop):
     """Killed (SIGKILL) or interrupted (Ctrl-C, SIGINT: exit code 130) mid-run, then resumed."""
     preset = tmp_path / "tiny.yaml"
@@ -85,8 +85,10 @@ def test_a_stopped_run_resumes_to_match_an_uninterrupted_run(tmp_path, stop):
     straight = _run_cli(["train", "--preset", str(preset), "--out", str(tmp_path / "a"), "--no-eval"])
     assert straight.wait(timeout=600) == 0
 
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when it started (as
+    # it is for background jobs of a shell): restore the default for the victim.
     victim = _run_cli(["train", "--preset", str(preset), "--out", str(tmp_path / "b"), "--no-eval"],
-                      stderr=subprocess.DEVNULL)
+                      stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (tmp_path / "b" / "checkpoints" / "step-00000020").exists():
         assert victim.poll() is None, "training ended before it could be killed"
