@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from slotlab.data.transforms import resize_image
+from slotlab.ops.resize import resize_image
 from slotlab.nn.autoencoders import TinyAutoencoder
 from slotlab.nn.diffusion_decoder import (
     DiffusionDecoderConfig,

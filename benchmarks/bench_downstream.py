@@ -28,7 +28,7 @@ from report import emit, machine_info
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.data.transforms import resize_image
+from slotlab.ops.resize import resize_image
 from slotlab.engine.compose import SamplingOptions, decoder_tokens, generate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import build_model

@@ -88,7 +88,7 @@ def _run_train(args) -> int:
     resumed = f" (resumed at step {result.start_step} of {result.steps})" if result.start_step else ""
     print(f"trained {result.steps_trained} steps{resumed} in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, "
           f"{result.precision}); model in {result.model_dir}")
-    if not args.no_eval:
+    if not args.no_eval and result.model.slot_model:
         from slotlab.methods import ObjectCentricModel
 
         saved = ObjectCentricModel.from_pretrained(result.model_dir)  # evaluates what was saved
@@ -215,6 +215,19 @@ def _add_compose(sub) -> None:
              lambda p: compose.add_arguments(p, compose=True), compose.run_compose)
 
 
+def _add_import(sub) -> None:
+    from slotlab.io.importers import spot_checkpoint
+
+    p = sub.add_parser("import", help="turn the authors' checkpoints into slotlab model directories",
+                       description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
+                       "directory that eval, decompose and from_pretrained use; prints the mapped, unused and missing keys.")
+    import_sub = p.add_subparsers(dest="import_command", required=True, metavar="METHOD")
+    _command(import_sub, "spot", "the authors' SPOT checkpoint.pt.tar (gkakogeorgiou/spot)",
+             "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
+             "with its DINO ViT mapped onto the transformers ViTModel.",
+             spot_checkpoint.add_arguments, spot_checkpoint.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
@@ -224,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_reconstruct, _add_compose, _add_presets):
+    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_reconstruct, _add_compose, _add_import, _add_presets):
         add(sub)
     return parser
 

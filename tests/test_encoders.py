@@ -11,7 +11,7 @@ import torch
 import transformers
 from PIL import Image
 
-from slotlab.data.transforms import center_crop, resize_image, shorter_side_size
+from slotlab.ops.resize import center_crop, resize_image, shorter_side_size
 from slotlab.nn.encoders import (
     ENCODER_NAMES,
     IMAGENET_MEAN,

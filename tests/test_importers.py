@@ -37,7 +37,9 @@ def glass_authors_state(seed=0):
 def test_glass_round_trip_and_report():
     module, state = glass_authors_state()
     state["extra.weight"] = torch.zeros(1)
+    rng = torch.get_rng_state()
     imported = glass.map_slot_attention(state, GLASS_ARGS)
+    assert torch.equal(torch.get_rng_state(), rng)  # mapping draws no random numbers
     assert imported.report.unused == ["extra.weight"] and not imported.report.missing
     assert "pos.pe" in imported.report.mapped
     rebuilt = imported.build()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from slotlab.data.sample import IGNORE_INDEX, Sample, collate
-from slotlab.data.transforms import center_crop, resize_mask
+from slotlab.ops.resize import center_crop, resize_mask
 from slotlab.metrics.aggregators import DatasetSemanticIoU
 from slotlab.metrics.masks import ari, mbo, miou, slot_binding
 from slotlab.metrics.protocols import PROTOCOLS, Protocol, ProtocolMetrics, evaluate_masks, get_protocol

@@ -1,7 +1,7 @@
 """Transforms of whole Samples: the image and every mask move together, boxes follow.
 
 Images are resized bilinearly (antialiased), masks with nearest neighbour, through
-``slotlab.data.transforms``. After geometric changes the boxes are recomputed from the
+``slotlab.ops.resize``. After geometric changes the boxes are recomputed from the
 transformed instance mask (once per ``Compose`` run of geometric steps); an instance
 cropped away keeps its id and gets an all-zero box. Transforms return new Samples and
 never modify their input (datasets may cache).
@@ -20,7 +20,7 @@ from typing import Protocol, Sequence
 import torch
 
 from slotlab.data.sample import Sample, boxes_from_instance_mask
-from slotlab.data.transforms import (
+from slotlab.ops.resize import (
     center_crop_box,
     crop,
     hflip,

@@ -17,12 +17,13 @@ from PIL import Image
 from torch import Tensor
 
 from slotlab.data.imageio import read_image
-from slotlab.data.transforms import resize_image, resize_mask
+from slotlab.ops.resize import resize_image, resize_mask
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import Decomposition, ObjectCentricModel
 from slotlab.metrics.generation import GLASS_FID_IMAGES
 from slotlab.viz.overlays import boundaries, save_image, to_uint8
+from slotlab.ops.random import seeded_generator
 
 REMOVE_MODES = ("drop", "zero")
 
@@ -142,7 +143,7 @@ def decoder_tokens(model: ObjectCentricModel, decomposition: Decomposition) -> T
 def generate(model: ObjectCentricModel, tokens: Tensor, options: SamplingOptions) -> Tensor:
     """Sample images (B, 3, R, R) from decoder tokens (B, K, C) (:func:`decoder_tokens`)."""
     decoder = _decoder(model)
-    generator = torch.Generator(device="cpu").manual_seed(options.seed)
+    generator = seeded_generator(options.seed)
     return decoder.sample(tokens, num_steps=options.steps, guidance_scale=options.guidance_scale, generator=generator)
 
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from slotlab.data.imageio import ReadableSamples, SkippedSample
 from slotlab.data.sample import Batch, collate
 from slotlab.methods import ObjectCentricModel
-from slotlab.methods.base import fixed_randomness
+from slotlab.ops.random import fixed_randomness
 
 
 def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Tensor:

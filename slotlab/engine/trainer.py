@@ -31,6 +31,7 @@ from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, t
 from slotlab.io.files import OutputPathError, drop_unfinished_line, output_dir, write_atomic
 from slotlab.io.weights import CheckpointError, load_optimizer_state, load_weights
 from slotlab.methods import ObjectCentricModel, get_method
+from slotlab.ops.random import seeded_generator
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
@@ -70,7 +71,7 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.stop - self.start
 
     def _permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        g = seeded_generator(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.length, generator=g)
 
     def __iter__(self):
@@ -308,7 +309,7 @@ def train(
             accelerator.process_index, accelerator.num_processes,
         )
         # Its own generator: creating the loader must not draw from the global stream (resume).
-        workers_seed = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        workers_seed = seeded_generator(config.seed * 1_000_003 + step)
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                             num_workers=config.data.num_workers, generator=workers_seed)
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
@@ -318,6 +319,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
             batch = batch.to(accelerator.device)
+            model.on_step(step, total)
             with accelerator.autocast():
                 outputs = wrapped(batch)
                 losses = model.losses(outputs, batch)

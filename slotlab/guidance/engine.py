@@ -55,6 +55,7 @@ from slotlab.guidance.prompts import (
     template_statistics,
 )
 from slotlab.guidance.pseudo_masks import PseudoMaskConfig, pseudo_semantic_mask
+from slotlab.ops.random import seeded_generator
 
 #: Independent random streams derived from one sample seed.
 PROMPT_STREAM, BACKEND_STREAM = 0, 1
@@ -404,7 +405,7 @@ def encode_text(tokenizer, text_encoder, texts: Sequence[str], device: torch.dev
 
 def initial_latents(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """One standard-normal latent per seed, drawn on the CPU so any device gives the same."""
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    noise = [torch.randn(shape, generator=seeded_generator(int(s))) for s in seeds]
     return torch.stack(noise).to(device=device, dtype=dtype)
 
 
@@ -476,7 +477,7 @@ class SDBackend:
         latents = latents * scheduler.init_noise_sigma
         step_kwargs = {}
         if "generator" in inspect.signature(scheduler.step).parameters:  # stochastic samplers
-            step_kwargs["generator"] = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+            step_kwargs["generator"] = [seeded_generator(int(s) + 1) for s in seeds]
         num_steps = len(scheduler.timesteps)
         self.captured_steps = 0
         for step, t in enumerate(scheduler.timesteps):

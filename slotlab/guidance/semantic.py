@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from slotlab.data.sample import IGNORE_INDEX, one_hot_masks
-from slotlab.guidance.matching import hungarian_match, pairwise_iou
+from slotlab.ops.matching import hungarian_match, pairwise_iou
 
 MATCH_COSTS = ("soft", "hard")
 #: What a pseudo-mask segment is: one per class present (GLASS), or each 8-connected piece of

@@ -9,9 +9,12 @@ def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
     from slotlab.methods.segmenter import Segmenter
+    from slotlab.methods.slate import Slate
+    from slotlab.methods.slotdiffusion import SlotDiffusion
     from slotlab.methods.spot import Spot
+    from slotlab.methods.vqvae import VQVAEPretraining
 
-    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, Spot)}
+    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, Slate, SlotDiffusion, Spot, VQVAEPretraining)}
 
 
 def method_names() -> list[str]:

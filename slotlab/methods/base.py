@@ -20,24 +20,13 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
 from slotlab.data.sample import Batch
-from slotlab.data.transforms import resize_masks_soft
+from slotlab.ops.random import fixed_randomness
+from slotlab.ops.resize import resize_masks_soft
 from slotlab.io.files import write_atomic
 from slotlab.io.weights import load_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-@contextmanager
-def fixed_randomness(seed: int | None, device: torch.device):
-    """Inside: the random streams (CPU, and ``device`` if CUDA) start from ``seed``; after: the
-    caller's streams continue as if nothing had been drawn. ``seed=None``: no effect."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextmanager
@@ -66,6 +55,7 @@ class ObjectCentricModel(nn.Module):
 
     method: ClassVar[str]
     config_class: ClassVar[type]
+    slot_model: ClassVar[bool] = True  # False: a stage that trains no slots (a VQ-VAE), nothing to evaluate as masks
 
     def __init__(self, config: Any):
         """Subclasses take ``(config, architectures=None)``: ``architectures`` are the stored
@@ -106,6 +96,11 @@ class ObjectCentricModel(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of trainable parameters; a training stage gives each its learning rate."""
         raise NotImplementedError
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called by the training loop before each step (global ``step`` of ``total_steps``):
+        where schedules that are not learning rates advance (annealed slot sigma, Gumbel
+        scale, annealed residual). Default: nothing."""
 
     # ---- user API -----------------------------------------------------------------
     @torch.no_grad()

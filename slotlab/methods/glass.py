@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from slotlab.data.sample import Batch
-from slotlab.data.transforms import resize_image, resize_mask, resize_masks_soft
+from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
 from slotlab.guidance.semantic import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch
-from slotlab.data.transforms import resize_image, resize_mask
+from slotlab.ops.resize import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slotlab.guidance.matching import hungarian_match, pairwise_iou
+from slotlab.ops.matching import hungarian_match, pairwise_iou
 
 
 def reconstruction_loss(prediction: Tensor, target: Tensor) -> Tensor:

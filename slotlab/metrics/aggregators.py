@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from slotlab.guidance.matching import hungarian_match
+from slotlab.ops.matching import hungarian_match
 from slotlab.metrics.masks import (
     BINDING_KEYS,
     BindingThresholds,

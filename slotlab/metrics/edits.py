@@ -45,7 +45,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from slotlab.data.transforms import resize_mask
+from slotlab.ops.resize import resize_mask
+from slotlab.ops.random import seeded_generator
 
 __all__ = [
     "VISIBLE_FRACTION",
@@ -217,7 +218,7 @@ def removal_test(
     background_colours = region_mean_colour(images, background)
     tested = (objects > 0) & background.flatten(1).any(1)
     removed = torch.tensor([slot_for_region(slot_masks[b], regions[b]) for b in range(batch)])
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     control = control_slots(slot_masks.argmax(1), regions, removed, num_slots, generator)
     has_control = control >= 0
 

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from slotlab.guidance.matching import hungarian_match
+from slotlab.ops.matching import hungarian_match
 
 #: How ARI reports an image without any scored ground-truth pixel: "nan" (undefined, skipped
 #: by aggregators; slotlab's default and MSF's code) or "one" (OCLF's code, used by SPOT,
@@ -351,7 +351,7 @@ def mbo(pred: Tensor, target: Tensor, ignore: Tensor | None = None, ignore_backg
 def miou(pred: Tensor, target: Tensor, ignore: Tensor | None = None, ignore_background: bool = True) -> Tensor:
     """Mean IoU per image (B,) float64 under one-to-one Hungarian matching of slots to objects.
 
-    Uses :func:`slotlab.guidance.matching.hungarian_match` on the IoU matrix; objects without
+    Uses :func:`slotlab.ops.matching.hungarian_match` on the IoU matrix; objects without
     a slot (more objects than slots) count as 0. NaN when no object is present.
     """
     return miou_from_contingency(contingency(pred, target, ignore), ignore_background)

@@ -49,11 +49,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from slotlab.data.sample import IGNORE_INDEX, Batch, boxes_from_instance_mask, collate
-from slotlab.data.transforms import resize_masks_soft
-from slotlab.guidance.matching import hungarian_match, pairwise_iou
+from slotlab.ops.resize import resize_masks_soft
+from slotlab.ops.matching import hungarian_match, pairwise_iou
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.results import results_json, write_results
-from slotlab.methods.base import fixed_randomness
+from slotlab.ops.random import fixed_randomness, seeded_generator
 
 Task = Literal["class", "centre"]
 MatchOn = Literal["instance", "semantic"]
@@ -288,7 +288,7 @@ def split_pairs(pairs: SlotPairs, val_fraction: float = DEFAULT_VAL_FRACTION, se
     num_val = max(1, round(len(pairs) * val_fraction))
     if num_val >= len(pairs):
         raise ValueError(f"{len(pairs)} training pairs are too few to hold out {val_fraction:.0%} for early stopping")
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(pairs), generator=seeded_generator(seed))
     return pairs.subset(order[num_val:]), pairs.subset(order[:num_val])
 
 
@@ -332,11 +332,10 @@ def train_probe(
         outputs = num_classes or int(max(train_y.max(), val_y.max())) + 1
     else:
         outputs = 2
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with fixed_randomness(seed):
         probe = nn.Linear(train_pairs.slots.shape[1], outputs)
     optimiser = torch.optim.AdamW(probe.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     best_loss, best_epoch, best_state, val_losses = float("inf"), 0, None, []
     epoch, stopped_early = 0, False
     for epoch in range(1, max_epochs + 1):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch, one_hot_masks
-from slotlab.data.transforms import center_crop, resize_mask, resize_masks_soft, shorter_side_size
+from slotlab.ops.resize import center_crop, resize_mask, resize_masks_soft, shorter_side_size
 from slotlab.metrics.aggregators import (
     ImageMeans,
     class_iou_from_confusion,

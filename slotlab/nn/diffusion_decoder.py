@@ -723,7 +723,7 @@ class SlotDiffusionDecoder(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (size, size):
             raise ValueError(
                 f"images must be (B, 3, {size}, {size}) (DiffusionDecoderConfig.resolution); got "
-                f"{tuple(images.shape)}: resize with slotlab.data.transforms.resize_image"
+                f"{tuple(images.shape)}: resize with slotlab.ops.resize.resize_image"
             )
         if images.shape[0] != slots.shape[0]:
             raise ValueError(f"images batch {images.shape[0]} != slots batch {slots.shape[0]}")

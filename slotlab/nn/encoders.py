@@ -1,7 +1,7 @@
 """Image encoders: images (B, 3, H, W) float in [0, 1] -> tokens (B, N, D) on a known grid.
 
 Every encoder resizes its input to the configured square ``image_size`` (with
-``slotlab.data.transforms.resize_image``), normalises it the way its weights expect and
+``slotlab.ops.resize.resize_image``), normalises it the way its weights expect and
 returns ``N = h * w`` tokens in raster order, where ``(h, w) = encoder.grid_size()``.
 
 Pretrained vision transformers (loaded with ``transformers`` from a local directory only):
@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.data.transforms import resize_image
+from slotlab.ops.random import fixed_randomness, seeded_generator
+from slotlab.ops.resize import resize_image
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
 ENCODER_NAMES = ("dinov2", "dino", "mae", "patch", "cnn", "cifar_resnet")
@@ -251,10 +252,6 @@ def last_blocks(blocks: nn.ModuleList | list[nn.Module], count: int, encoder: st
 # --------------------------------------------------------------------------------------
 
 
-def seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def colour_fourier_features(pixels: Tensor, frequencies: Tensor) -> Tensor:
     """Random Fourier features of each pixel's colour: (B, 3, H, W) -> (B, 2F, H, W).
 
@@ -466,8 +463,7 @@ class CNNEncoder(Encoder):
         super().__init__(dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.patch_size = patch_size
         strides = conv_strides(num_layers, patch_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with fixed_randomness(seed):
             self.convs = nn.ModuleList(
                 nn.Conv2d(3 if i == 0 else dim, dim, kernel_size=3, stride=s, padding=1)
                 for i, s in enumerate(strides)
@@ -796,8 +792,7 @@ def tiny_vit(name: str, patch_size: int | None, seed: int) -> nn.Module:
     )
     if spec.layer_norm_eps is not None:
         sizes["layer_norm_eps"] = spec.layer_norm_eps
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with fixed_randomness(seed):
         if name == "dinov2":
             return transformers.Dinov2Model(transformers.Dinov2Config(**sizes)).eval()
         if name == "dino":
@@ -909,8 +904,7 @@ def build_cifar_resnet_encoder(config: EncoderConfig, architecture: dict | None 
     elif config.tiny:
         if config.path is not None:
             raise ValueError("encoder.tiny=True builds a random twin and takes no encoder.path: set one of them")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+        with fixed_randomness(config.seed):
             network = CifarResNet((1, 1, 1))
     elif config.path is None:
         raise ValueError(

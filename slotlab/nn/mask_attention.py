@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slotlab.data.sample import one_hot_masks
-from slotlab.data.transforms import resize_masks_soft
+from slotlab.ops.resize import resize_masks_soft
 
 #: Mask values are clamped to this floor before the log: a slot absent from a position is
 #: attended to about 1e-3 as much as with a zero bias, not infinitely less (no NaN rows).

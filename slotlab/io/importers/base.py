@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
@@ -103,7 +104,8 @@ def rename(
     caller has already verified and that slotlab does not store (key -> description)."""
     convert = convert or {}
     patterns = prefix_renames(renames)
-    module = MODULES[type(config)](config)
+    with torch.random.fork_rng(devices=[]):  # only the shapes are needed: leave the global RNG alone
+        module = MODULES[type(config)](config)
     expected = module.state_dict()
     buffers = {name for name, _ in module.named_buffers()}
     report = ImportReport(mapped=dict(checked or {}))

@@ -201,6 +201,9 @@ def import_spot(state: Mapping[str, Tensor], args: Mapping[str, Any] | None = No
     Raises ConfigError when a slotlab parameter gets no value or a shape does not fit.
     """
     args = dict(args or {})
+    if "slot_attn.slot_attention.project_k.weight" not in state:
+        heads = sorted({k.split(".")[0] for k in state})[:6]
+        raise ConfigError(f"not a SPOT checkpoint: no slot_attn.* weights (its model holds {heads}...)")
     stage = 2 if "slots_init.weight" in select(state, "slot_attn.") else 1
     if encoder is None:
         vit = select(state, "encoder.")
@@ -237,3 +240,33 @@ def import_spot(state: Mapping[str, Tensor], args: Mapping[str, Any] | None = No
     report.defaults = [k for k in expected if k not in mapped and k in buffers]
     model.load_state_dict({**expected, **{k: v for k, v in mapped.items() if k in expected}})
     return SpotImport(model=model.eval(), report=report, stage=stage)
+
+
+# ---- the `slotlab import spot` command ----------------------------------------------------
+def add_arguments(p) -> None:
+    p.add_argument("path", help="the authors' checkpoint.pt.tar (stage 1 or 2, transformer or MLP decoder)")
+    p.add_argument("--out", required=True, help="slotlab model directory to write (config.json + model.safetensors)")
+    p.add_argument("--num-slots", type=int, default=None,
+                   help="slots of a stage-1 (shared-Gaussian) model, which its weights do not store (paper: COCO 7, "
+                   "VOC 6, MOVi-C 11, MOVi-E 24)")
+    p.add_argument("--iters", type=int, default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
+    p.add_argument("--decoder-heads", type=int, default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
+    p.add_argument("--slot-heads", type=int, default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
+    p.add_argument("--vit-heads", type=int, default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
+    p.add_argument("--image-size", type=int, default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
+
+
+def run(args) -> int:
+    flags = {"num_iterations": args.iters, "num_heads": args.decoder_heads, "sa_heads": args.slot_heads,
+             "vit_heads": args.vit_heads, "image_size": args.image_size}
+    if args.num_slots is not None:
+        flags["num_slots"] = args.num_slots
+    result = import_spot(read_checkpoint(args.path), flags)
+    report = result.report
+    if report.missing:
+        raise ConfigError(f"{args.path}: slotlab's SPOT needs weights the checkpoint lacks: {', '.join(report.missing)}")
+    result.model.save_pretrained(args.out)
+    print(f"SPOT stage {result.stage} checkpoint {args.path}")
+    print(report.summary())
+    print(f"wrote {args.out} (ObjectCentricModel.from_pretrained, slotlab eval --checkpoint {args.out} --protocol spot)")
+    return 0

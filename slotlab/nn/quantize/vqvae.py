@@ -8,7 +8,6 @@ decoder reconstructs every level. OCL methods read the scale-1 output frozen (``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -16,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.config import ConfigError
+from slotlab.config import ConfigError, to_dict
+from slotlab.ops.resize import resize_image
 from slotlab.nn.autoencoders import tiny_autoencoder_decoder, tiny_autoencoder_encoder
 from slotlab.nn.quantize.msf import MSFConfig, MultiScaleQuantizer, ScaleQuantized
+from slotlab.ops.schedules import cosine_ramp
 from slotlab.nn.quantize.vq import CODEBOOKS, VectorQuantizer, annealed_residual, straight_through, vq_losses
 
 BACKBONES = ("cnn", "taesd")
@@ -41,8 +42,12 @@ class VQVAEConfig:
     msf:             ``msf``: the multi-scale quantiser (variant, scales, codebooks, ablations).
     commitment_weight, encoding_norm_weight: loss weights (VQ-VAE 0.25; the public MSF code
                      also pulls encodings towards their group-normalised values with 0.1).
-    gumbel_start, gumbel_end: Gumbel sampling scale annealed by cosine over training (code:
-                     1 -> 2; 0 -> 0 disables sampling).
+    gumbel_start, gumbel_end: Gumbel sampling scale annealed by cosine over training. None:
+                     1 -> 2 for a ``projected`` codebook (the public code, whose logits are
+                     chi-normalised), 0 (off) for a ``learned`` one: its raw distances have no
+                     fixed scale, and sampling at the code's scale made the codebook and
+                     commitment losses diverge once the residual was annealed away (measured on
+                     the scenes; the paper names Gumbel matching but no scale).
     residual_anneal: fraction of training over which the annealed residual's alpha falls
                      1 -> 0 by cosine (code: 0.5; 0 disables the residual).
     dead_threshold:  replace codes used below this share of uniform (0 = never).
@@ -59,8 +64,8 @@ class VQVAEConfig:
     msf: MSFConfig = field(default_factory=MSFConfig)
     commitment_weight: float = 0.25
     encoding_norm_weight: float = 0.0
-    gumbel_start: float = 1.0
-    gumbel_end: float = 2.0
+    gumbel_start: float | None = None
+    gumbel_end: float | None = None
     residual_anneal: float = 0.5
     dead_threshold: float = 0.0
 
@@ -69,6 +74,10 @@ class VQVAEConfig:
                                      ("codebook", self.codebook, CODEBOOKS)):
             if value not in choices:
                 raise ConfigError(f"vqvae {name}={value!r} is unknown; choose one of {choices}")
+        kind = self.msf.codebook if self.quantizer == "msf" else self.codebook
+        on = kind == "projected"
+        self.gumbel_start = (1.0 if on else 0.0) if self.gumbel_start is None else self.gumbel_start
+        self.gumbel_end = (2.0 if on else 0.0) if self.gumbel_end is None else self.gumbel_end
         smallest = self.image_size // DOWNSAMPLING // 2 ** (self.num_scales - 1)
         if self.image_size % (DOWNSAMPLING * 2 ** (self.num_scales - 1)) or smallest < 1:
             raise ConfigError(
@@ -173,8 +182,15 @@ class VQVAE(nn.Module):
         )
         self.register_buffer("alpha", torch.tensor(0.0), persistent=False)
 
+    def architecture(self) -> dict:
+        """The config that rebuilds this VQ-VAE (a guided method stores it with its weights)."""
+        return to_dict(self.config)
+
     def pyramid(self, images: Tensor) -> list[Tensor]:
-        """T_1 = the image in [-1, 1], T_n = bilinear downsampling by 2^(n-1) (MSF Sec. 3.2)."""
+        """T_1 = the image in [-1, 1] at ``image_size``, T_n = bilinear downsampling by 2^(n-1)
+        (MSF Sec. 3.2)."""
+        size = self.config.image_size
+        images = resize_image(images, (size, size))
         x = images * 2 - 1
         return [x] + [F.interpolate(x, scale_factor=2.0**-n, mode="bilinear") for n in range(1, self.config.num_scales)]
 
@@ -222,8 +238,3 @@ class VQVAE(nn.Module):
             terms["encoding_norm"] = norm
         return terms
 
-
-def cosine_ramp(start: float, end: float, progress: float) -> float:
-    """start at progress 0 to end at progress >= 1 along a half cosine."""
-    progress = min(max(progress, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))

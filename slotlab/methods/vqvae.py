@@ -1,0 +1,69 @@
+"""VQ-VAE pretraining (MSF A.3, first stage): a single-scale or MSF VQ-VAE trained alone, then
+read frozen by SLATE and SlotDiffusion (their ``vqvae`` setting names the saved directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from slotlab.config import ConfigError, from_dict
+from slotlab.data.sample import Batch
+from slotlab.methods.base import ObjectCentricModel
+from slotlab.nn.quantize.vqvae import VQVAE, VQVAEConfig, VQVAEOutput
+
+
+class VQVAEPretraining(ObjectCentricModel):
+    """Trains a :class:`VQVAE` with its reconstruction and quantisation losses; no slots."""
+
+    method = "vqvae"
+    config_class = VQVAEConfig
+    slot_model = False
+
+    def __init__(self, config: VQVAEConfig, architectures: Mapping[str, dict] | None = None):
+        super().__init__(config)
+        self.vqvae = VQVAE(config)
+
+    def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> VQVAEOutput:
+        images = batch.image if isinstance(batch, Batch) else batch
+        return self.vqvae(images)
+
+    def losses(self, outputs: VQVAEOutput, batch: Batch) -> dict[str, Tensor]:
+        return self.vqvae.losses(outputs)
+
+    def masks(self, outputs: VQVAEOutput) -> Tensor:
+        raise NotImplementedError("a VQ-VAE has no slots and no masks: train SLATE or SlotDiffusion on it")
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        # The projected codebook's random codes are frozen: they stay out of every group.
+        return {"vqvae": [p for p in self.vqvae.parameters() if p.requires_grad]}
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        self.vqvae.set_schedules(step / max(1, total_steps))
+
+
+def load_frozen_vqvae(path: str | None, architecture: Mapping | None, setting: str = "vqvae") -> VQVAE:
+    """The VQ-VAE a guided method reads, frozen and in eval mode: rebuilt from the stored
+    ``architecture`` when the method's own checkpoint is loaded, else from the directory
+    ``path`` written by ``slotlab train --preset vqvae-...``."""
+    if architecture is not None:
+        return freeze(VQVAE(from_dict(VQVAEConfig, dict(architecture), f"{setting} architecture")))
+    if not path:
+        raise ConfigError(f"{setting} is not set: train a VQ-VAE first (slotlab train --preset vqvae-...) "
+                          f"and set {setting} to its model directory")
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"{setting}={path}: no VQ-VAE checkpoint there (config.json missing); train one with "
+                          f"slotlab train --preset vqvae-... --out DIR and set {setting}=DIR/model")
+    model = ObjectCentricModel.from_pretrained(directory)
+    if not isinstance(model, VQVAEPretraining):
+        raise ConfigError(f"{setting}={path} holds a {model.method!r} model, not a VQ-VAE (method 'vqvae')")
+    return freeze(model.vqvae)
+
+
+def freeze(vqvae: VQVAE) -> VQVAE:
+    for p in vqvae.parameters():
+        p.requires_grad_(False)
+    return vqvae.eval()
