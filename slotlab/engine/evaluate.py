@@ -27,18 +27,15 @@ def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Ten
     return masks.unsqueeze(0).expand(batch_size, -1, -1, -1)
 
 
-def readable_batches(dataset: Dataset, batch_size: int, unreadable: list[SkippedSample]) -> Iterator[Batch]:
-    """Batches of the readable samples of ``dataset`` in order, each sample once; the
-    unreadable ones are appended to ``unreadable`` instead of being replaced by others."""
+def _split_readable(items: list) -> tuple[Batch | None, list[SkippedSample]]:
+    samples = [item for item in items if not isinstance(item, SkippedSample)]
+    return (collate(samples) if samples else None), [item for item in items if isinstance(item, SkippedSample)]
 
-    def split(items: list) -> tuple[Batch | None, list[SkippedSample]]:
-        samples = [item for item in items if not isinstance(item, SkippedSample)]
-        return (collate(samples) if samples else None), [item for item in items if isinstance(item, SkippedSample)]
 
-    for batch, skipped in DataLoader(ReadableSamples(dataset), batch_size=batch_size, shuffle=False, collate_fn=split):
-        unreadable += skipped
-        if batch is not None:
-            yield batch
+def readable_loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    """Batches over ``dataset`` in order as (collated readable samples or None, the unreadable
+    ones as SkippedSamples): each readable sample once, the others reported, not replaced."""
+    return DataLoader(ReadableSamples(dataset), batch_size=batch_size, shuffle=False, collate_fn=_split_readable)
 
 
 def predict(
@@ -51,17 +48,21 @@ def predict(
     unreadable: list[SkippedSample] | None = None,
 ) -> Iterator[tuple[Tensor, Batch]]:
     """Yield (masks (B, K, h, w), batch) over the readable samples of ``dataset`` in order, in
-    eval mode, without grad; unreadable samples go to ``unreadable`` (see :func:`readable_batches`).
+    eval mode, without grad; unreadable samples go to ``unreadable`` (see :func:`readable_loader`).
 
     Slot initialisation draws noise, so the masks depend on the random stream: it is seeded
     with ``seed`` here (and the caller's stream left untouched), which makes an evaluation
     a function of the model and the data alone.
     """
-    batches = readable_batches(dataset, batch_size, [] if unreadable is None else unreadable)
+    loader = readable_loader(dataset, batch_size)
     model.eval()
     device = model.device
     with torch.no_grad(), fixed_randomness(seed, device):
-        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        for batch, skipped in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+            if unreadable is not None:
+                unreadable += skipped
+            if batch is None:
+                continue
             outputs = model(batch.to(device))
             yield model.masks(outputs).float().cpu(), batch
 
@@ -89,5 +90,11 @@ def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], pro
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
     unreadable: list[SkippedSample] = []
-    batches = ((block_masks(len(b), num_slots, *grid), b) for b in readable_batches(dataset, batch_size, unreadable))
-    return evaluate_masks(batches, get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
+
+    def batches():
+        for batch, skipped in readable_loader(dataset, batch_size):
+            unreadable.extend(skipped)
+            if batch is not None:
+                yield block_masks(len(batch), num_slots, *grid), batch
+
+    return evaluate_masks(batches(), get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
