@@ -8,7 +8,9 @@ spot-tiny (row b: 9 random orders) are trained, then spot-tiny-stage2 with that 
 spot-tiny model as its teacher (row f: + self-training). Each model is evaluated on the
 scenes *test* split (protocol 'native') with its decoder masks A_DEC in raster order and with
 ENS (rows c and g), and with its slot-attention masks A_SLOT; mean and standard deviation
-over seeds, next to the K-equal-blocks baseline. Supervision: none (reconstruction of the
+over seeds, next to the K-equal-blocks baseline. ``slot_use`` compares the raster-order
+reconstruction error with each image's own slots and with another image's: how much the
+decoder reads the slots. Supervision: none (reconstruction of the
 frozen CPU patch encoder's tokens, a stand-in for DINO features; stage 2 adds the teacher's
 masks, which are the model's own). Nothing here was tuned on the test split.
 
@@ -79,6 +81,29 @@ def train_row(preset: str, seed: int, steps: int | None, out: str, teacher: str 
     return str(result.model_dir)
 
 
+@torch.no_grad()
+def slot_use(model, dataset, batch_size: int = 32) -> dict:
+    """Raster-order reconstruction MSE with each image's own slots and with the next image's:
+    how much the decoder reads the slots (equal values: it ignores them)."""
+    from torch.utils.data import DataLoader
+
+    from slotlab.data.sample import collate
+    from slotlab.methods.base import fixed_randomness
+    from slotlab.methods.spot_losses import reconstruction_loss
+
+    model.eval()
+    model.config.eval_orders = "raster"
+    own, other = [], []
+    with fixed_randomness(0, model.device):
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+            out = model(batch.image)
+            raster = model.order_indices(len(out.slots), out.slots.device)
+            own.append(float(reconstruction_loss(out.reconstruction, out.targets)))
+            swapped, _ = model.decode(out.slots.roll(1, 0), out.targets, raster)
+            other.append(float(reconstruction_loss(swapped, out.targets)))
+    return {"mse_own_slots": statistics.mean(own), "mse_other_image_slots": statistics.mean(other)}
+
+
 def evaluate_row(model_dir: str) -> dict:
     """Decoder masks (raster and ENS) and slot-attention masks of one model on the test split."""
     from slotlab.methods import ObjectCentricModel
@@ -92,6 +117,7 @@ def evaluate_row(model_dir: str) -> dict:
         model.config.mask_source, model.config.eval_orders = mask_source, eval_orders
         result = evaluate_model(model, test, "native", progress=False)
         scores[name] = {m: float(result["metrics"][m]) for m in METRICS}
+    scores["slot_use"] = slot_use(model, test)
     return scores
 
 
@@ -120,7 +146,8 @@ def table(seeds: list[int], steps: int | None, jobs: int, workdir: Path) -> dict
     for row, (preset, masks) in rows.items():
         out[row] = {"preset": preset, "supervision": SUPERVISION,
                     "decoder": {m: summary([scores[(preset, s)][masks][m] for s in seeds]) for m in METRICS},
-                    "slot_attention": {m: summary([scores[(preset, s)]["slot_attention"][m] for s in seeds]) for m in METRICS}}
+                    "slot_attention": {m: summary([scores[(preset, s)]["slot_attention"][m] for s in seeds]) for m in METRICS},
+                    "slot_use": {k: summary([scores[(preset, s)]["slot_use"][k] for s in seeds]) for k in scores[(preset, seeds[0])]["slot_use"]}}
     blocks = evaluate_blocks(build_dataset(TEST), 7, (16, 16), "native")
     out["K-equal blocks (7 slots, 16x16)"] = {m: float(blocks["metrics"][m]) for m in METRICS}
     return out

@@ -120,4 +120,16 @@ def test_bad_checkpoints_are_refused_with_the_reason(tmp_path, capsys):
     torch.save({"state_dict": {}}, tmp_path / "lightning.pt")
     assert main(["import", "spot", str(tmp_path / "lightning.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "no 'model' state dict" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    case = load_case("spot", "spot_model_student")
+    partial = {k: v for k, v in case.state.items() if not k.startswith("input_proj.")}
+    write_checkpoint(tmp_path / "partial.pt", {**partial, **{"encoder." + k: v for k, v in timm_vit(0).items()}})
+    assert run_import(tmp_path / "partial.pt", tmp_path / "o") == 2
+    assert "lacks input_proj.0.weight" in capsys.readouterr().err
+    no_block = {k: v for k, v in case.state.items() if not k.startswith("dec.blocks.1.")}
+    write_checkpoint(tmp_path / "no_block.pt", {**no_block, **{"encoder." + k: v for k, v in timm_vit(0).items()}})
+    assert run_import(tmp_path / "no_block.pt", tmp_path / "o") == 0  # a one-block decoder: a different model
+    write_checkpoint(tmp_path / "no_layer.pt", {k: v for k, v in {**case.state, **{"encoder." + k: v for k, v in timm_vit(0).items()}}.items()
+                                                if not k.startswith("encoder.blocks.1.mlp")})
+    assert run_import(tmp_path / "no_layer.pt", tmp_path / "o2") == 2
+    assert "needs weights the checkpoint lacks: encoder.model." in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -9,12 +9,16 @@ def _registry() -> dict[str, type[ObjectCentricModel]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
     from slotlab.methods.segmenter import Segmenter
+    from slotlab.methods.self_distillation import SelfDistillation
     from slotlab.methods.slate import Slate
     from slotlab.methods.slotdiffusion import SlotDiffusion
     from slotlab.methods.spot import Spot
     from slotlab.methods.vqvae import VQVAEPretraining
 
-    return {cls.method: cls for cls in (Dinosaur, Glass, Segmenter, Slate, SlotDiffusion, Spot, VQVAEPretraining)}
+    return {
+        cls.method: cls
+        for cls in (Dinosaur, Glass, Segmenter, SelfDistillation, Slate, SlotDiffusion, Spot, VQVAEPretraining)
+    }
 
 
 def method_names() -> list[str]:

@@ -50,6 +50,18 @@ class Decomposition:
     features: Tensor | None = None  # (B, D, h, w) the encoder tokens the slots group; None without
 
 
+def load_trained(cls: type["ObjectCentricModel"], directory: str | Path, option: str, hint: str) -> "ObjectCentricModel":
+    """A checkpoint directory that must hold a ``cls`` model (e.g. the segmenter an encoder
+    reads); errors name ``option`` (the setting that gave the directory) and end with ``hint``
+    (how to train one)."""
+    if not Path(directory, CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{option}={str(directory)!r} is not a {cls.method} checkpoint directory: {hint}")
+    model = ObjectCentricModel.from_pretrained(directory)
+    if not isinstance(model, cls):
+        raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a {cls.method} model: {hint}")
+    return model
+
+
 class ObjectCentricModel(nn.Module):
     """Base class: subclasses set ``method`` and ``config_class`` and implement the contract."""
 

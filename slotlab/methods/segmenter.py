@@ -18,7 +18,7 @@ from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch
 from slotlab.ops.resize import resize_image, resize_mask
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import ObjectCentricModel, load_trained
 from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
@@ -96,9 +96,4 @@ TRAIN_HINT = ("train one with 'slotlab train --preset segmenter-scenes-tiny --ou
 def load_segmenter(directory: str | Path, option: str) -> Segmenter:
     """A trained segmenter checkpoint; errors name ``option`` (the setting that gave the
     directory) and say how to train one."""
-    if not Path(directory, "config.json").is_file():
-        raise FileNotFoundError(f"{option}={str(directory)!r} is not a segmenter checkpoint directory: {TRAIN_HINT}")
-    model = ObjectCentricModel.from_pretrained(directory)
-    if not isinstance(model, Segmenter):
-        raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a segmenter: {TRAIN_HINT}")
-    return model
+    return load_trained(Segmenter, directory, option, TRAIN_HINT)

@@ -20,13 +20,10 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
-from slotlab.methods.base import ObjectCentricModel
-from slotlab.methods.vqvae import load_frozen_vqvae
+from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
 from slotlab.nn.encoders import EncoderConfig, build_encoder
-from slotlab.nn.quantize.vqvae import VQVAE
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
-from slotlab.ops.schedules import cosine_ramp
 
 
 @dataclass
@@ -77,29 +74,6 @@ def grouped_cross_entropy(logits: Tensor, targets: Tensor, groups: list[int]) ->
     return sum(F.cross_entropy(p.flatten(0, -2), targets[..., g].flatten()) for g, p in enumerate(pieces))
 
 
-class GuidedByVQVAE(ObjectCentricModel):
-    """Shared by SLATE and SlotDiffusion: a frozen VQ-VAE, the annealed slot sigma."""
-
-    def attach_vqvae(self, architectures: Mapping[str, dict] | None) -> VQVAE:
-        vqvae = load_frozen_vqvae(self.config.vqvae, (architectures or {}).get("vqvae"), "model.vqvae")
-        for quantizer in vqvae.vector_quantizers():
-            quantizer.dead_threshold = 0.0  # the guidance never changes
-            quantizer.gumbel_scale.fill_(getattr(self.config, "target_gumbel_scale", 0.0))
-        return vqvae
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        # Frozen guidance: eval mode, unless its targets are Gumbel-sampled (public code).
-        self.vqvae.train(mode and getattr(self.config, "target_gumbel_scale", 0.0) > 0)
-        return self
-
-    def on_step(self, step: int, total_steps: int) -> None:
-        """Slot initialisation sigma: cosine from sigma_start to 0 over training (MSF A.3)."""
-        sa = self.config.slot_attention
-        if sa.init == "annealed_gaussian":
-            self.slot_attention.initializer.set_sigma(cosine_ramp(sa.sigma_start, 0.0, step / max(1, total_steps)))
-
-
 class Slate(GuidedByVQVAE):
     method = "slate"
     config_class = SlateConfig
@@ -122,6 +96,10 @@ class Slate(GuidedByVQVAE):
         dec = dataclasses.replace(dec, input_dim=vq.code_dim, slot_dim=sa.slot_dim,
                                   num_tokens=self.token_grid[0] * self.token_grid[1], output_dim=sum(self.groups))
         self.decoder = AutoregressiveDecoder(dec)
+
+    @property
+    def target_gumbel_scale(self) -> float:
+        return self.config.target_gumbel_scale
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SlateOutput:
         images = batch.image if isinstance(batch, Batch) else batch

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image
-from slotlab.methods.slate import GuidedByVQVAE
+from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.autoencoders import ImageAutoencoder
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
 from slotlab.nn.encoders import EncoderConfig, build_encoder

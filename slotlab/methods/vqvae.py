@@ -13,6 +13,7 @@ from slotlab.config import ConfigError, from_dict
 from slotlab.data.sample import Batch
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.nn.quantize.vqvae import VQVAE, VQVAEConfig, VQVAEOutput
+from slotlab.ops.schedules import cosine_ramp
 
 
 class VQVAEPretraining(ObjectCentricModel):
@@ -67,3 +68,32 @@ def freeze(vqvae: VQVAE) -> VQVAE:
     for p in vqvae.parameters():
         p.requires_grad_(False)
     return vqvae.eval()
+
+
+class GuidedByVQVAE(ObjectCentricModel):
+    """Shared by SLATE and SlotDiffusion: a frozen VQ-VAE, the annealed slot sigma.
+
+    Subclasses hold ``vqvae`` and ``slot_attention``; ``target_gumbel_scale`` > 0 keeps the
+    VQ-VAE sampling its codes in training (the public MSF code's SLATE).
+    """
+
+    target_gumbel_scale: float = 0.0
+
+    def attach_vqvae(self, architectures: Mapping[str, dict] | None) -> VQVAE:
+        vqvae = load_frozen_vqvae(self.config.vqvae, (architectures or {}).get("vqvae"), "model.vqvae")
+        for quantizer in vqvae.vector_quantizers():
+            quantizer.dead_threshold = 0.0  # the guidance never changes
+            quantizer.gumbel_scale.fill_(self.target_gumbel_scale)
+        return vqvae
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Frozen guidance: eval mode, unless its targets are Gumbel-sampled (public code).
+        self.vqvae.train(mode and self.target_gumbel_scale > 0)
+        return self
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Slot initialisation sigma: cosine from sigma_start to 0 over training (MSF A.3)."""
+        sa = self.config.slot_attention
+        if sa.init == "annealed_gaussian":
+            self.slot_attention.initializer.set_sigma(cosine_ramp(sa.sigma_start, 0.0, step / max(1, total_steps)))

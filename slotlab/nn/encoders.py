@@ -15,8 +15,9 @@ Pretrained vision transformers (loaded with ``transformers`` from a local direct
   in raster order).
 
 CPU encoders that need no download: ``patch`` (per-patch pixel features with a fixed
-random, learned or no projection), ``cnn`` (a small conv net) and ``cifar_resnet`` (the
-classic CIFAR ResNet-20/56, real pretrained weights small enough for CPU experiments).
+random, learned or no projection), ``cnn`` (a small conv net), ``cifar_resnet`` (the
+classic CIFAR ResNet-20/56, real pretrained weights small enough for CPU experiments) and
+``ssl`` (a small conv net trained on the scenes without labels, ``slotlab.nn.ssl_encoder``).
 
 Encoders are frozen by default: no parameter requires grad and every frozen part stays in
 eval mode even when a parent module calls ``.train()``. ``trainable_blocks = k`` fine-tunes
@@ -39,7 +40,7 @@ from slotlab.ops.random import fixed_randomness, seeded_generator
 from slotlab.ops.resize import resize_image
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
-ENCODER_NAMES = ("dinov2", "dino", "mae", "patch", "cnn", "cifar_resnet")
+ENCODER_NAMES = ("dinov2", "dino", "mae", "patch", "cnn", "cifar_resnet", "ssl")
 VIT_ENCODER_NAMES = ("dinov2", "dino", "mae")
 PATCH_PROJECTIONS = ("random", "learned", "pixels")
 
@@ -78,7 +79,8 @@ class EncoderConfig:
         name: one of ``ENCODER_NAMES``.
         path: ViTs: a local directory in the Hugging Face layout (``config.json`` plus
             weights). ``cifar_resnet``: the weight file. ``None`` with ``tiny=True`` builds
-            a random twin. ``patch``/``cnn`` take no weights.
+            a random twin. ``ssl``: a ``self_distillation`` run's model directory (from
+            ``slotlab train --preset ssl-scenes-tiny``). ``patch``/``cnn`` take no weights.
         tiny: build a small random-config twin of the same class (ViTs: 3 layers, hidden
             32, 2 heads; ``cifar_resnet``: one block per stage), offline, for tests. The
             ``patch`` and ``cnn`` encoders are already small and ignore it.
@@ -86,7 +88,8 @@ class EncoderConfig:
         trainable_blocks: 0 = frozen; ``k`` = fine-tune the last ``k`` blocks.
         final_norm: only ViTs. Take the output after the final LayerNorm; ``None`` = the
             per-model default in ``DEFAULT_FINAL_NORM``.
-        patch_size: ``patch``/``cnn``: patch size / total stride (default 4). ViT tiny
+        patch_size: ``patch``/``cnn``: patch size / total stride (default 4). ``ssl``:
+            checked against the trained network's output stride. ViT tiny
             twins: patch size of the twin (default: the real model's). Loaded ViTs:
             checked against the model.
         dim: token dim. ``patch``/``cnn``: default 64. Others: checked against the model.
@@ -144,7 +147,7 @@ class EncoderConfig:
 # Encoder-specific fields and the encoders that read them; the rest must stay None.
 _SPECIFIC_FIELDS = {
     "final_norm": VIT_ENCODER_NAMES,
-    "patch_size": ("patch", "cnn", *VIT_ENCODER_NAMES),
+    "patch_size": ("patch", "cnn", "ssl", *VIT_ENCODER_NAMES),
     "dim": ENCODER_NAMES,
     "projection": ("patch",),
     "colour_frequencies": ("patch",),
@@ -919,6 +922,14 @@ def build_cifar_resnet_encoder(config: EncoderConfig, architecture: dict | None 
     return encoder
 
 
+def build_ssl_encoder(config: EncoderConfig, architecture: dict | None = None) -> Encoder:
+    """The frozen teacher network of a self-distillation run (``encoder.path``), or a network
+    of a stored shape whose weights follow (``architecture``)."""
+    from slotlab.nn.ssl_encoder import build_ssl_encoder as build  # it imports this module
+
+    return build(config, architecture)
+
+
 def reject_path(config: EncoderConfig) -> None:
     if config.path is not None:
         raise ValueError(f"the {config.name} encoder has no pretrained weights: unset encoder.path")
@@ -941,6 +952,7 @@ _BUILDERS: dict[str, Callable[[EncoderConfig], Encoder]] = {
     "patch": build_patch_encoder,
     "cnn": build_cnn_encoder,
     "cifar_resnet": build_cifar_resnet_encoder,
+    "ssl": build_ssl_encoder,
 }
 
 
@@ -967,6 +979,7 @@ _ARCHITECTURE_BUILDERS: dict[str, Callable[[EncoderConfig, dict], Encoder]] = {
     "mae": build_vit_encoder,
     "patch": build_patch_encoder,
     "cifar_resnet": build_cifar_resnet_encoder,
+    "ssl": build_ssl_encoder,
 }
 
 

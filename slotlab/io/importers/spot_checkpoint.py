@@ -131,11 +131,16 @@ def spot_config(state: Mapping[str, Tensor], args: Mapping[str, Any], encoder: E
         "init_method": "embedding" if learned else "shared_gaussian",
         "truncate": a.get("truncate", "bi-level" if learned else "none"),
     })
+    is_mlp = "dec.pos_embed" in state
+    needed = ("bos_tokens",) if is_mlp else ("bos_tokens", "input_proj.0.weight", "slot_proj.0.weight", "dec.blocks.0.self_attn.proj_q.weight")
+    absent = [key for key in needed if key not in state]
+    if absent:
+        raise ConfigError(f"the SPOT checkpoint lacks {', '.join(absent)}: it is incomplete or not a SPOT model's state dict")
     num_bos = state["bos_tokens"].shape[0]
     orders = ORDER_NAMES if num_bos == len(ORDER_NAMES) else (RASTER,)
     if num_bos not in (1, len(ORDER_NAMES)):
         raise ConfigError(f"bos_tokens holds {num_bos} tokens; SPOT has 1 (raster) or {len(ORDER_NAMES)}")
-    if "dec.pos_embed" in state:  # the MLP decoder
+    if is_mlp:
         linears = sorted(int(key.split(".")[2]) for key in state if key.startswith("dec.decoder.") and key.endswith(".weight"))
         first = state[f"dec.decoder.{linears[0]}.weight"]
         mlp = MLPDecoderConfig(hidden_dim=first.shape[0], hidden_layers=len(linears) - 1, zero_bias_init=True)

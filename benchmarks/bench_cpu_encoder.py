@@ -1,0 +1,205 @@
+"""The CPU encoders side by side on the scenes test split, as JSON.
+
+    python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
+        [--encoders patch segmenter ssl] [--ssl DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
+
+Encoders (each row says what supervision it saw):
+- patch: the CPU presets' patch encoder without a semantic part (colour and random Fourier
+  colour features; no training);
+- segmenter: the same plus the class probabilities of the segmenter (segmenter-scenes-tiny,
+  trained WITH the scenes' class labels);
+- ssl: the network trained by self-distillation on scenes train images WITHOUT labels
+  (ssl-scenes-tiny).
+
+Per encoder and seed: the class probe of the features under the true instance masks
+(slotlab.metrics.encoder_features; scenes train 500 -> test 256), the left-neighbour copy
+ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) evaluated on
+the test split with its decoder masks and with its slot-attention masks, and the slot-swap
+test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
+encoder, its reconstruction MSE on test with each image's own slots, with the slots of the
+next image in the batch, and the MSE of copying the previous token. ``--ssl``/``--segmenter``
+reuse trained runs (one for every seed) instead of training one per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from report import emit, machine_info
+
+from slotlab.config import load_preset
+from slotlab.data.registry import build_dataset
+from slotlab.data.sample import collate
+from slotlab.engine.config import build_train_config
+from slotlab.engine.evaluate import evaluate_blocks, evaluate_model
+from slotlab.engine.trainer import train
+from slotlab.methods.base import fixed_randomness
+from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
+from slotlab.nn.decoders.orders import RASTER
+from slotlab.nn.encoders import EncoderConfig, build_encoder
+
+TEST = "scenes?split=test&size=256"
+PROBE_TRAIN = "scenes?split=train&size=500"
+SUPERVISION = {
+    "patch": "none: fixed colour features",
+    "segmenter": "scenes class labels (supervised segmenter-scenes-tiny)",
+    "ssl": "none: self-distillation on scenes train images (ssl-scenes-tiny)",
+}
+PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": 16, "colour_sigma": 3.0}
+
+
+def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path]) -> dict:
+    """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``)."""
+    if name == "patch":
+        return PATCH | {"patch_size": patch_size}
+    if name == "segmenter":
+        return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
+    return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
+
+
+def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -> object:
+    config = build_train_config(load_preset(preset_name), [f"seed={seed}", *overrides])
+    return train(config, out, progress=False)
+
+
+def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+    overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
+    result = train_preset("dinosaur-tiny", out, seed, overrides)
+    test = build_dataset(TEST)
+    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps}
+    for source in ("decoder", "attention"):
+        result.model.config.mask_source = source
+        metrics = evaluate_model(result.model, test, progress=False, seed=seed)["metrics"]
+        row[f"{source}_masks_mbo_i"] = metrics["mbo_i"]
+        row[f"{source}_masks_miou_i"] = metrics["miou_i"]
+    return row
+
+
+@torch.no_grad()
+def slot_swap(model, seed: int) -> dict:
+    """Raster-order reconstruction MSE on test: own slots, the next image's slots, previous token."""
+    model.eval()
+    raster = torch.tensor([model.orders.index(RASTER)])
+    own, swapped, copy, count = 0.0, 0.0, 0.0, 0
+    test = build_dataset(TEST)
+    with fixed_randomness(seed, model.device):
+        for start in range(0, len(test), 32):
+            batch = collate([test[i] for i in range(start, min(start + 32, len(test)))])
+            features = model.encoder(batch.image)
+            slots = model.slot_attention(features, model.grid).slots
+            prediction, _ = model.decode(slots, features, raster)
+            other, _ = model.decode(slots.roll(1, dims=0), features, raster)
+            own += float(F.mse_loss(prediction, features)) * len(batch.image)
+            swapped += float(F.mse_loss(other, features)) * len(batch.image)
+            copy += float(F.mse_loss(features[:, :-1], features[:, 1:])) * len(batch.image)
+            count += len(batch.image)
+    row = {"mse_own_slots": own / count, "mse_swapped_slots": swapped / count, "mse_copy_previous_token": copy / count}
+    row["swap_increase"] = row["mse_swapped_slots"] / row["mse_own_slots"] - 1
+    return row
+
+
+def ar_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+    overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
+    result = train_preset("spot-tiny-raster", out, seed, overrides)
+    return {"train_seconds": round(result.train_seconds, 1), "steps": result.steps} | slot_swap(result.model, seed)
+
+
+def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
+    """The trained segmenter and ssl runs the encoders read (given, or trained with ``seed``)."""
+    found, seconds = {}, {}
+    for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny")):
+        if name not in args.encoders:
+            continue
+        if given is not None:
+            found[name] = given
+            continue
+        result = train_preset(preset, work / f"{name}-{seed}", seed, [])
+        found[name], seconds[name] = result.model_dir, round(result.train_seconds, 1)
+    found["train_seconds"] = seconds
+    return found
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every number in the rows."""
+    summary = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
+        if len(values) == len(rows):
+            summary[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
+    return summary
+
+
+def flatten(row: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--encoders", nargs="+", default=list(SUPERVISION), choices=list(SUPERVISION))
+    parser.add_argument("--ssl", type=Path, default=None, help="a trained ssl-scenes-tiny model directory")
+    parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
+    parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
+    parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    rows: dict[str, list[dict]] = {name: [] for name in args.encoders}
+    prerequisite_seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for seed in args.seeds:
+            prerequisites = prerequisites_for(seed, args, work)
+            prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
+            for name in args.encoders:
+                run = work / f"{name}-seed{seed}"
+                dinosaur_encoder = encoder_settings(name, 2, prerequisites)
+                encoder = build_encoder(EncoderConfig(**dinosaur_encoder))
+                row = {
+                    "seed": seed,
+                    "object_features_class_accuracy": object_class_probe(
+                        encoder, build_dataset(PROBE_TRAIN), build_dataset(TEST), seed),
+                    "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, build_dataset(TEST)),
+                    "token_grid": list(encoder.grid_size()),
+                    "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur"),
+                }
+                if args.ar_steps != 0:
+                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), seed, args.ar_steps,
+                                                   run / "spot")
+                rows[name].append(row)
+                print(name, seed, row, flush=True)
+    blocks = evaluate_blocks(build_dataset(TEST), num_slots=7, grid=(16, 16))["metrics"]
+    report = {
+        "benchmark": "CPU encoders on the scenes test split",
+        "test": TEST,
+        "blocks_mbo_i": blocks["mbo_i"],
+        "blocks_miou_i": blocks["miou_i"],
+        "encoders": {
+            name: {"supervision": SUPERVISION[name], "seeds": runs,
+                   "mean_std": summarise([flatten(r) for r in runs])}
+            for name, runs in rows.items()
+        },
+        "prerequisite_train_seconds": prerequisite_seconds,
+        "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else "spot-tiny-raster",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "machine": machine_info(),
+    }
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()

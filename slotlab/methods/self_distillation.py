@@ -1,0 +1,224 @@
+"""Self-distillation without labels (DINO / iBOT style) for the CPU encoder of the scenes.
+
+A student network and an exponential-moving-average teacher (DINO Eq. 2) see differently
+augmented views of the same images (:mod:`slotlab.methods.ssl_views`). Their outputs go
+through projection heads onto prototypes; the student's softmax at temperature
+``student_temperature`` is trained to match the teacher's, centred and sharpened at
+``teacher_temperature`` (DINO Eq. 1 and Sec. 3.1):
+
+- image level (DINO): the mean token of each student view predicts the teacher's mean token
+  of the whole image; local views (zoomed crops, about one object) must predict the
+  distribution of the whole scene, which makes the features say what an object is;
+- token level (iBOT's patch loss, with the correspondence of the views known exactly): each
+  student token predicts the teacher token at the same image point; with ``mask_ratio`` the
+  student sees parts of the image blanked and predicts their tokens from the context.
+
+No label is read: the method sees ``batch.image`` only. After training the teacher network
+is the encoder the CPU presets read (``encoder: {name: ssl, path: RUN/model}``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slotlab.data.sample import Batch
+from slotlab.ops.resize import resize_image
+from slotlab.methods.base import ObjectCentricModel, load_trained
+from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
+from slotlab.nn.ssl_encoder import ConvNet, ConvNetConfig
+
+
+@dataclass
+class SelfDistillationConfig:
+    """Attributes:
+        network: the encoder network (student and teacher share its shape).
+        views: how the student's views are drawn from each image.
+        image_size: square input size (a multiple of 4); other sizes are resized.
+        prototypes: outputs of the token-level head (iBOT's patch head).
+        image_prototypes: outputs of the image-level head (DINO's head).
+        head_hidden, head_bottleneck: the heads' MLP (DINO: 2048 and 256; small here).
+        student_temperature, teacher_temperature: DINO's tau_s and tau_t.
+        center_momentum: DINO's m for the running centre of the teacher outputs.
+        teacher_momentum: DINO's lambda at the start; it follows a cosine to 1 over training.
+        token_weight, image_weight: weights of the two losses (0 skips one).
+    """
+
+    network: ConvNetConfig = field(default_factory=ConvNetConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    image_size: int = 64
+    prototypes: int = 256
+    image_prototypes: int = 128
+    head_hidden: int = 128
+    head_bottleneck: int = 64
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.04
+    center_momentum: float = 0.9
+    teacher_momentum: float = 0.99
+    token_weight: float = 1.0
+    image_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 4 or self.image_size % 4:
+            raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
+        for name in ("student_temperature", "teacher_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("center_momentum", "teacher_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.token_weight < 0 or self.image_weight < 0 or self.token_weight + self.image_weight == 0:
+            raise ValueError("token_weight and image_weight must be >= 0 and not both 0")
+
+
+class ProjectionHead(nn.Module):
+    """DINO's head: MLP -> L2-normalised bottleneck -> weight-normalised linear onto prototypes."""
+
+    def __init__(self, dim: int, hidden: int, bottleneck: int, prototypes: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
+        self.prototypes = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, prototypes, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.prototypes(F.normalize(self.mlp(x), dim=-1))
+
+
+class Branch(nn.Module):
+    """The network and both heads: what the student trains and the teacher averages."""
+
+    def __init__(self, config: SelfDistillationConfig):
+        super().__init__()
+        dim = config.network.dim
+        self.network = ConvNet(config.network)
+        self.token_head = ProjectionHead(dim, config.head_hidden, config.head_bottleneck, config.prototypes)
+        self.image_head = ProjectionHead(dim, config.head_hidden, config.head_bottleneck, config.image_prototypes)
+
+
+def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:
+    """DINO Eq. 1 per row: cross-entropy H(P_t, P_s) with P_s = softmax(student / tau_s)."""
+    return -(teacher_probs * F.log_softmax(student_logits.float() / temperature, dim=-1)).sum(-1)
+
+
+def teacher_probabilities(logits: Tensor, center: Tensor, temperature: float) -> Tensor:
+    """DINO's centring and sharpening: softmax((g_t - c) / tau_t)."""
+    return F.softmax((logits.float() - center) / temperature, dim=-1)
+
+
+def ema_momentum(base: float, step: int, total_steps: int) -> float:
+    """DINO's teacher momentum: a cosine from ``base`` to 1 over training."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+@dataclass
+class SelfDistillationOutput:
+    token_loss: Tensor  # () mean over the valid student tokens of every view
+    image_loss: Tensor  # () mean over the student views
+    teacher_tokens: Tensor  # (B, K, h, w) token prototype logits of the teacher (for masks)
+
+
+class SelfDistillation(ObjectCentricModel):
+    method = "self_distillation"
+    config_class = SelfDistillationConfig
+
+    def __init__(self, config: SelfDistillationConfig, architectures: Mapping[str, dict] | None = None):
+        super().__init__(config)
+        self.student = Branch(config)
+        self.teacher = Branch(config)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.register_buffer("token_center", torch.zeros(config.prototypes))
+        self.register_buffer("image_center", torch.zeros(config.image_prototypes))
+
+    def default_loss_weights(self) -> dict[str, float]:
+        return {"token": self.config.token_weight, "image": self.config.image_weight}
+
+    def train(self, mode: bool = True) -> SelfDistillation:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is an average, never trained
+        return self
+
+    def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SelfDistillationOutput:
+        if num_slots is not None:
+            raise ValueError("self-distillation trains an encoder and has no slots: num_slots does not apply")
+        images = batch.image if isinstance(batch, Batch) else batch
+        size = self.config.image_size
+        images = resize_image(images, (size, size))
+        with torch.no_grad():
+            teacher_map = self.teacher.network(normalise(colour_jitter(images, self.config.views)))
+            token_logits = self.teacher.token_head(teacher_map.permute(0, 2, 3, 1))
+            image_logits = self.teacher.image_head(teacher_map.mean((2, 3)))
+            token_targets = teacher_probabilities(token_logits, self.token_center, self.config.teacher_temperature)
+            image_targets = teacher_probabilities(image_logits, self.image_center, self.config.teacher_temperature)
+            if self.training:
+                self.update_centers(token_logits, image_logits)
+        token_losses, image_losses = [], []
+        if self.training:
+            for view in random_views(images, self.config.views):
+                student_map = self.student.network(normalise(view.pixels))
+                if self.loss_weights["token"] and view.is_global:
+                    points = image_points(view.theta, tuple(student_map.shape[-2:]))
+                    targets = F.grid_sample(token_targets.permute(0, 3, 1, 2), points, align_corners=False)
+                    inside = (points.abs() <= 1).all(-1)
+                    logits = self.student.token_head(student_map.permute(0, 2, 3, 1))
+                    per_token = distillation_loss(logits, targets.permute(0, 2, 3, 1), self.config.student_temperature)
+                    token_losses.append(per_token[inside].mean() if inside.any() else per_token.sum() * 0)
+                if self.loss_weights["image"]:
+                    logits = self.student.image_head(student_map.mean((2, 3)))
+                    image_losses.append(distillation_loss(logits, image_targets, self.config.student_temperature).mean())
+        zero = images.new_zeros(())
+        return SelfDistillationOutput(
+            token_loss=torch.stack(token_losses).mean() if token_losses else zero,
+            image_loss=torch.stack(image_losses).mean() if image_losses else zero,
+            teacher_tokens=token_logits.permute(0, 3, 1, 2),
+        )
+
+    @torch.no_grad()
+    def update_centers(self, token_logits: Tensor, image_logits: Tensor) -> None:
+        """DINO's centre: an EMA of the teacher's mean output over the batch (and tokens)."""
+        m = self.config.center_momentum
+        self.token_center.mul_(m).add_(token_logits.float().mean((0, 1, 2)), alpha=1 - m)
+        self.image_center.mul_(m).add_(image_logits.float().mean(0), alpha=1 - m)
+
+    def losses(self, outputs: SelfDistillationOutput, batch: Batch) -> dict[str, Tensor]:
+        weights = self.loss_weights
+        total = weights["token"] * outputs.token_loss + weights["image"] * outputs.image_loss
+        return {"loss": total, "token": outputs.token_loss, "image": outputs.image_loss}
+
+    @torch.no_grad()
+    def on_step(self, step: int, total_steps: int) -> None:
+        """DINO Eq. 2 before each step, i.e. after the previous optimiser step:
+        teacher <- lambda teacher + (1 - lambda) student."""
+        momentum = ema_momentum(self.config.teacher_momentum, step, total_steps)
+        for teacher, student in zip(self.teacher.parameters(), self.student.parameters()):
+            teacher.mul_(momentum).add_(student.detach(), alpha=1 - momentum)
+
+    def masks(self, outputs: SelfDistillationOutput) -> Tensor:
+        """The teacher's token assignment to the prototypes, one soft mask per prototype."""
+        return outputs.teacher_tokens.float().softmax(dim=1)
+
+    def slots(self, outputs: SelfDistillationOutput) -> Tensor:
+        raise ValueError("self-distillation trains an encoder and has no slots (use it as encoder name 'ssl')")
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"student": list(self.student.parameters())}
+
+
+def normalise(images: Tensor) -> Tensor:
+    """[0, 1] -> [-1, 1], as the ssl encoder normalises its input."""
+    return images * 2 - 1
+
+
+#: How to get what ``load_self_distillation`` asks for.
+TRAIN_HINT = "train one with 'slotlab train --preset ssl-scenes-tiny --out runs/ssl' (its model is runs/ssl/model)"
+
+
+def load_self_distillation(directory: str | Path, option: str) -> SelfDistillation:
+    """A trained self-distillation checkpoint; errors name ``option`` and say how to train one."""
+    return load_trained(SelfDistillation, directory, option, TRAIN_HINT)

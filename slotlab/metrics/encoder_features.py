@@ -1,0 +1,62 @@
+"""What a frozen encoder's tokens offer slot methods, measured without any slots.
+
+- :func:`object_class_probe`: a linear probe of each object's class from the encoder's
+  features averaged under the object's true mask (the probe of ``slotlab.metrics.probe``, on
+  a perfect slot). The encoder never sees a label; the probe does, to score it.
+- :func:`left_neighbour_copy_ratio`: how much of a token its left neighbour already gives:
+  the mean squared error of copying the left neighbour, over the tokens' total variance. An
+  autoregressive decoder in raster order reads the previous token, so at a low ratio it can
+  reconstruct without the slots (the failure of SPOT on colour features, reference-facts
+  "Calibration").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from slotlab.data.sample import collate
+from slotlab.metrics.probe import (
+    SlotPairs, evaluate_probe, object_targets, reference_features, split_pairs, train_probe,
+)
+
+
+def token_map(encoder: nn.Module, images: Tensor) -> Tensor:
+    """Encoder tokens (B, N, D) of images as a map (B, D, h, w) over its grid."""
+    tokens = encoder(images)
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *encoder.grid_size())
+
+
+@torch.no_grad()
+def object_feature_pairs(encoder: nn.Module, dataset: Dataset, batch_size: int = 32) -> SlotPairs:
+    """Every ground-truth instance of ``dataset``: the encoder features under its mask (as the
+    pair's "slot") and its class id."""
+    parts = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        targets = object_targets(batch)
+        everything = [(torch.arange(len(c)), torch.arange(len(c))) for c in targets.class_ids]
+        features, images = reference_features(token_map(encoder, batch.image), targets.label_map, everything,
+                                              batch.ignore_mask)
+        parts.append(SlotPairs(features, torch.cat(targets.class_ids), torch.cat(targets.centres).float(),
+                               torch.zeros(len(features)), features, images))
+    return SlotPairs.concatenate(parts)
+
+
+def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: int = 0) -> float:
+    """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects."""
+    train_all, test_pairs = object_feature_pairs(encoder, train), object_feature_pairs(encoder, test)
+    fit, held_out = split_pairs(train_all, seed=seed)
+    num_classes = int(max(train_all.class_ids.max(), test_pairs.class_ids.max())) + 1
+    return evaluate_probe(train_probe(fit, held_out, "class", seed, num_classes=num_classes), test_pairs)
+
+
+@torch.no_grad()
+def left_neighbour_copy_ratio(encoder: nn.Module, dataset: Dataset, batch_size: int = 32) -> float:
+    """MSE of predicting each token by its left neighbour (tokens with one), over the total
+    variance of the tokens (mean squared distance to their mean): 0 = fully predictable."""
+    maps = torch.cat([token_map(encoder, batch.image).float()
+                      for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)])
+    copy_error = (maps[..., 1:] - maps[..., :-1]).pow(2).sum(1).mean()
+    variance = (maps - maps.mean((0, 2, 3), keepdim=True)).pow(2).sum(1).mean()
+    return float(copy_error / variance)
