@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from slotlab.config import int_option
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
+from slotlab.io.files import output_file
 from slotlab.io.results import results_json, write_results
 
 
@@ -20,9 +22,9 @@ def _add_demo(sub) -> None:
         "minutes on a 2-core CPU.",
     )
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
+    p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
                    "preset's proportions (default: each preset's own)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
+    p.add_argument("--seed", type=int_option(low=0), default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.add_argument("--tasks", default="all", metavar="LIST",
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
@@ -35,7 +37,7 @@ def _add_demo(sub) -> None:
                    help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
                    "first, which takes about 2.5 minutes (default: train it)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
     p.set_defaults(func=_run_demo)
@@ -108,7 +110,7 @@ def _add_eval(sub) -> None:
                    "else the built-in scenes val split)")
     p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int_option(low=1), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
     p.set_defaults(func=_run_eval)
 
@@ -117,8 +119,9 @@ def _run_eval(args) -> int:
     run = _run_config(Path(args.checkpoint))
     data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
     protocol = args.protocol or run.get("eval_protocol") or "native"
+    out = output_file(args.out) if args.out else None  # checked before the evaluation, not after
     model = load_model_from_args(args)
-    _evaluate_and_write(model, data, protocol, Path(args.out) if args.out else None, args.batch_size)
+    _evaluate_and_write(model, data, protocol, out, args.batch_size)
     return 0
 
 
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slotlab",
         description="Object-centric learning with slots: GLASS and DINOSAUR on shared parts, with the metric protocols of GLASS, SPOT and MSF.",
     )
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=int_option(low=1), default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -243,11 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # a wrong option exits here (code 2), before the heavy imports below
     from slotlab.config import ConfigError
     from slotlab.data.imageio import BadSampleError
     from slotlab.engine.trainer import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
     threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
     if threads is not None:
         import torch
@@ -261,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the file system refused (a full disk, permissions...): say so, not where in slotlab
+        print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

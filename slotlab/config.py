@@ -55,6 +55,38 @@ class Range:
             raise ConfigError(f"{where} must be {self}, got {value!r}")
 
 
+class NumberOption:
+    """An argparse ``type`` for a numeric command-line option: parses ``kind`` (int or float)
+    and checks it against ``range``; argparse then exits with code 2 and a message naming the
+    option, e.g. "argument --steps: must be an integer >= 1, got '0'"."""
+
+    def __init__(self, kind: type, **bounds) -> None:
+        self.kind, self.range = kind, Range(**bounds)
+        self.__name__ = "integer" if kind is int else "number"  # argparse names the type in some errors
+
+    def __call__(self, text: str):
+        import argparse
+
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.range.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if self.kind is int else 'a number'} {self.range}, "
+                                             f"got {text!r}")
+        return value
+
+
+def int_option(**bounds) -> NumberOption:
+    """An integer command-line option in ``Range(**bounds)`` (see :class:`NumberOption`)."""
+    return NumberOption(int, **bounds)
+
+
+def float_option(**bounds) -> NumberOption:
+    """A real-valued command-line option in ``Range(**bounds)`` (see :class:`NumberOption`)."""
+    return NumberOption(float, **bounds)
+
+
 def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds) -> Any:
     """A dataclass field whose values :func:`from_dict` checks against ``Range(**bounds)``."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from slotlab.config import ConfigError
+from slotlab.config import ConfigError, int_option
 from slotlab.io.importers.base import ImportReport, map_keys, prefix_renames, select
 from slotlab.io.importers.spot import SLOT_ATTENTION_RENAMES, slot_attention_config, transformer_decoder_state
 from slotlab.methods.spot import Spot, SpotConfig
@@ -251,14 +251,14 @@ def import_spot(state: Mapping[str, Tensor], args: Mapping[str, Any] | None = No
 def add_arguments(p) -> None:
     p.add_argument("path", help="the authors' checkpoint.pt.tar (stage 1 or 2, transformer or MLP decoder)")
     p.add_argument("--out", required=True, help="slotlab model directory to write (config.json + model.safetensors)")
-    p.add_argument("--num-slots", type=int, default=None,
+    p.add_argument("--num-slots", type=int_option(low=1), default=None,
                    help="slots of a stage-1 (shared-Gaussian) model, which its weights do not store (paper: COCO 7, "
                    "VOC 6, MOVi-C 11, MOVi-E 24)")
-    p.add_argument("--iters", type=int, default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
-    p.add_argument("--decoder-heads", type=int, default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
-    p.add_argument("--slot-heads", type=int, default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
-    p.add_argument("--vit-heads", type=int, default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
-    p.add_argument("--image-size", type=int, default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
+    p.add_argument("--iters", type=int_option(low=1), default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
+    p.add_argument("--decoder-heads", type=int_option(low=1), default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
+    p.add_argument("--slot-heads", type=int_option(low=1), default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
+    p.add_argument("--vit-heads", type=int_option(low=1), default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
+    p.add_argument("--image-size", type=int_option(low=1), default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
 
 
 def run(args) -> int:
