@@ -148,6 +148,28 @@ def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch
     return metrics
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write report.html for training runs or demo outputs: metrics, curves, overlays",
+        description="Write one HTML page for the given directories (slotlab train --out runs, slotlab demo --out "
+        "outputs, or a mix): a compact table of mBO_i, mIoU_i, FG-ARI, supervision, train time and steps, then per "
+        "run every other number, its training-loss curves per term and its overlay pictures. A run still training "
+        "or stopped, without logs or without eval.json is reported with what it lacks.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run or demo directories")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the HTML file to write (default: RUN_DIR/report.html for one directory; required for several)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args) -> int:
+    from slotlab.viz.run_report import write_runs_report
+
+    print(f"wrote {write_runs_report(args.runs, args.out)}")
+    return 0
+
+
 def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the training presets", description="List the training presets shipped with slotlab.")
     p.set_defaults(func=_run_presets)
@@ -240,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_eval, _add_generate, _add_data, _add_probe, _add_reconstruct, _add_compose, _add_import, _add_presets):
+    for add in (_add_demo, _add_train, _add_eval, _add_report, _add_generate, _add_data, _add_probe, _add_reconstruct,
+                _add_compose, _add_import, _add_presets):
         add(sub)
     return parser
 

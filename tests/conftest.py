@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """Artefacts a test caches (the demo's segmenter) stay in this test session's folder."""
+    os.environ["SLOTLAB_CACHE"] = str(tmp_path_factory.mktemp("slotlab-cache"))
 
 
 @pytest.fixture(autouse=True)

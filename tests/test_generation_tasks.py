@@ -7,8 +7,10 @@ from PIL import Image
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.engine.config import build_train_config
-from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, nothing_to_remove_notes, run_generation_tasks
+from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, run_generation_tasks
 from slotlab.engine.trainer import build_model
+from slotlab.viz.glossary import caveats
+from slotlab.viz.overlays import image_caption
 
 
 def test_generation_tasks_write_metrics_and_pictures(tmp_path, preset_overrides):
@@ -20,13 +22,14 @@ def test_generation_tasks_write_metrics_and_pictures(tmp_path, preset_overrides)
         assert math.isnan(metrics[key]) or 0 <= metrics[key] <= 1, key
     assert metrics["removal_objects"] == round(metrics["recon_object_visible"] * 6)
     assert len(pictures) == 2
-    for path in pictures.values():
+    for path in pictures:
         width, height = Image.open(path).size
         assert (width, height) == (3 * PICTURE_SIZE, NUM_PICTURED * PICTURE_SIZE)
+        assert image_caption(path).startswith(("Removal", "Addition"))
 
 
 def test_a_removal_test_without_objects_gets_a_note_naming_the_preset_that_has_them():
     results = {"glass": {"removal_objects": 0, "removal_success": math.nan}, "other": {"removal_objects": 5},
                "dinosaur": {"mbo_i": 0.3}}
-    (note,) = nothing_to_remove_notes(results)
-    assert note.startswith("glass: ") and "glass-tiny-compose" in note
+    notes = [note for name, row in results.items() for note in caveats(name, row)]
+    assert len(notes) == 1 and notes[0].startswith("glass: ") and "glass-tiny-compose" in notes[0]

@@ -24,14 +24,17 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
+from slotlab.engine.config import build_train_config, to_dict
 from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
 from slotlab.methods.segmenter import load_segmenter
+from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
 from slotlab.io.staged import begin_outputs, commit_outputs
+from slotlab.viz.glossary import caveats
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
+from slotlab.viz.run_report import demo_report
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "gl
 DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
+SEGMENTER_SUPERVISION = "supervised on the scenes' ground-truth class maps"
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
@@ -60,13 +64,12 @@ FOLDERS = ("runs", "generated", "tasks")
 
 @dataclass(frozen=True)
 class MethodResult:
-    """What one method's worker hands back: its metrics row, the segmentation of the shown
-    validation images, and captioned pictures it wrote."""
+    """What one method's worker hands back: its metrics row and the segmentation of the shown
+    validation images (its pictures are in OUT/tasks/NAME)."""
 
     name: str
     metrics: dict
     segmentation: torch.Tensor
-    pictures: dict[str, str]
 
 
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
@@ -137,18 +140,30 @@ def uses_segmenter(preset: dict) -> bool:
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
-    """Train the presets' segmenter into ``out/runs/segmenter`` with ``threads`` torch threads
-    (``steps``: its preset's own when None); returns its metrics row."""
+    """The presets' segmenter in ``out/runs/segmenter/model``: copied from the cache when one was
+    trained from the same preset, steps, seed and code (:mod:`slotlab.io.cache`), else trained
+    with ``threads`` torch threads (``steps``: its preset's own when None) and cached; returns its
+    metrics row (``train_steps`` 0 when it came from the cache)."""
+    preset = load_preset(SEGMENTER_PRESET)
+    config = build_train_config(preset, [f"seed={seed}", *steps_overrides(preset, steps)])
+    cached = artefact_dir("segmenter", to_dict(config), seed)
+    row = {"preset": SEGMENTER_PRESET, "supervision": SEGMENTER_SUPERVISION, "cache": str(cached)}
+    if (cached / "config.json").is_file():
+        print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
+        store(cached, out / "runs" / "segmenter" / "model")
+        return row | {"train_seconds": 0.0, "train_steps": 0}
+    print(f"segmenter: training {SEGMENTER_PRESET} for {config.total_steps} steps first, a small per-pixel classifier "
+          f"{SEGMENTER_SUPERVISION} that the CPU presets' encoder reads (the preset's 3,000 steps take about 2.5 "
+          f"minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        preset = load_preset(SEGMENTER_PRESET)
-        config = build_train_config(preset, [f"seed={seed}", *steps_overrides(preset, steps)])
         result = train(config, out / "runs" / "segmenter", progress=progress)
     finally:
         torch.set_num_threads(previous)
-    return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
-            "preset": SEGMENTER_PRESET, "model": str(result.model_dir)}
+    store(result.model_dir, cached)
+    print(f"segmenter: trained in {result.train_seconds:.0f} s", flush=True)
+    return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
 
 def run_method(
@@ -177,19 +192,16 @@ def run_method(
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }
-    pictures: dict[str, str] = {}
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
         from slotlab.engine.generation_tasks import run_generation_tasks
 
-        task_metrics, task_pictures = run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)
-        metrics |= task_metrics
-        pictures |= {caption: str(path) for caption, path in task_pictures.items()}
+        metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     shown_segmentation = segmentation(result.model.decompose(shown.image, seed=seed).masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    return MethodResult(method.name, metrics, shown_segmentation, pictures)
+    return MethodResult(method.name, metrics, shown_segmentation)
 
 
 #: Scenes the probes learn from (train split) and are scored on (val split).
@@ -283,9 +295,9 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     results = {r.name: r.metrics for r in finished}
     for r in finished:
         print(f"{r.name}: {r.metrics}")
-    caveats = _result_notes(results, tasks)
-    for note in caveats:
-        print(note)
+    for name, row in results.items():
+        for note in caveats(name, row):
+            print(note)
     val_spec = build_train_config(load_preset(methods[0].preset)).data.val
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
@@ -295,44 +307,20 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    overlays = save_image(overlay_grid(shown.image, columns, scale=3), staging / "overlays.png")
-    pictures = {"Validation images, ground-truth instances and each method's slot masks": overlays}
-    for r in finished:
-        pictures |= {f"{r.name}: {caption}": Path(path) for caption, path in r.pictures.items()}
-    write_report(
-        staging / "report.html",
-        "slotlab demo: object discovery on built-in scenes",
-        results,
-        pictures,
-        notes=[f"Metrics on {len(val)} scenes val images under protocol '{PROTOCOL}' (masks at image resolution, "
-               f"background excluded from mBO/mIoU, FG-ARI on foreground pixels). Seed {seed}."]
-        + _task_notes(tasks) + caveats,
-    )
+    save_image(overlay_grid(shown.image, columns, scale=3), staging / "overlays.png",
+               "Validation images (one a row), their ground-truth instances and each method's slot masks")
+    notes = [f"{len(val)} scenes val images, protocol '{PROTOCOL}', seed {seed}. Each method's section below has "
+             "every other number, its training curves and pictures; the glossary says what each number means."]
+    write_report(staging / "report.html", demo_report(staging, results, notes + _task_notes(tasks)))
     write_results(staging / "metrics.json", results)
     return results
-
-
-def _result_notes(results: dict[str, dict], tasks: tuple[str, ...]) -> list[str]:
-    """Notes on what the results themselves show (printed and put in the report)."""
-    if "generation" not in tasks:
-        return []
-    from slotlab.engine.generation_tasks import nothing_to_remove_notes
-
-    return nothing_to_remove_notes(results)
 
 
 def _task_notes(tasks: tuple[str, ...]) -> list[str]:
     notes = []
     if "probe" in tasks:
-        notes.append("probe_*: linear probes on frozen slots matched to objects by mask IoU (GLASS Table 8 protocol), "
-                     f"trained on {PROBE_TRAIN} and scored on {PROBE_TEST}. The *_baseline scores ignore the slots "
-                     "(most frequent class, mean centre): a probe near them read nothing from the slots. "
-                     "probe_mask_mass_on_object: the share of a matched slot's soft mask on its object; the rest "
-                     "of the slot vector averages other parts of the image. probe_object_features_*: the same probes "
-                     "on the encoder features averaged under each object's true mask, what a perfect slot could "
-                     "offer them: when these fail too, the encoder does not carry the property. "
-                     "probe_image_features_*: on the encoder features averaged over the whole image; a slot probe "
-                     "must beat these to show that the slot describes its own object rather than the image.")
+        notes.append(f"Probes (probe_*): linear probes on frozen slots, trained on {PROBE_TRAIN} and scored on "
+                     f"{PROBE_TEST}.")
     if "generation" in tasks:
         from slotlab.engine.generation_tasks import GENERATION_NOTE
 

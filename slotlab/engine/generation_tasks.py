@@ -32,34 +32,17 @@ PICTURE_SIZE = 128  # side of one picture tile, pixels
 SAMPLER_STEPS = 25
 
 GENERATION_NOTE = (
-    f"Generation (GLASS model, first {NUM_IMAGES} val scenes, DPM-Solver++ {SAMPLER_STEPS} steps): recon_psnr/recon_ssim "
-    "compare reconstructions from the image's own slots with the image; removal_success is the share of largest "
-    "objects visible in the reconstruction (colour test) that are gone once their slot is dropped, "
-    "removal_control_other_slot the same share when another slot is dropped instead, removal_control_reseed the share "
-    "gone when the reconstruction is drawn again with another seed (removal means something only well above both), "
-    "removal_objects how many objects these rates count, and recon_object_visible the share of largest objects "
-    "visible in the reconstruction at all (see slotlab.metrics.edits)."
+    f"Generation (GLASS model): the first {NUM_IMAGES} val scenes reconstructed from their slots and edited, "
+    f"DPM-Solver++ {SAMPLER_STEPS} steps; recon_* and removal_* are defined in the glossary."
 )
-
-NOTHING_TO_REMOVE_NOTE = (
-    "{method}: its reconstructions show none of the tested objects (recon_object_visible 0), so the removal rates are "
-    "undefined (n/a). Its slots carry neither the place nor the class of their object with the CPU presets' encoder "
-    "(docs/downstream.md, 'What the slots carry'), so a decoder that reads only the slots cannot redraw the objects. "
-    "slotlab demo --preset glass=glass-tiny-compose trains a decoder that also reads the slot masks (not part of "
-    "GLASS; about 20 minutes on 2 cores), whose reconstructions show objects that removing their slot removes."
-)
-
-
-def nothing_to_remove_notes(results: dict[str, dict]) -> list[str]:
-    """One note per method whose removal test found no object to remove, saying why and what to run instead."""
-    return [NOTHING_TO_REMOVE_NOTE.format(method=name) for name, m in results.items() if m.get("removal_objects") == 0]
 
 
 def run_generation_tasks(
     model: ObjectCentricModel, dataset: Dataset, out: Path, seed: int = 0, num_images: int = NUM_IMAGES,
-) -> tuple[dict[str, float], dict[str, Path]]:
+) -> tuple[dict[str, float], list[Path]]:
     """Reconstruct and run the removal test on ``num_images`` scenes of ``dataset``, picture a
-    removal and an addition; returns metrics and the captioned pictures written into ``out``."""
+    removal and an addition; returns metrics and the pictures (captions in their PNG metadata)
+    written into ``out``."""
     batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
     decomposition = model.decompose(batch.image, seed=seed)
     options = SamplingOptions(steps=SAMPLER_STEPS, seed=seed)
@@ -85,7 +68,7 @@ def run_generation_tasks(
     return metrics, _pictures(model, batch, tokens, reconstructions, removal.edited, removal.removed_slot, options, out)
 
 
-def _pictures(model, batch, tokens, reconstructions, removed, removed_slot, options, out: Path) -> dict[str, Path]:
+def _pictures(model, batch, tokens, reconstructions, removed, removed_slot, options, out: Path) -> list[Path]:
     shown = min(NUM_PICTURED, len(batch))
     objects = largest_objects(batch.instance_mask[:shown])
     regions = batch.instance_mask[:shown] == objects[:, None, None]
@@ -97,12 +80,14 @@ def _pictures(model, batch, tokens, reconstructions, removed, removed_slot, opti
                     for i in range(shown)]
     addition_rows = [side_by_side([batch.image[i], batch.image[j], added[i]], [None, regions[j], None], PICTURE_SIZE)
                      for i, j in enumerate(donors.tolist())]
-    return {
-        "scene (largest object outlined) | reconstruction from its slots | that object's slot removed":
-            save_image(_stack(removal_rows), out / "removal.png"),
-        "scene | donor scene (its largest object outlined) | the scene's slots plus that object's slot":
-            save_image(_stack(addition_rows), out / "addition.png"),
-    }
+    return [
+        save_image(_stack(removal_rows), out / "removal.png",
+                   "Removal, one scene a row: the scene (largest object outlined) | its reconstruction from its slots "
+                   "| the same with that object's slot removed"),
+        save_image(_stack(addition_rows), out / "addition.png",
+                   "Addition, one scene a row: the scene | a donor scene (largest object outlined) | the scene's "
+                   "slots plus that object's slot"),
+    ]
 
 
 def _stack(rows: list[Image.Image]) -> Image.Image:

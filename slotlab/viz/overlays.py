@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from slotlab.io.files import write_atomic
@@ -80,11 +81,24 @@ def overlay_grid(
     return canvas
 
 
-def save_image(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG atomically (temp name, then rename)."""
+#: The PNG text field that carries a picture's caption (read back by reports).
+CAPTION_FIELD = "Description"
+
+
+def save_image(image: Image.Image, path: str | Path, caption: str | None = None) -> Path:
+    """Write a PNG atomically (temp name, then rename), with ``caption`` in its metadata."""
+    info = PngInfo()
+    if caption is not None:
+        info.add_itxt(CAPTION_FIELD, caption)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return write_atomic(Path(path), buffer.getvalue())
+
+
+def image_caption(path: str | Path) -> str:
+    """The caption :func:`save_image` stored in a PNG, else the file's name."""
+    with Image.open(path) as image:
+        return getattr(image, "text", {}).get(CAPTION_FIELD) or Path(path).name
 
 
 def segmentation(masks: Tensor) -> Tensor:
