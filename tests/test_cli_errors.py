@@ -2,27 +2,14 @@
 (or file) and what is wrong, never in a traceback, and before anything is written."""
 
 import argparse
-import os
 import subprocess
-import sys
 
 import pytest
 
 from slotlab.cli import build_parser, main
 from slotlab.config import NumberOption
-
-
-def slotlab(*args, stdin=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "slotlab.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env, stdin=stdin)
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr[-2000:]
+from tests.conftest import assert_clean_error
+from tests.conftest import run_slotlab as slotlab
 
 
 def _commands(parser: argparse.ArgumentParser, path=()):

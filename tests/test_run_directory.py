@@ -8,8 +8,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,26 +19,14 @@ from slotlab.config import ConfigError
 from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import checkpoint_dirs, train
 from slotlab.io.files import OutputPathError, output_dir, output_file
-from tests.conftest import tiny_train_config
+from tests.conftest import assert_clean_error, tiny_train_config
+from tests.conftest import run_slotlab as slotlab
 
 
 def tiny_run_config(**extra) -> dict:
     config = tiny_train_config(steps=4, checkpoint_every=2, **extra)
     config["data"] |= {"train": "scenes?split=train&size=8&resolution=32", "val": "scenes?split=val&size=4&resolution=32"}
     return config
-
-
-def slotlab(*args, cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "slotlab.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=cwd)
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
