@@ -125,8 +125,10 @@ def unwritable_dir(tmp_path: Path) -> Path:
     pytest.skip("no unwritable directory available to this user")
 
 
-def test_out_that_is_not_writable(tmp_path):
+def test_out_that_is_not_writable(tmp_path, preset):
     folder = unwritable_dir(tmp_path)
+    assert_clean_error(slotlab("train", "--preset", preset, "--out", folder / "run", "--no-eval"),
+                       f"--out {folder / 'run'}: cannot write into")
     with pytest.raises(OutputPathError, match="cannot write into"):
         output_dir(folder / "run")
     with pytest.raises(OutputPathError, match="is a directory"):
@@ -187,6 +189,12 @@ def test_after_a_failed_first_run_the_corrected_command_runs(tmp_path, preset):
     assert "stopped before its first checkpoint" in result.stderr
     assert yaml.safe_load((run / "config.yaml").read_text())["stages"][0]["lr"]["grouping"] == 1e-3
     assert [p.name for p in checkpoint_dirs(run)] == ["step-00000002", "step-00000004"]
+    # and with --resume, which has nothing to continue
+    with pytest.raises(NonFiniteLossError):
+        train(diverging, tmp_path / "again", progress=False)
+    result = slotlab("train", "--preset", preset, "--out", tmp_path / "again", "--resume", "--no-eval")
+    assert result.returncode == 0 and "holds no checkpoint yet; starting at step 0" in result.stderr, result.stderr[-2000:]
+    assert len(checkpoint_dirs(tmp_path / "again")) == 2
 
 
 def test_a_finished_run_still_needs_resume_and_the_same_config(tmp_path, finished_run):
