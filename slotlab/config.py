@@ -62,7 +62,6 @@ class NumberOption:
 
     def __init__(self, kind: type, **bounds) -> None:
         self.kind, self.range = kind, Range(**bounds)
-        self.__name__ = "integer" if kind is int else "number"  # argparse names the type in some errors
 
     def __call__(self, text: str):
         import argparse
