@@ -16,8 +16,8 @@ Per encoder and seed: the class probe of the features under the true instance ma
 ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) evaluated on
 the test split with its decoder masks and with its slot-attention masks, and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
-encoder, its reconstruction MSE on test with each image's own slots, with the slots of the
-next image in the batch, and the MSE of copying the previous token. ``--ssl``/``--segmenter``
+encoder, its reconstruction MSE on test with each image's own slots and with the slots of
+the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token. ``--ssl``/``--segmenter``
 reuse trained runs (one for every seed) instead of training one per seed.
 """
 
@@ -31,7 +31,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_spot import slot_use
 from report import emit, machine_info
+from torch.utils.data import DataLoader
 
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
@@ -39,10 +41,9 @@ from slotlab.data.sample import collate
 from slotlab.engine.config import build_train_config
 from slotlab.engine.evaluate import evaluate_blocks, evaluate_model
 from slotlab.engine.trainer import train
-from slotlab.methods.base import fixed_randomness
 from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
-from slotlab.nn.decoders.orders import RASTER
 from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
 PROBE_TRAIN = "scenes?split=train&size=500"
@@ -82,32 +83,21 @@ def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict
 
 
 @torch.no_grad()
-def slot_swap(model, seed: int) -> dict:
-    """Raster-order reconstruction MSE on test: own slots, the next image's slots, previous token."""
-    model.eval()
-    raster = torch.tensor([model.orders.index(RASTER)])
-    own, swapped, copy, count = 0.0, 0.0, 0.0, 0
-    test = build_dataset(TEST)
-    with fixed_randomness(seed, model.device):
-        for start in range(0, len(test), 32):
-            batch = collate([test[i] for i in range(start, min(start + 32, len(test)))])
-            features = model.encoder(batch.image)
-            slots = model.slot_attention(features, model.grid).slots
-            prediction, _ = model.decode(slots, features, raster)
-            other, _ = model.decode(slots.roll(1, dims=0), features, raster)
-            own += float(F.mse_loss(prediction, features)) * len(batch.image)
-            swapped += float(F.mse_loss(other, features)) * len(batch.image)
-            copy += float(F.mse_loss(features[:, :-1], features[:, 1:])) * len(batch.image)
-            count += len(batch.image)
-    row = {"mse_own_slots": own / count, "mse_swapped_slots": swapped / count, "mse_copy_previous_token": copy / count}
-    row["swap_increase"] = row["mse_swapped_slots"] / row["mse_own_slots"] - 1
-    return row
+def copy_previous_token_mse(model, dataset, batch_size: int = 32) -> float:
+    """MSE of predicting each token by the previous one in raster order (the decoder's targets)."""
+    errors = [float(F.mse_loss(tokens[:, :-1], tokens[:, 1:]))
+              for tokens in (model.encoder(batch.image) for batch in
+                             DataLoader(dataset, batch_size=batch_size, collate_fn=collate))]
+    return statistics.fmean(errors)
 
 
 def ar_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
     overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
     result = train_preset("spot-tiny-raster", out, seed, overrides)
-    return {"train_seconds": round(result.train_seconds, 1), "steps": result.steps} | slot_swap(result.model, seed)
+    test = build_dataset(TEST)
+    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps} | slot_use(result.model, test)
+    row["swap_increase"] = row["mse_other_image_slots"] / row["mse_own_slots"] - 1
+    return row | {"mse_copy_previous_token": copy_previous_token_mse(result.model, test)}
 
 
 def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
@@ -133,16 +123,6 @@ def summarise(rows: list[dict]) -> dict:
         if len(values) == len(rows):
             summary[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
     return summary
-
-
-def flatten(row: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def main() -> None:

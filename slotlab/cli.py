@@ -9,6 +9,7 @@ from pathlib import Path
 from slotlab.config import int_option
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.io.files import output_file
+from slotlab.io.hub import downloads_allowed
 from slotlab.io.results import results_json, write_results
 
 
@@ -108,7 +109,7 @@ def _add_eval(sub) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, msf (default: the "
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int_option(low=1), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
@@ -241,7 +242,7 @@ def _add_compose(sub) -> None:
 
 
 def _add_import(sub) -> None:
-    from slotlab.io.importers import spot_checkpoint
+    from slotlab.io.importers import glass_checkpoint, spot_checkpoint
 
     p = sub.add_parser("import", help="turn the authors' checkpoints into slotlab model directories",
                        description="Read an authors' checkpoint (tensors only, never code) and write a slotlab model "
@@ -251,6 +252,10 @@ def _add_import(sub) -> None:
              "The authors' SPOT checkpoint (stage 1 or 2, transformer or MLP decoder, also the old tf_dec. prefix) "
              "with its DINO ViT mapped onto the transformers ViTModel.",
              spot_checkpoint.add_arguments, spot_checkpoint.run)
+    _command(import_sub, "glass", "the authors' GLASS release (visinf/glass): multiheadstevesa/ + unet2dconditionmodel/",
+             "Their slot attention and UNet, with VAE, scheduler and empty-prompt embedding from a local SD 2.1 "
+             "directory and DINOv2 from a local directory; no MLP decoder (the release has none).",
+             glass_checkpoint.add_arguments, glass_checkpoint.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int_option(low=1), default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch pretrained parts named by a hub id (e.g. encoder.path=facebook/dinov2-base) into the "
+                        "Hugging Face cache when they are not there yet; without it only the cache and local directories "
+                        "are read (the same as allow_download: true in a training config)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_eval, _add_report, _add_generate, _add_data, _add_probe, _add_reconstruct,
                 _add_compose, _add_import, _add_presets):
@@ -280,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     try:
-        return args.func(args)
+        with downloads_allowed(args.allow_download):
+            return args.func(args)
     except (ConfigError, BadSampleError, FileNotFoundError, ValueError, NonFiniteLossError) as err:
         print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -76,3 +76,32 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def glass_preset_overrides(preset_overrides, tmp_path_factory):
+    """preset_overrides plus a random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
+    from slotlab.config import load_preset
+    from slotlab.engine.config import build_train_config
+    from slotlab.methods import get_method
+
+    torch.manual_seed(0)
+    config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
+    decoder = get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("decoder"))
+    return [*preset_overrides, f"model.decoder_init={decoder}"]
+
+
+@pytest.fixture(scope="session")
+def generated_scenes(tmp_path_factory) -> str:
+    """A spec of 16 data-engine samples (scenes backend, 32 px): GLASS's training data in tests."""
+    from slotlab.config import from_dict
+    from slotlab.guidance.engine import GenerateConfig, run_generation
+
+    out = tmp_path_factory.mktemp("generated")
+    config = from_dict(GenerateConfig, {
+        "backend": "scenes", "num": 16, "shard_size": 8,
+        "prompts": {"source": "template", "label_set": "scenes", "dataset": "scenes?split=train&size=32&resolution=32"},
+        "scenes": {"resolution": 32},
+    })  # fmt: skip
+    run_generation(config, out, resume=False, progress=False)
+    return f"generated:{out}"

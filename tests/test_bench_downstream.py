@@ -16,8 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_downstream.
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.diffusion_decoder.mask_bias_grid=16"]])
-def test_bench_downstream_writes_its_report(tmp_path, overrides, preset_overrides):
-    build_model(build_train_config(load_preset("glass-tiny"), overrides + preset_overrides)).save_pretrained(tmp_path / "glass")
+def test_bench_downstream_writes_its_report(tmp_path, overrides, glass_preset_overrides):
+    build_model(build_train_config(load_preset("glass-tiny"), overrides + glass_preset_overrides)).save_pretrained(tmp_path / "glass")
     out = tmp_path / "report.json"
     command = [sys.executable, str(SCRIPT), "--glass", str(tmp_path / "glass"), "--images", "4", "--steps", "2",
                "--no-probes", "--out", str(out)]

@@ -76,13 +76,17 @@ def _without(preset: dict, *paths: str) -> dict:
     return pruned
 
 
-def test_glass_tiny_compose_changes_only_the_decoder_inputs_and_phase_two_length():
+def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
+    """Its decoder reads masks, so it is not the pretrained one: trained from scratch in a longer
+    phase 2, with phase 1 free of L_recon; everything else is glass-tiny's."""
     base, compose = load_preset("glass-tiny"), load_preset("glass-tiny-compose")
     decoder = compose["model"]["diffusion_decoder"]
     assert decoder["mask_bias_grid"] > 0 and decoder["mask_bias_hard"] is True
     assert compose["stages"][1]["steps"] > base["stages"][1]["steps"]
-    ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps")
-    assert _without(compose, *ignored) == _without(base, "stages.1.steps")
+    assert compose["stages"][0]["loss_weights"] == {"recon": 0.0} and "decoder_init" not in compose["model"]
+    ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps",
+               "stages.0.loss_weights")
+    assert _without(compose, *ignored) == _without(base, "stages.1.steps", "model.decoder_init")
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):

@@ -315,19 +315,19 @@ def test_load_weights_rejects_another_configuration(tmp_path):
 # ----------------------------------------------------------------------------- pretrained dirs
 
 
-def write_tiny_sd_directory(root: Path, with_text: bool = True) -> None:
-    """A Stable-Diffusion-layout directory of tiny random parts."""
+def write_tiny_sd_directory(root: Path, with_text: bool = True, dim: int = DIM) -> None:
+    """A Stable-Diffusion-layout directory of tiny random parts (cross-attention width ``dim``)."""
     from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
 
     torch.manual_seed(0)
-    decoder = SlotDiffusionDecoder.from_config(tiny_config())
+    decoder = SlotDiffusionDecoder.from_config(tiny_config(cross_attention_dim=dim))
     decoder.unet.save_pretrained(root / "unet")
     decoder.autoencoder.vae.save_pretrained(root / "vae")
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction",
                   clip_sample=False).save_pretrained(root / "scheduler")  # fmt: skip
     if with_text:
-        text_encoder, _ = tiny_text_encoder_twin(DIM)
+        text_encoder, _ = tiny_text_encoder_twin(dim)
         text_encoder.save_pretrained(root / "text_encoder")
         vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2, "a</w>": 3}
         CLIPTokenizer(vocab=vocab, merges=[], pad_token="!", model_max_length=77).save_pretrained(root / "tokenizer")

@@ -179,7 +179,7 @@ def test_removal_test_checks_shapes():
         removal_test(lambda s, seed: images, slots, slot_masks[:, :3], images, instances)
 
 
-def test_evaluate_removal_runs_a_glass_model_deterministically(preset_overrides):
+def test_evaluate_removal_runs_a_glass_model_deterministically(glass_preset_overrides):
     from slotlab.config import load_preset
     from slotlab.data.registry import build_dataset
     from slotlab.data.sample import collate
@@ -187,7 +187,7 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(preset_overrides)
     from slotlab.engine.config import build_train_config
     from slotlab.methods import get_method
 
-    config = build_train_config(load_preset("glass-tiny"), preset_overrides)
+    config = build_train_config(load_preset("glass-tiny"), glass_preset_overrides)
     torch.manual_seed(0)
     model = get_method("glass")(config.model_config()).eval()
     batch = collate([build_dataset("scenes?split=val&size=3")[i] for i in range(3)])

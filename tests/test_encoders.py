@@ -269,7 +269,7 @@ def test_dinov2_register_tokens_are_dropped(tmp_path):
 
 
 def test_missing_weights_give_offline_instructions(tmp_path):
-    with pytest.raises(ValueError, match="huggingface-cli download facebook/dinov2-base"):
+    with pytest.raises(ValueError, match="hf download facebook/dinov2-base"):
         build_encoder(EncoderConfig(name="dinov2"))
     with pytest.raises(FileNotFoundError, match="encoder.path=DIR"):
         build_encoder(EncoderConfig(name="dinov2", path=str(tmp_path / "absent")))

@@ -13,8 +13,8 @@ from slotlab.viz.glossary import caveats
 from slotlab.viz.overlays import image_caption
 
 
-def test_generation_tasks_write_metrics_and_pictures(tmp_path, preset_overrides):
-    model = build_model(build_train_config(load_preset("glass-tiny"), preset_overrides))
+def test_generation_tasks_write_metrics_and_pictures(tmp_path, glass_preset_overrides):
+    model = build_model(build_train_config(load_preset("glass-tiny"), glass_preset_overrides))
     val = build_dataset("scenes?split=val&size=6")
     metrics, pictures = run_generation_tasks(model, val, tmp_path, seed=0, num_images=6)
     assert metrics["recon_psnr"] > 0 and 0 < metrics["recon_ssim"] <= 1

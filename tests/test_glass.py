@@ -7,24 +7,11 @@ from accelerate.utils import set_seed
 import torch
 from safetensors.torch import load_file
 
-from slotlab.config import from_dict, load_preset
+from slotlab.config import load_preset
 from slotlab.engine.config import build_train_config
 from slotlab.engine.trainer import checkpoint_dirs, train
-from slotlab.guidance.engine import GenerateConfig, run_generation
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("generated")
-    config = from_dict(GenerateConfig, {
-        "backend": "scenes", "num": 16, "shard_size": 8,
-        "prompts": {"source": "template", "label_set": "scenes", "dataset": "scenes?split=train&size=32&resolution=32"},
-        "scenes": {"resolution": 32},
-    })
-    run_generation(config, out, resume=False, progress=False)
-    return f"generated:{out}"
 
 
 TRAIN_SHORT = ["data.batch_size=2", "stages.0.steps=2", "stages.1.steps=2", "checkpoint_every=2", "log_every=1"]
@@ -35,8 +22,8 @@ def paper_tiny_config(generated: str, extra=()):
     return build_train_config(load_preset("glass-coco"), overrides)
 
 
-def test_paper_preset_runs_both_phases_on_tiny_twins(generated, tmp_path):
-    config = paper_tiny_config(generated)
+def test_paper_preset_runs_both_phases_on_tiny_twins(generated_scenes, tmp_path):
+    config = paper_tiny_config(generated_scenes)
     set_seed(config.seed)  # the trainer builds its model after the same seeding
     model = get_method("glass")(config.model_config())
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -48,7 +35,7 @@ def test_paper_preset_runs_both_phases_on_tiny_twins(generated, tmp_path):
     result = train(config, tmp_path / "run", progress=False)
     assert result.steps == 4
     log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert '"recon"' not in log[0] and '"recon"' in log[-1]  # L_recon only in phase 2
+    assert '"recon"' in log[0] and '"recon"' in log[-1]  # L_recon in both phases (GLASS Eq. 3)
     after = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
     phase1 = load_file(str(checkpoint_dirs(tmp_path / "run")[0] / "model.safetensors"))
     unet_keys = [k for k in after if k.startswith("diffusion_decoder.unet.")]
@@ -57,7 +44,7 @@ def test_paper_preset_runs_both_phases_on_tiny_twins(generated, tmp_path):
     assert any(not torch.equal(after[k], phase1[k]) for k in unet_keys)
     # ... and (almost) not slot attention (lr 1e-8)
     assert max((after[k] - phase1[k]).abs().max().item() for k in sa_keys) < 1e-6
-    # phase 1 trained slot attention, left the UNet and the frozen encoder and VAE untouched
+    # phase 1 trained slot attention, left the (frozen) UNet and the encoder and VAE untouched
     assert any(not torch.equal(phase1[k], before[k]) for k in sa_keys)
     assert all(torch.equal(phase1[k], before[k]) for k in unet_keys)
     for k in after:
@@ -65,8 +52,8 @@ def test_paper_preset_runs_both_phases_on_tiny_twins(generated, tmp_path):
             assert torch.equal(after[k], before[k]), k
 
 
-def test_resume_across_the_phase_boundary(generated, tmp_path):
-    config = paper_tiny_config(generated)
+def test_resume_across_the_phase_boundary(generated_scenes, tmp_path):
+    config = paper_tiny_config(generated_scenes)
     straight = train(config, tmp_path / "a", progress=False)
     # stop exactly at the boundary: train phase 1 only, then resume the full config
     import shutil
@@ -83,8 +70,8 @@ def test_resume_across_the_phase_boundary(generated, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
-    train(paper_tiny_config(generated), tmp_path / "run", progress=False)
+def test_checkpoint_reloads_and_decomposes(generated_scenes, tmp_path):
+    train(paper_tiny_config(generated_scenes), tmp_path / "run", progress=False)
     model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")
     d = model.decompose(torch.rand(2, 3, 40, 40))
     assert d.masks.shape == (2, 7, 40, 40) and d.slots.shape == (2, 7, 32)
@@ -96,9 +83,9 @@ def test_checkpoint_reloads_and_decomposes(generated, tmp_path):
     torch.testing.assert_close(model.decompose(images).features, features)  # the same tokens, one pass
 
 
-def test_mixed_precision_is_for_training_steps_only(generated, tmp_path):
+def test_mixed_precision_is_for_training_steps_only(generated_scenes, tmp_path):
     """bf16 autocast wraps the training steps; the returned model decomposes in fp32."""
-    result = train(paper_tiny_config(generated, ["mixed_precision=bf16"]), tmp_path / "run", progress=False)
+    result = train(paper_tiny_config(generated_scenes, ["mixed_precision=bf16"]), tmp_path / "run", progress=False)
     assert result.precision == "bf16" and result.steps == 4
     d = result.model.decompose(torch.rand(2, 3, 40, 40))
     assert d.slots.dtype == torch.float32 and d.masks.dtype == torch.float32
@@ -154,12 +141,12 @@ def test_slots_chosen_by_class_and_listed():
     assert lines[2] == "slot 2: 25.0% of the image; covers class 2 (50%)"
 
 
-def test_reconstruct_and_compose_commands(generated, tmp_path, capsys, monkeypatch):
+def test_reconstruct_and_compose_commands(generated_scenes, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     from slotlab.cli import main
 
-    train(paper_tiny_config(generated), tmp_path / "run", progress=False)
+    train(paper_tiny_config(generated_scenes), tmp_path / "run", progress=False)
     for i in range(2):
         Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(tmp_path / f"img{i}.png")
     ckpt = str(tmp_path / "run" / "model")
@@ -225,13 +212,13 @@ def test_interactive_answers_are_checked():
         ask_slots("1 7", 7)
 
 
-def test_mask_biased_decoder_trains_reloads_and_composes(generated, tmp_path):
+def test_mask_biased_decoder_trains_reloads_and_composes(generated_scenes, tmp_path):
     from PIL import Image
 
     from slotlab.cli import main
     from slotlab.engine.compose import decoder_tokens
 
-    train(paper_tiny_config(generated, ["model.diffusion_decoder.mask_bias_grid=4"]), tmp_path / "run", progress=False)
+    train(paper_tiny_config(generated_scenes, ["model.diffusion_decoder.mask_bias_grid=4"]), tmp_path / "run", progress=False)
     model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")
     decomposition = model.decompose(torch.rand(2, 3, 40, 40), seed=0)
     tokens = decoder_tokens(model, decomposition)

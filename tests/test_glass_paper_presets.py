@@ -13,8 +13,6 @@ from slotlab.data.registry import DatasetSpec, build_dataset, parse_spec
 from slotlab.engine.config import build_train_config
 from slotlab.engine.evaluate import evaluate_model
 from slotlab.engine.trainer import train
-from slotlab.guidance.engine import GenerateConfig, run_generation
-from slotlab.config import from_dict
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.protocols import get_protocol
 
@@ -24,18 +22,6 @@ SAMPLES = {
     "coco": (FIXTURES / "coco_instances_sample", {"annotations": "instances.json", "images": "images"}, "split"),
     "voc": (FIXTURES / "voc_sample", {"split": "all"}, None),
 }
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("generated")
-    config = from_dict(GenerateConfig, {
-        "backend": "scenes", "num": 4, "shard_size": 4,
-        "prompts": {"source": "template", "label_set": "scenes", "dataset": "scenes?split=train&size=8&resolution=32"},
-        "scenes": {"resolution": 32},
-    })  # fmt: skip
-    run_generation(config, out, resume=False, progress=False)
-    return f"generated:{out}"
 
 
 def on_shared_sample(val: str) -> str:
@@ -48,10 +34,10 @@ def on_shared_sample(val: str) -> str:
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"shared COCO/VOC samples {FIXTURES} are absent")
 @pytest.mark.parametrize("preset, protocol", [("glass-coco", "glass-authors"), ("glass-voc", "glass")])
-def test_paper_preset_trains_a_step_and_evaluates_a_batch(preset, protocol, generated, tmp_path):
+def test_paper_preset_trains_a_step_and_evaluates_a_batch(preset, protocol, generated_scenes, tmp_path):
     config = build_train_config(load_preset(preset), [
         *PAPER_TWIN_OVERRIDES, "data.batch_size=2", "stages.0.steps=1", "stages.1.steps=1", "log_every=1",
-        f"data.train={generated}",
+        f"data.train={generated_scenes}",
     ])  # fmt: skip
     assert config.eval_protocol == protocol
     options = parse_spec(config.data.val).options

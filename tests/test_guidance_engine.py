@@ -84,7 +84,7 @@ def test_sd_backend_reads_the_refined_maps(sd_dir, monkeypatch):
 
 
 def test_missing_sd_weights_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(FileNotFoundError, match="hf download"):
         load_sd_components(tmp_path)
 
 

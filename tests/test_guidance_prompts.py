@@ -189,7 +189,7 @@ def test_template_statistics_from_samples_maps_dataset_names():
 
 
 def test_blip2_missing_weights_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(FileNotFoundError, match="hf download"):
         Blip2Captioner(tmp_path / "nowhere")
 
 

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from slotlab.config import ConfigError
 from slotlab.io.hub import downloads_allowed, is_hub_id, resolve_pretrained
+
+from tests.conftest import tiny_train_config
 
 
 def cached_repo(cache, repo_id, files, commit="0123456789abcdef0123456789abcdef01234567"):
@@ -72,3 +75,46 @@ def test_the_hub_environment_variables_are_honoured(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == str(snapshot)
     assert "ConfigError: encoder.path='owner/other' is not a local directory" in result.stderr
+
+
+def test_an_encoder_named_by_hub_id_loads_from_the_cache(offline_cache):
+    from slotlab.nn.encoders import EncoderConfig, build_encoder
+
+    twin = build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56))
+    snapshot = cached_repo(offline_cache, "facebook/dinov2-base", {})
+    twin.model.save_pretrained(snapshot)
+    loaded = build_encoder(EncoderConfig(name="dinov2", path="facebook/dinov2-base", image_size=56))
+    pixels = torch.rand(2, 3, 56, 56)
+    assert torch.equal(loaded(pixels), twin(pixels))
+    with pytest.raises(ConfigError, match="encoder.path='facebook/dinov2-large'.*--allow-download"):
+        build_encoder(EncoderConfig(name="dinov2", path="facebook/dinov2-large", image_size=56))
+
+
+def test_stable_diffusion_named_by_hub_id_loads_from_the_cache(offline_cache):
+    from slotlab.guidance.engine import load_sd_components, tiny_sd_components
+    from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
+    from tests.test_diffusion_decoder import DIM, RES, write_tiny_sd_directory
+
+    snapshot = cached_repo(offline_cache, "stabilityai/stable-diffusion-2-1-base", {})
+    tiny_sd_components(seed=0).save(snapshot)
+    assert load_sd_components("stabilityai/stable-diffusion-2-1-base").unet is not None
+    write_tiny_sd_directory(cached_repo(offline_cache, "stabilityai/stable-diffusion-2-1", {}))
+    config = DiffusionDecoderConfig(pretrained_path="stabilityai/stable-diffusion-2-1", resolution=RES,
+                                    cross_attention_dim=DIM)
+    assert SlotDiffusionDecoder.from_config(config).prediction_type == "v_prediction"
+    with pytest.raises(ConfigError, match="diffusion_decoder.pretrained_path='stabilityai/sd-absent'"):
+        SlotDiffusionDecoder.from_config(DiffusionDecoderConfig(pretrained_path="stabilityai/sd-absent"))
+
+
+def test_the_cli_flag_and_the_config_flag_allow_downloads(offline_cache, tmp_path, capsys):
+    from slotlab.cli import main
+    from slotlab.engine.config import build_train_config
+    from slotlab.engine.trainer import build_model
+
+    preset = tiny_train_config() | {"allow_download": True}
+    preset["model"]["encoder"] = {"name": "dinov2", "path": "facebook/dinov2-absent", "image_size": 56}
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE=1 forbids"):  # the config allowed it; offline forbids
+        build_model(build_train_config(preset))
+    assert main(["--allow-download", "train", "--preset", "dinosaur-tiny", "--out", str(tmp_path / "r"),
+                 "--set", "model.encoder={name: dinov2, path: facebook/dinov2-absent, image_size: 56}"]) == 2
+    assert "HF_HUB_OFFLINE=1 forbids" in capsys.readouterr().err

@@ -90,6 +90,7 @@ class TrainConfig:
     checkpoint_every: int = bounded(250, low=1)
     keep_checkpoints: int = bounded(2, low=0)  # 0 keeps every checkpoint
     eval_protocol: str = "native"
+    allow_download: bool = False  # fetch pretrained parts named by hub ids (slotlab.io.hub); --allow-download too
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:

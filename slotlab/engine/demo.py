@@ -55,6 +55,9 @@ DEMO_TASKS = ("probe", "generation")
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 SEGMENTER_SUPERVISION = "supervised on the scenes' ground-truth class maps"
 PROTOCOL = "native"
+#: The pretraining of the diffusion decoder the CPU GLASS presets start from (``model.decoder_init``).
+DECODER_PRESET = "glass-tiny-decoder"
+DECODER_SUPERVISION = "diffusion decoder pretrained on description tokens read off the generated scenes' masks and pixels"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
 FILES = ("metrics.json", "overlays.png", "report.html")
@@ -166,6 +169,16 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
 
+def pretrain_decoder(name: str, out: Path, overrides: list[str], steps: int | None, progress: bool) -> dict:
+    """Pretrain the diffusion decoder a GLASS preset starts from (``DECODER_PRESET``, on the same
+    data and encoder settings ``overrides`` give) into ``out/runs/<name>-decoder``; its metrics row."""
+    preset = load_preset(DECODER_PRESET)
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
+    result = train(config, out / "runs" / f"{name}-decoder", progress=progress)
+    return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
+            "preset": DECODER_PRESET, "model": str(result.model_dir)}
+
+
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -175,13 +188,17 @@ def run_method(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     preset = load_preset(method.preset)
-    overrides = [f"seed={seed}", *steps_overrides(preset, steps)]
+    overrides = [f"seed={seed}"]  # shared with the decoder pretraining; the steps are the preset's own
     if uses_segmenter(preset):
         overrides.append(f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model'}")
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
-    config = build_train_config(preset, overrides)
+    decoder_row = None
+    if (preset.get("model") or {}).get("decoder_init") is not None:
+        decoder_row = pretrain_decoder(method.name, out, overrides, steps, progress)
+        overrides.append(f"model.decoder_init={decoder_row['model']}")
+    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
     result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
@@ -192,6 +209,11 @@ def run_method(
         "protocol": evaluation["protocol"],
         "preset": method.preset,
     }
+    if decoder_row is not None:
+        metrics |= {"decoder_train_seconds": decoder_row["train_seconds"], "decoder_train_steps": decoder_row["train_steps"],
+                    "decoder_preset": DECODER_PRESET}
+        seen = [metrics["supervision"]] if metrics.get("supervision") else []
+        metrics["supervision"] = "; ".join([*seen, DECODER_SUPERVISION])
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):

@@ -13,7 +13,7 @@ import logging
 import math
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from slotlab.config import ConfigError
+from slotlab.io.hub import downloads_allowed
 from slotlab.data.sample import collate
 from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, to_dict
 from slotlab.io.files import OutputPathError, drop_unfinished_line, output_dir, write_atomic
@@ -46,7 +47,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 def build_model(config: TrainConfig) -> ObjectCentricModel:
-    return get_method(config.method)(config.model_config())
+    """The method's model; its pretrained parts may be fetched by hub id where ``allow_download``
+    (or ``--allow-download``) says so."""
+    with downloads_allowed(True) if config.allow_download else nullcontext():  # else as the caller allows
+        return get_method(config.method)(config.model_config())
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from slotlab.io.hub import SD_FILES, resolve_pretrained
 from slotlab.config import to_dict
 from slotlab.data.generated import (
     RunLayout,
@@ -263,17 +264,18 @@ class SDComponents:
 
 
 def load_sd_components(directory: str | Path) -> SDComponents:
-    """Stable Diffusion (e.g. 2.1-base) from a local diffusers directory; never downloads."""
+    """Stable Diffusion (e.g. 2.1-base) from a local diffusers directory or a hub id (fetched only
+    where downloads are allowed, see slotlab.io.hub)."""
     import diffusers
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    directory = Path(directory)
+    directory = resolve_pretrained(directory, "--weights", SD_FILES)
     missing = [p for p in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (directory / p).is_dir()]
     if missing:
         raise FileNotFoundError(
             f"{directory} is not a Stable Diffusion directory (missing {', '.join(missing)}/). Download one where a "
-            "network is available, e.g. `huggingface-cli download stabilityai/stable-diffusion-2-1-base --local-dir "
-            "DIR`, copy DIR here and pass it with --weights DIR"
+            "network is available, e.g. `hf download stabilityai/stable-diffusion-2-1-base --local-dir DIR`, copy "
+            "DIR here and pass it with --weights DIR; or pass the hub id with --allow-download where it is online"
         )
     config = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
     scheduler_cls = getattr(diffusers, config.get("_class_name", ""), None)

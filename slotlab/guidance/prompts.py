@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slotlab.io.hub import TRANSFORMERS_FILES, resolve_pretrained
 from slotlab.data.sample import Sample
 from slotlab.guidance.lexicon import COLOR_WORDS, LabelSet, is_ambiguous_modifier, modifier_heads
 
@@ -309,12 +310,12 @@ class Blip2Captioner:
     ) -> None:
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        model_dir = Path(model_dir)
+        model_dir = resolve_pretrained(model_dir, "--captioner-weights", TRANSFORMERS_FILES)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"no BLIP-2 checkpoint in {model_dir} (config.json missing). Download one where a network is "
-                "available, e.g. `huggingface-cli download Salesforce/blip2-opt-2.7b --local-dir DIR`, copy DIR "
-                "here and pass it with --captioner-weights DIR"
+                "available, e.g. `hf download Salesforce/blip2-opt-2.7b --local-dir DIR`, copy DIR here and pass it "
+                "with --captioner-weights DIR; or pass the hub id with --allow-download where it is online"
             )
         self.processor = Blip2Processor.from_pretrained(model_dir, local_files_only=True)
         self.model = Blip2ForConditionalGeneration.from_pretrained(

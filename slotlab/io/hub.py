@@ -19,6 +19,12 @@ from slotlab.config import ConfigError
 #: "owner/name", as the hub spells repository ids.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+#: What a download fetches (allow_patterns): a transformers model with its processor files, and
+#: Stable Diffusion in diffusers layout without its other weight formats.
+TRANSFORMERS_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+SD_FILES = ["model_index.json", "*/*.json", "tokenizer/*", "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"]
+
 _downloads = ContextVar("slotlab_hub_downloads", default=False)
 
 

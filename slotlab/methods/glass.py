@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
 from slotlab.guidance.semantic import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import WEIGHTS_FILE, ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
+from slotlab.methods.scene_descriptions import DescriptionConfig, SceneDescriber
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
 from slotlab.nn.encoders import EncoderConfig, build_encoder
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
@@ -50,6 +53,8 @@ def _glass_slot_attention() -> SlotAttentionConfig:
 class GlassConfig:
     """GLASS. ``diffusion_decoder: null`` drops the diffusion decoder (then lambda_recon
     must be 0): the slot attention is then trained by the two guidances alone.
+    ``instance_decoder: null`` drops the MLP decoder (then lambda_instance must be 0), as in
+    the authors' released checkpoint (``slotlab import glass``).
 
     lambda_semantic / lambda_instance / lambda_recon: the weights of GLASS Eq. 3 (paper:
     0.7 / 0.9 / 1). semantic_cost: how Eq. 2 scores IoU ("soft" slot masks or "hard"
@@ -59,11 +64,18 @@ class GlassConfig:
     separated instances of one class are matched to different slots).
     semantic_resolution: resize pseudo masks (nearest) to this side before matching,
     instead of upsampling slot masks to the pseudo-mask size (None = the paper's way).
+    description: pretrain the diffusion decoder before GLASS trains, conditioned on
+    description tokens of the scenes (``slotlab.methods.scene_descriptions``; loss term
+    ``pretrain_recon``, weight 0 unless a stage sets it). For decoders without a pretrained
+    prior (the CPU presets); None for SD 2.1, which comes pretrained.
+    decoder_init: a GLASS model directory whose diffusion decoder (and describer) this model
+    starts from, e.g. the output of ``slotlab train --preset glass-tiny-decoder``: the CPU
+    presets' pretrained decoder, which phase 1 keeps frozen (its lr is not set there).
     """
 
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="dinov2", image_size=448))
     slot_attention: SlotAttentionConfig = field(default_factory=_glass_slot_attention)
-    instance_decoder: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
+    instance_decoder: MLPDecoderConfig | None = field(default_factory=MLPDecoderConfig)
     diffusion_decoder: DiffusionDecoderConfig | None = field(default_factory=DiffusionDecoderConfig)
     lambda_semantic: float = 0.7
     lambda_instance: float = 0.9
@@ -72,6 +84,8 @@ class GlassConfig:
     semantic_background: bool = False
     semantic_segments: str = "classes"
     semantic_resolution: int | None = None
+    description: DescriptionConfig | None = None
+    decoder_init: str | None = None
 
     def __post_init__(self) -> None:
         if self.semantic_cost not in MATCH_COSTS:
@@ -80,16 +94,40 @@ class GlassConfig:
             raise ValueError(f"semantic_segments={self.semantic_segments!r}; choose one of {SEGMENT_KINDS}")
         if self.diffusion_decoder is None and self.lambda_recon:
             raise ValueError("lambda_recon > 0 needs a diffusion_decoder; set lambda_recon=0 or configure one")
+        if self.instance_decoder is None and self.lambda_instance:
+            raise ValueError("lambda_instance > 0 needs an instance_decoder; set lambda_instance=0 or configure one")
+        if self.diffusion_decoder is None and (self.description is not None or self.decoder_init is not None):
+            raise ValueError("description and decoder_init concern the diffusion decoder: configure one or drop them")
+
+
+def load_decoder_init(model: "Glass", directory: Path) -> None:
+    """Copy the diffusion decoder and describer weights of the GLASS model in ``directory``."""
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"decoder_init={directory}: no {WEIGHTS_FILE} there; train the decoder first "
+            "(slotlab train --preset glass-tiny-decoder --out DIR) and point decoder_init at DIR/model"
+        )
+    prefixes = ("diffusion_decoder.", "describer.") if model.describer is not None else ("diffusion_decoder.",)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    stored = {k: v for k, v in load_file(str(path)).items() if k.startswith(prefixes)}
+    if set(own) != set(stored) or any(own[k].shape != stored[k].shape for k in own):
+        raise ValueError(
+            f"decoder_init={directory}: its diffusion decoder / describer do not match this model's "
+            "(train it with the same model.diffusion_decoder and model.description settings)"
+        )
+    model.load_state_dict(stored, strict=False)
 
 
 @dataclass
 class GlassOutput:
-    slots: Tensor  # (B, K, D_out): the decoder's conditioning tokens
-    attention: Tensor  # (B, N, K) last slot-attention iteration
+    slots: Tensor | None  # (B, K, D_out): the decoder's conditioning tokens (None: decoder pretraining)
+    attention: Tensor | None  # (B, N, K) last slot-attention iteration
     grid: tuple[int, int]
-    features: Tensor  # (B, N, D) encoder tokens
+    features: Tensor | None  # (B, N, D) encoder tokens
     feature_reconstruction: Tensor | None = None  # (B, N, D) from the MLP decoder
     recon_loss: Tensor | None = None  # diffusion decoder's L_recon
+    pretrain_loss: Tensor | None = None  # the decoder's denoising loss on description tokens
 
 
 class Glass(ObjectCentricModel):
@@ -101,7 +139,8 @@ class Glass(ObjectCentricModel):
         stored = architectures or {}
         self.encoder = build_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
-        sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder, self.encoder.dim, self.grid)
+        # Without an MLP decoder (the authors' released checkpoint) its sizes are filled but unused.
+        sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder or MLPDecoderConfig(), self.encoder.dim, self.grid)
         if config.diffusion_decoder is not None:
             width = config.diffusion_decoder.cross_attention_dim
             if sa.output_dim not in (None, width):
@@ -110,7 +149,7 @@ class Glass(ObjectCentricModel):
                 )
             sa = dataclasses.replace(sa, output_dim=width)
         self.slot_attention = SlotAttention(sa)
-        self.instance_decoder = MLPDecoder(dec)
+        self.instance_decoder = MLPDecoder(dec) if config.instance_decoder is not None else None
         self.diffusion_decoder = None
         if config.diffusion_decoder is not None:
             architecture = stored.get("diffusion_decoder")
@@ -119,12 +158,21 @@ class Glass(ObjectCentricModel):
                 if architecture is None
                 else SlotDiffusionDecoder.from_architecture(config.diffusion_decoder, architecture)
             )
+        self.describer = None
+        if config.description is not None:
+            self.describer = SceneDescriber(config.description, config.diffusion_decoder.cross_attention_dim)
+        if config.decoder_init is not None and architectures is None:  # a checkpoint brings its own weights
+            load_decoder_init(self, Path(config.decoder_init))
 
     def default_loss_weights(self) -> dict[str, float]:
         c = self.config
-        return {"recon": c.lambda_recon, "semantic": c.lambda_semantic, "instance": c.lambda_instance}
+        return {"recon": c.lambda_recon, "semantic": c.lambda_semantic, "instance": c.lambda_instance, "pretrain_recon": 0.0}
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> GlassOutput:
+        w = self.loss_weights
+        if self.training and w["pretrain_recon"] and not (w["recon"] or w["semantic"] or w["instance"]):
+            # Pretraining the decoder alone: nothing of the slot model is needed.
+            return GlassOutput(None, None, self.grid, None, pretrain_loss=self.pretrain_loss(batch))
         images = batch.image if isinstance(batch, Batch) else batch
         features = self.encoder(images)
         grouping = self.slot_attention(features, self.grid, num_slots=num_slots)
@@ -138,7 +186,20 @@ class Glass(ObjectCentricModel):
             # With mask_bias_grid the decoder reads where the masks are; it does not reshape them.
             context = self.diffusion_decoder.context(grouping.slots, self.attention_masks(out).detach())
             out.recon_loss = self.diffusion_decoder.loss(resize_image(images, size).clamp(0, 1), context)
+        if self.loss_weights["pretrain_recon"]:
+            out.pretrain_loss = self.pretrain_loss(batch)
         return out
+
+    def pretrain_loss(self, batch: Batch | Tensor) -> Tensor:
+        """The diffusion decoder's denoising loss conditioned on the batch's description tokens
+        (its pretraining, before GLASS trains; see ``slotlab.methods.scene_descriptions``)."""
+        if self.describer is None or not isinstance(batch, Batch):
+            raise ValueError("loss term pretrain_recon needs model.description and batches with pseudo masks")
+        decoder = self.diffusion_decoder
+        pad = decoder.unconditional_tokens(1, 1)[0, 0]
+        tokens = self.describer(batch, pad)
+        size = (self.config.diffusion_decoder.resolution,) * 2
+        return decoder.loss(resize_image(batch.image, size).clamp(0, 1), tokens)
 
     def attention_masks(self, outputs: GlassOutput) -> Tensor:
         a = outputs.attention.transpose(1, 2)
@@ -166,6 +227,8 @@ class Glass(ObjectCentricModel):
             terms["semantic"] = self.semantic_loss(outputs, batch).loss
         if w["instance"]:
             terms["instance"] = feature_reconstruction_loss(outputs.feature_reconstruction, outputs.features)
+        if w["pretrain_recon"]:
+            terms["pretrain_recon"] = outputs.pretrain_loss
         if not terms:
             raise ValueError("every GLASS loss weight is 0 in this stage: nothing to train")
         total = sum(w[name] * value for name, value in terms.items())
@@ -175,7 +238,8 @@ class Glass(ObjectCentricModel):
         groups = {
             "encoder": [p for m in self.encoder.trainable_modules for p in m.parameters()],
             "grouping": list(self.slot_attention.parameters()),
-            "instance_decoder": list(self.instance_decoder.parameters()),
+            "instance_decoder": list(self.instance_decoder.parameters()) if self.instance_decoder else [],
             "diffusion_decoder": self.diffusion_decoder.trainable_parameters() if self.diffusion_decoder else [],
+            "describer": list(self.describer.parameters()) if self.describer else [],
         }
         return {name: params for name, params in groups.items() if params}

@@ -8,7 +8,8 @@ through projection heads onto prototypes; the student's softmax at temperature
 
 - image level (DINO): the mean token of each student view predicts the teacher's mean token
   of the whole image; local views (zoomed crops, about one object) must predict the
-  distribution of the whole scene, which makes the features say what an object is;
+  distribution of the whole scene (in DINO, what makes the features say what an object is;
+  at the CPU budget here it stayed at the uniform solution, docs/ssl-encoder.md);
 - token level (iBOT's patch loss, with the correspondence of the views known exactly): each
   student token predicts the teacher token at the same image point; with ``mask_ratio`` the
   student sees parts of the image blanked and predicts their tokens from the context.

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slotlab.io.hub import SD_FILES, resolve_pretrained
 from slotlab.nn.autoencoders import ImageAutoencoder, KLAutoencoder, PixelSpace, SpaceToDepth, TinyAutoencoder
 from slotlab.nn.mask_attention import install_mask_biased_attention, pack_slot_masks, uniform_masks
 
@@ -52,8 +53,8 @@ DEFAULT_CONDITION_DROPOUT = {"empty_prompt": 0.0, "null_slots": 0.1}
 WEIGHTS_FORMAT = "slotlab.diffusion_decoder"
 
 SD_DOWNLOAD_HINT = (
-    "slotlab never downloads weights. On a machine with internet access, download a Stable "
-    "Diffusion 2.x repository in diffusers layout, e.g. "
+    "On a machine that is online, set pretrained_path to a hub id and pass --allow-download, or "
+    "download a Stable Diffusion 2.x repository in diffusers layout there, e.g. "
     "huggingface_hub.snapshot_download('stabilityai/stable-diffusion-2-1', local_dir=DIR) "
     "(the v-prediction model GLASS uses) or 'stabilityai/stable-diffusion-2-1-base' "
     "(epsilon prediction, 512 px), copy DIR to this machine and set pretrained_path=DIR. "
@@ -405,6 +406,11 @@ def _scheduler_from_config(config: DiffusionDecoderConfig) -> "object":
     )
 
 
+def _pretrained_root(config: DiffusionDecoderConfig) -> Path:
+    """The local directory of ``pretrained_path`` (a directory or a hub id, see slotlab.io.hub)."""
+    return resolve_pretrained(config.pretrained_path, "diffusion_decoder.pretrained_path", SD_FILES)
+
+
 def _require_sd_parts(root: Path, parts: tuple[str, ...]) -> None:
     """Fail early, naming every missing part of a local Stable Diffusion directory."""
     if not root.is_dir():
@@ -420,7 +426,7 @@ def _require_sd_parts(root: Path, parts: tuple[str, ...]) -> None:
 def _load_pretrained_parts(config: DiffusionDecoderConfig) -> tuple[nn.Module, nn.Module, object]:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    root = Path(config.pretrained_path)
+    root = _pretrained_root(config)
     _require_sd_parts(root, ("unet", "vae", "scheduler"))
     unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
@@ -449,7 +455,8 @@ def encode_empty_prompt(text_encoder: nn.Module, tokenizer) -> Tensor:
     return encode_prompt_ids(text_encoder, input_ids)
 
 
-def _empty_prompt_from_directory(root: Path) -> Tensor:
+def empty_prompt_from_directory(root: Path) -> Tensor:
+    """The (L, D) empty-prompt embedding of the text encoder in a local SD directory."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     _require_sd_parts(root, ("text_encoder", "tokenizer"))
@@ -504,7 +511,7 @@ def _build_autoencoder(config: DiffusionDecoderConfig, vae: nn.Module | None) ->
 def _empty_prompt_embedding(config: DiffusionDecoderConfig) -> Tensor:
     """The (L, D) empty-prompt embedding for configs that do not receive one explicitly."""
     if config.pretrained_path is not None:
-        return _empty_prompt_from_directory(Path(config.pretrained_path))
+        return empty_prompt_from_directory(_pretrained_root(config))
     if config.tiny:
         text_encoder, input_ids = tiny_text_encoder_twin(config.cross_attention_dim)
         return encode_prompt_ids(text_encoder, input_ids)

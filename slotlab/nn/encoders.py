@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slotlab.io.hub import TRANSFORMERS_FILES, resolve_pretrained
 from slotlab.ops.random import fixed_randomness, seeded_generator
 from slotlab.ops.resize import resize_image
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
@@ -657,9 +658,9 @@ VIT_SPECS = {
 def offline_weights_hint(name: str) -> str:
     hub_id = VIT_SPECS[name].hub_id
     return (
-        f"download {hub_id} on a machine with internet "
-        f"(huggingface-cli download {hub_id} --local-dir DIR), copy DIR here and pass "
-        f"encoder.path=DIR; or set encoder.tiny=True for a random twin"
+        f"pass encoder.path={hub_id} with --allow-download on a machine that is online, or download it there "
+        f"(hf download {hub_id} --local-dir DIR), copy DIR here and pass encoder.path=DIR; or set "
+        f"encoder.tiny=True for a random twin"
     )
 
 
@@ -667,7 +668,7 @@ def check_pretrained_dir(name: str, path: str | None) -> Path:
     """A local Hugging Face model directory with config.json and weights, or a clear error."""
     if path is None:
         raise ValueError(f"the {name} encoder needs weights: {offline_weights_hint(name)}")
-    directory = Path(path)
+    directory = resolve_pretrained(path, "encoder.path", TRANSFORMERS_FILES)
     if not directory.is_dir():
         raise FileNotFoundError(f"encoder.path={path!r} is not a directory: {offline_weights_hint(name)}")
     if not (directory / "config.json").is_file():
