@@ -38,11 +38,12 @@ from torch.utils.data import DataLoader
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.evaluate import evaluate_blocks, evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_blocks, evaluate_model
+from slotlab.train.trainer import train
 from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import encoder_config
 from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
@@ -148,7 +149,7 @@ def main() -> None:
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
                 dinosaur_encoder = encoder_settings(name, 2, prerequisites)
-                encoder = build_encoder(EncoderConfig(**dinosaur_encoder))
+                encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
                 row = {
                     "seed": seed,
                     "object_features_class_accuracy": object_class_probe(

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from report import emit, machine_info
 
-from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
+from slotlab.train.demo import DEMO_METHODS, run_demo, with_presets
 
 
 def main() -> None:

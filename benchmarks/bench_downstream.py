@@ -29,9 +29,9 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.ops.resize import resize_image
-from slotlab.engine.compose import SamplingOptions, decoder_tokens, generate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import build_model
+from slotlab.train.compose import SamplingOptions, decoder_tokens, generate
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import build_model
 from slotlab.methods import ObjectCentricModel
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.edits import COLOUR_TOLERANCE, CONTROL_MAX_OVERLAP, VISIBLE_FRACTION, removal_test

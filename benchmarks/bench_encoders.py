@@ -19,23 +19,23 @@ import time
 
 import torch
 
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.nn.encoders import EncoderConfig, build_encoder, encoder_config
 
 
 def encoder_configs(image_size: int, cifar_weights: str | None) -> dict[str, EncoderConfig]:
     vit_size = image_size // 14 * 14  # DINOv2's patch is 14
     configs = {
-        "patch": EncoderConfig(name="patch", image_size=image_size),
-        "patch+colour8": EncoderConfig(name="patch", image_size=image_size, colour_frequencies=8),
-        "cnn": EncoderConfig(name="cnn", image_size=image_size),
-        "cifar_resnet-tiny-layer2": EncoderConfig(name="cifar_resnet", tiny=True, image_size=image_size, layer=2),
-        "dinov2-tiny": EncoderConfig(name="dinov2", tiny=True, image_size=vit_size),
-        "dino-tiny": EncoderConfig(name="dino", tiny=True, image_size=image_size),
-        "mae-tiny": EncoderConfig(name="mae", tiny=True, image_size=image_size),
+        "patch": encoder_config(name="patch", image_size=image_size),
+        "patch+colour8": encoder_config(name="patch", image_size=image_size, colour_frequencies=8),
+        "cnn": encoder_config(name="cnn", image_size=image_size),
+        "cifar_resnet-tiny-layer2": encoder_config(name="cifar_resnet", tiny=True, image_size=image_size, layer=2),
+        "dinov2-tiny": encoder_config(name="dinov2", tiny=True, image_size=vit_size),
+        "dino-tiny": encoder_config(name="dino", tiny=True, image_size=image_size),
+        "mae-tiny": encoder_config(name="mae", tiny=True, image_size=image_size),
     }
     if cifar_weights:
         for layer in (2, 3):
-            configs[f"cifar_resnet-layer{layer}"] = EncoderConfig(
+            configs[f"cifar_resnet-layer{layer}"] = encoder_config(
                 name="cifar_resnet", path=cifar_weights, image_size=image_size, layer=layer
             )
     return configs

@@ -39,11 +39,12 @@ from report import emit, machine_info
 from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
-from slotlab.engine.config import build_train_config
-from slotlab.engine.demo import die_with_parent, pretrain_decoder, steps_overrides, train_segmenter
-from slotlab.engine.evaluate import evaluate_model
-from slotlab.engine.trainer import train
-from slotlab.guidance.engine import GenerateConfig, run_generation
+from slotlab.train.config import build_train_config
+from slotlab.train.demo import die_with_parent, pretrain_decoder, steps_overrides, train_segmenter
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
+from slotlab.datagen.config import GenerateConfig
+from slotlab.datagen.run import run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.protocols import evaluate_masks, get_protocol
 

@@ -35,9 +35,9 @@ from report import emit, machine_info
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.evaluate import evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
 from slotlab.metrics.separability import ObjectSeparability
 
 SIZES = "resolution=32&min_size=0.06&max_size=0.45"

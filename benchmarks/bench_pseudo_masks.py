@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from report import median_seconds
 
-from slotlab.guidance.pseudo_masks import refine_with_self_attention
+from slotlab.datagen.pseudo_masks import refine_with_self_attention
 
 
 def bench_refinement(images: int, max_classes: int, repeat: int, side: int = 32, power: int = 4) -> list[dict]:
@@ -62,9 +62,11 @@ def bench_refinement(images: int, max_classes: int, repeat: int, side: int = 32,
 
 
 def bench_scenes(num: int) -> dict:
-    from slotlab.guidance.engine import GenerateConfig, PromptConfig, ScenesBackend, ScenesBackendConfig, run_generation
-    from slotlab.guidance.lexicon import label_set
-    from slotlab.guidance.prompts import build_prompt
+    from slotlab.datagen.backends.scenes import ScenesBackend
+    from slotlab.datagen.config import GenerateConfig, PromptConfig, ScenesBackendConfig
+    from slotlab.datagen.run import run_generation
+    from slotlab.datagen.lexicon import label_set
+    from slotlab.datagen.prompts import build_prompt
 
     backend = ScenesBackend(ScenesBackendConfig(resolution=64), label_set("scenes"))
     prompts = [build_prompt("shapes", ["circle", "star"] if i % 2 else ["square"]) for i in range(num)]
@@ -87,12 +89,14 @@ def bench_scenes(num: int) -> dict:
 
 
 def bench_capture(steps: int, repeat: int) -> dict:
-    from slotlab.guidance.attention import capturing
-    from slotlab.guidance.engine import TINY_SD_CAPTURE, SDBackend, SDConfig, class_tokens, encode_text, tiny_sd_components
-    from slotlab.guidance.lexicon import label_set
+    from slotlab.datagen.attention import capturing
+    from slotlab.datagen.backends.sd import TINY_SD_CAPTURE, SDBackend, class_tokens, tiny_engine_sd
+    from slotlab.datagen.config import SDConfig
+    from slotlab.diffusion.sd import encode_text
+    from slotlab.datagen.lexicon import label_set
 
     config = SDConfig(num_inference_steps=steps, image_size=32, batch_size=2, capture=TINY_SD_CAPTURE)
-    backend = SDBackend(tiny_sd_components(), config, label_set("coco"), "cpu")
+    backend = SDBackend(tiny_engine_sd(), config, label_set("coco"), "cpu")
     parts, device = backend.parts, torch.device("cpu")
     text = encode_text(parts.tokenizer, parts.text_encoder, ["", "", "a dog and a cat", "a traffic light"], device)
     tokens = class_tokens(parts.tokenizer, parts.text_encoder, [["dog", "cat"], ["traffic light"]], "per-class", device)
@@ -111,7 +115,7 @@ def bench_capture(steps: int, repeat: int) -> dict:
     plain_wall, plain_cpu = median_seconds(plain, repeat)
     capture_wall, capture_cpu = median_seconds(captured, repeat)
     return {
-        "model": "tiny_sd_components (32x32 images, 16x16 latents)",
+        "model": "tiny_engine_sd (32x32 images, 16x16 latents)",
         "steps": steps,
         "batch": 2,
         "plain_s": round(plain_wall, 4),

@@ -19,7 +19,7 @@ from report import emit, machine_info, median_seconds
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.ops.resize import resize_mask
-from slotlab.guidance.semantic import connected_components, pseudo_mask_segments, semantic_guidance_loss
+from slotlab.methods.semantic_guidance import connected_components, pseudo_mask_segments, semantic_guidance_loss
 
 NUM_SLOTS = 7
 

@@ -33,10 +33,10 @@ from report import emit, machine_info, median_seconds
 
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
-from slotlab.engine.config import build_train_config
-from slotlab.engine.demo import die_with_parent, steps_overrides
-from slotlab.engine.evaluate import evaluate_blocks, evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.demo import die_with_parent, steps_overrides
+from slotlab.train.evaluate import evaluate_blocks, evaluate_model
+from slotlab.train.trainer import train
 from slotlab.io.importers.spot import slot_attention_config
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention
@@ -88,7 +88,7 @@ def slot_use(model, dataset, batch_size: int = 32) -> dict:
     from torch.utils.data import DataLoader
 
     from slotlab.data.sample import collate
-    from slotlab.methods.base import fixed_randomness
+    from slotlab.ops.random import fixed_randomness
     from slotlab.methods.spot_losses import reconstruction_loss
 
     model.eval()

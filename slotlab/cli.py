@@ -30,6 +30,10 @@ def _add_demo(sub) -> None:
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
                    "pictures of a removal and an addition), 'all' or 'none' (default: %(default)s)")
+    p.add_argument("--methods", default=None, metavar="LIST",
+                   help="methods to train, comma-separated: dinosaur (dinosaur-tiny), glass (glass-tiny, on data its "
+                   "engine generates first), spot (spot-tiny, SPOT's first stage; its time on 2 cores is not measured "
+                   "yet) (default: dinosaur,glass)")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
@@ -45,16 +49,17 @@ def _add_demo(sub) -> None:
 
 
 def _demo_tasks(text: str) -> tuple[str, ...]:
-    from slotlab.engine.demo import DEMO_TASKS, check_tasks
+    from slotlab.train.demo import DEMO_TASKS, check_tasks
 
     names = {"all": DEMO_TASKS, "none": ()}.get(text)
     return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
 
 
 def _run_demo(args) -> int:
-    from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
+    from slotlab.train.demo import run_demo, select_methods, with_presets
 
-    methods = with_presets(DEMO_METHODS, args.preset)
+    names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
+    methods = with_presets(select_methods(names), args.preset)
     metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=_demo_tasks(args.tasks),
                        jobs=args.jobs, segmenter=args.segmenter)
     print(results_json(metrics))
@@ -82,8 +87,8 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from slotlab.config import load_preset
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import train
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
 
     config = build_train_config(load_preset(args.preset), args.overrides)
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
@@ -139,7 +144,7 @@ def _run_config(checkpoint: Path) -> dict:
 
 def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch_size: int = 32) -> dict:
     from slotlab.data.registry import build_dataset
-    from slotlab.engine.evaluate import evaluate_model
+    from slotlab.train.evaluate import evaluate_model
 
     metrics = evaluate_model(model, build_dataset(data), protocol=protocol, batch_size=batch_size)
     print(f"protocol: {protocol}  data: {data}")
@@ -192,7 +197,7 @@ def _command(sub, name: str, help: str, description: str, add_arguments, run):
 
 
 def _add_generate(sub) -> None:
-    from slotlab.guidance import generate_cli
+    from slotlab.datagen import generate_cli
 
     _command(sub, "generate", "generate GLASS training data: images + pseudo semantic masks",
              "The GLASS data engine: prompts -> generator (Stable Diffusion from a local directory, or the CPU "
@@ -223,7 +228,7 @@ def _add_probe(sub) -> None:
 
 
 def _add_reconstruct(sub) -> None:
-    from slotlab.engine import compose
+    from slotlab.train import compose
 
     _command(sub, "reconstruct", "sample images back from their GLASS slots",
              "Decompose each image into slots and sample it back with the GLASS diffusion decoder (DPM-Solver++); "
@@ -233,7 +238,7 @@ def _add_reconstruct(sub) -> None:
 
 
 def _add_compose(sub) -> None:
-    from slotlab.engine import compose
+    from slotlab.train import compose
 
     _command(sub, "compose", "edit a scene by removing, adding or swapping GLASS slots",
              "Remove slots of --image, add slots of --with, or swap slots between them, then sample the edited "
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a wrong option exits here (code 2), before the heavy imports below
     from slotlab.config import ConfigError
     from slotlab.data.imageio import BadSampleError
-    from slotlab.engine.trainer import NonFiniteLossError
+    from slotlab.train.trainer import NonFiniteLossError
 
     threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
     if threads is not None:

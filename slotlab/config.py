@@ -116,6 +116,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping of {inner.__name__} fields, got {value!r}")
+        if hasattr(inner, "config_class_for"):  # a family of configs told apart by a field (e.g. encoder.name)
+            try:
+                inner = inner.config_class_for(value)
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}") from err
         return from_dict(inner, value, where)
     origin = typing.get_origin(inner)
     if origin in (list, tuple):

@@ -82,7 +82,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 def glass_preset_overrides(preset_overrides, tmp_path_factory):
     """preset_overrides plus a random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
     from slotlab.config import load_preset
-    from slotlab.engine.config import build_train_config
+    from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
     torch.manual_seed(0)
@@ -95,7 +95,8 @@ def glass_preset_overrides(preset_overrides, tmp_path_factory):
 def generated_scenes(tmp_path_factory) -> str:
     """A spec of 16 data-engine samples (scenes backend, 32 px): GLASS's training data in tests."""
     from slotlab.config import from_dict
-    from slotlab.guidance.engine import GenerateConfig, run_generation
+    from slotlab.datagen.config import GenerateConfig
+    from slotlab.datagen.run import run_generation
 
     out = tmp_path_factory.mktemp("generated")
     config = from_dict(GenerateConfig, {

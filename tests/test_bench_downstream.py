@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from slotlab.config import load_preset
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import build_model
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import build_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_downstream.py"
 

@@ -1,7 +1,7 @@
 """The artefact cache: keyed by config, seed and code; the demo's segmenter is trained once."""
 
 import slotlab.io.cache as cache
-from slotlab.engine.demo import train_segmenter
+from slotlab.train.demo import train_segmenter
 from slotlab.io.cache import artefact_dir, cache_root
 
 

@@ -15,13 +15,13 @@ from slotlab.config import ConfigError, from_dict
 from slotlab.io.checkpoints import add_checkpoint_arguments, load_model_from_args
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.dinosaur import DinosaurConfig
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.nn.encoders import build_encoder, encoder_config
 from tests.conftest import tiny_train_config
 from tests.test_diffusion_decoder import DIM, RES, write_tiny_sd_directory
 
 
 def dinosaur_on_local_dinov2(encoder_dir):
-    build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(encoder_dir)
+    build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(encoder_dir)
     model = tiny_train_config()["model"]
     model["encoder"] = {"name": "dinov2", "path": str(encoder_dir), "image_size": 56}
     torch.manual_seed(0)
@@ -65,7 +65,7 @@ def test_cli_arguments_override_the_stored_config(tmp_path):
 
 
 def test_cifar_resnet_encoder_rebuilds_without_its_weight_file(tmp_path):
-    network = build_encoder(EncoderConfig(name="cifar_resnet", tiny=True, image_size=32)).network
+    network = build_encoder(encoder_config(name="cifar_resnet", tiny=True, image_size=32)).network
     torch.save({"state_dict": network.state_dict()}, tmp_path / "resnet.th")
     model = tiny_train_config()["model"]
     model["encoder"] = {"name": "cifar_resnet", "path": str(tmp_path / "resnet.th"), "image_size": 32, "layer": 2}
@@ -81,7 +81,7 @@ def test_cifar_resnet_encoder_rebuilds_without_its_weight_file(tmp_path):
 def test_glass_with_stable_diffusion_and_dinov2_directories_rebuilds_without_them(tmp_path):
     from slotlab.methods.glass import GlassConfig
 
-    build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(tmp_path / "dinov2")
+    build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(tmp_path / "dinov2")
     write_tiny_sd_directory(tmp_path / "sd")
     config = {
         "encoder": {"name": "dinov2", "path": str(tmp_path / "dinov2"), "image_size": 56},
@@ -130,7 +130,7 @@ def test_taesd_autoencoder_rebuilds_without_its_files(tmp_path):
 
 def test_encoders_built_from_their_config_take_no_architecture():
     with pytest.raises(ValueError, match="no stored architecture"):
-        build_encoder(EncoderConfig(name="cnn", image_size=32), {"config": {}})
+        build_encoder(encoder_config(name="cnn", image_size=32), {"config": {}})
     # the patch encoder stores one only for its semantic network
     with pytest.raises(ValueError, match="semantic network"):
-        build_encoder(EncoderConfig(name="patch", image_size=32), {"config": {}})
+        build_encoder(encoder_config(name="patch", image_size=32), {"config": {}})

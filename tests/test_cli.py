@@ -42,8 +42,8 @@ def test_missing_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 
 def test_incompatible_checkpoint_is_a_clear_error(capsys, tmp_path):
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import train
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
     from tests.conftest import tiny_train_config
 
     train(build_train_config(tiny_train_config(steps=1)), tmp_path / "run", progress=False)
@@ -91,7 +91,7 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
 
 def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segmenter_dir):
     from slotlab.config import load_preset
-    from slotlab.engine.config import build_train_config
+    from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
     assert main(["demo", "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
@@ -114,7 +114,7 @@ def test_demo_rejects_unknown_tasks(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_demo_methods_in_worker_processes_match_in_process(tmp_path, segmenter_dir):
-    from slotlab.engine.demo import DemoMethod, run_demo
+    from slotlab.train.demo import DemoMethod, run_demo
 
     methods = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("again", "dinosaur-tiny"))
     parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
@@ -171,7 +171,7 @@ def test_killed_demo_leaves_no_worker_behind(tmp_path, segmenter_dir):
 
 
 def test_demo_preset_replaces_a_method_preset_of_the_same_method():
-    from slotlab.engine.demo import DEMO_METHODS, with_presets
+    from slotlab.train.demo import DEMO_METHODS, with_presets
 
     methods = with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"])
     assert [m.name for m in methods] == [m.name for m in DEMO_METHODS]
@@ -193,7 +193,7 @@ def test_demo_bad_preset_assignment_is_a_clear_error(capsys, tmp_path, assignmen
 
 @pytest.mark.slow
 def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
-    from slotlab.engine.demo import DEMO_METHODS, run_demo, with_presets
+    from slotlab.train.demo import DEMO_METHODS, run_demo, with_presets
 
     glass = [m for m in with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"]) if m.name == "glass"]
     metrics = run_demo(tmp_path / "d", steps=6, methods=tuple(glass), tasks=("generation",), jobs=1, progress=False)
@@ -201,3 +201,21 @@ def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
     assert row["preset"] == "glass-tiny-compose" and row["train_steps"] == 6
     assert 0 <= row["removal_objects"] <= 32 and 0.0 <= row["recon_object_visible"] <= 1.0
     assert (tmp_path / "d" / "tasks" / "glass" / "removal.png").is_file()
+
+
+def test_demo_methods_are_chosen_by_name(capsys, tmp_path):
+    from slotlab.train.demo import DEMO_METHODS, select_methods
+
+    assert select_methods(None) == DEMO_METHODS
+    assert [m.preset for m in select_methods(["spot", "dinosaur", "spot"])] == ["spot-tiny", "dinosaur-tiny"]
+    assert main(["demo", "--methods", "dinosaur,msff", "--out", str(tmp_path / "d")]) == 2
+    assert "msff" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_spot(tmp_path):
+    from slotlab.train.demo import run_demo, select_methods
+
+    metrics = run_demo(tmp_path / "d", steps=2, methods=select_methods(["spot"]), tasks=(), jobs=1, progress=False)
+    assert set(metrics) == {"spot", "blocks"} and metrics["spot"]["preset"] == "spot-tiny"
+    assert 0.0 <= metrics["spot"]["mbo_i"] <= 1.0 and "spot" in (tmp_path / "d" / "report.html").read_text()

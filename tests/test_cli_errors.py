@@ -98,7 +98,7 @@ def glass_dir(tmp_path_factory):
     import torch
 
     from slotlab.config import load_preset
-    from slotlab.engine.config import build_train_config
+    from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
     from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 

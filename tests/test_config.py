@@ -1,7 +1,7 @@
 import pytest
 
 from slotlab.config import ConfigError, apply_overrides, from_dict, list_presets, load_preset
-from slotlab.engine.config import TrainConfig, build_train_config
+from slotlab.train.config import TrainConfig, build_train_config
 from tests.conftest import tiny_train_config
 
 
@@ -42,7 +42,7 @@ def test_unknown_preset_lists_available():
 
 
 def test_stage_lr_for_unknown_group_is_rejected_at_train_time(tmp_path):
-    from slotlab.engine.trainer import train
+    from slotlab.train.trainer import train
 
     config = build_train_config(tiny_train_config(), ["stages.0.lr={grouping: 0.001, nonsense: 0.1}"])
     with pytest.raises(ConfigError, match="nonsense"):
@@ -90,7 +90,7 @@ def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
-    from slotlab.engine import config as engine_config
+    from slotlab.train import config as engine_config
 
     assert isinstance(engine_config.bf16_is_native(), bool)  # the probe runs on this machine
     assert engine_config.resolve_precision("fp16") == "fp16"  # explicit choices pass through

@@ -183,8 +183,8 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(glass_preset_over
     from slotlab.config import load_preset
     from slotlab.data.registry import build_dataset
     from slotlab.data.sample import collate
-    from slotlab.engine.compose import SamplingOptions
-    from slotlab.engine.config import build_train_config
+    from slotlab.train.compose import SamplingOptions
+    from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
     config = build_train_config(load_preset("glass-tiny"), glass_preset_overrides)

@@ -12,17 +12,10 @@ import transformers
 from PIL import Image
 
 from slotlab.ops.resize import center_crop, resize_image, shorter_side_size
-from slotlab.nn.encoders import (
-    ENCODER_NAMES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CifarResNet,
-    EncoderConfig,
-    build_encoder,
-    cifar_resnet_blocks_per_stage,
-    load_cifar_resnet,
-    vit_blocks,
-)
+from slotlab.nn.encoders import ENCODERS, build_encoder, encoder_config
+from slotlab.nn.encoders.base import IMAGENET_MEAN, IMAGENET_STD
+from slotlab.nn.encoders.cifar_resnet import CifarResNet, cifar_resnet_blocks_per_stage, load_cifar_resnet
+from slotlab.nn.encoders.vit import vit_blocks
 
 ASSETS = Path("/work/shared/assets/cifar_resnet")
 FIXTURES = Path("/work/shared/fixtures")
@@ -72,7 +65,7 @@ SHAPE_CASES = [
 @pytest.mark.parametrize("fields, sizes, grids, dim", SHAPE_CASES)
 def test_output_shape_and_grid(fields, sizes, grids, dim):
     for size, grid in zip(sizes, grids):
-        encoder = build_encoder(EncoderConfig(image_size=size, **fields))
+        encoder = build_encoder(encoder_config(image_size=size, **fields))
         tokens = encoder(images(2, size))
         assert encoder.grid_size() == grid
         assert encoder.dim == dim
@@ -81,7 +74,7 @@ def test_output_shape_and_grid(fields, sizes, grids, dim):
 
 
 def test_inputs_of_another_size_are_resized_to_image_size():
-    encoder = build_encoder(EncoderConfig(name="dino", tiny=True, image_size=64))
+    encoder = build_encoder(encoder_config(name="dino", tiny=True, image_size=64))
     odd = images(1, 100)[:, :, :, :90]
     expected = encoder(resize_image(odd, (64, 64)))
     assert torch.allclose(encoder(odd), expected)
@@ -89,8 +82,8 @@ def test_inputs_of_another_size_are_resized_to_image_size():
 
 def test_unknown_name_lists_the_names():
     with pytest.raises(ValueError) as error:
-        build_encoder(EncoderConfig(name="resnet50"))
-    for name in ENCODER_NAMES:
+        build_encoder(encoder_config(name="resnet50"))
+    for name in ENCODERS:
         assert name in str(error.value)
 
 
@@ -104,24 +97,24 @@ def test_unknown_name_lists_the_names():
     ],
 )
 def test_field_of_another_encoder_is_rejected(fields, field):
-    with pytest.raises(ValueError, match=f"encoder.{field} applies only"):
-        build_encoder(EncoderConfig(**fields))
+    with pytest.raises(ValueError, match=f"encoder.{field} does not apply"):
+        build_encoder(encoder_config(**fields))
 
 
 def test_image_size_not_multiple_of_patch_is_rejected():
     with pytest.raises(ValueError, match="multiple"):
-        build_encoder(EncoderConfig(name="patch", image_size=30))
+        build_encoder(encoder_config(name="patch", image_size=30))
     with pytest.raises(ValueError, match="multiple"):
-        build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=64))
+        build_encoder(encoder_config(name="dinov2", tiny=True, image_size=64))
 
 
 def test_dim_that_contradicts_the_model_is_rejected():
     with pytest.raises(ValueError, match="encoder.dim=768"):
-        build_encoder(EncoderConfig(name="dino", tiny=True, dim=768))
+        build_encoder(encoder_config(name="dino", tiny=True, dim=768))
 
 
 def test_bad_input_is_rejected():
-    encoder = build_encoder(EncoderConfig(name="patch", image_size=32))
+    encoder = build_encoder(encoder_config(name="patch", image_size=32))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         encoder(torch.rand(3, 32, 32))
 
@@ -141,7 +134,7 @@ FROZEN_CASES = [
 
 @pytest.mark.parametrize("fields", FROZEN_CASES)
 def test_frozen_by_default_and_stays_eval_after_train(fields):
-    encoder = build_encoder(EncoderConfig(image_size=64 if fields["name"] != "dinov2" else 56, **fields))
+    encoder = build_encoder(encoder_config(image_size=64 if fields["name"] != "dinov2" else 56, **fields))
     assert not any(p.requires_grad for p in encoder.parameters())
     parent = torch.nn.Sequential(encoder)
     parent.train()
@@ -149,7 +142,7 @@ def test_frozen_by_default_and_stays_eval_after_train(fields):
 
 
 def test_frozen_cifar_resnet_keeps_batchnorm_statistics():
-    encoder = build_encoder(EncoderConfig(name="cifar_resnet", tiny=True, image_size=32))
+    encoder = build_encoder(encoder_config(name="cifar_resnet", tiny=True, image_size=32))
     before = encoder.network.bn1.running_mean.clone()
     encoder.train()
     encoder(images(4, 32))
@@ -163,7 +156,7 @@ def parameter_ids(module: torch.nn.Module) -> set[int]:
 @pytest.mark.parametrize("name, final_norm", [("dinov2", True), ("dino", False), ("mae", False), ("dino", True)])
 def test_trainable_blocks_unfreeze_exactly_the_last_blocks(name, final_norm):
     size = 56 if name == "dinov2" else 64
-    config = EncoderConfig(name=name, tiny=True, image_size=size, trainable_blocks=2, final_norm=final_norm)
+    config = encoder_config(name=name, tiny=True, image_size=size, trainable_blocks=2, final_norm=final_norm)
     encoder = build_encoder(config)
     blocks = vit_blocks(encoder.model)
     assert len(blocks) == 3
@@ -185,40 +178,40 @@ def test_trainable_blocks_unfreeze_exactly_the_last_blocks(name, final_norm):
 
 
 def test_trainable_blocks_of_cpu_encoders():
-    cnn = build_encoder(EncoderConfig(name="cnn", image_size=32, trainable_blocks=1))
+    cnn = build_encoder(encoder_config(name="cnn", image_size=32, trainable_blocks=1))
     assert {id(p) for p in cnn.parameters() if p.requires_grad} == parameter_ids(cnn.convs[-1])
 
-    resnet = build_encoder(EncoderConfig(name="cifar_resnet", tiny=True, image_size=32, layer=2, trainable_blocks=1))
+    resnet = build_encoder(encoder_config(name="cifar_resnet", tiny=True, image_size=32, layer=2, trainable_blocks=1))
     assert {id(p) for p in resnet.parameters() if p.requires_grad} == parameter_ids(resnet.network.layer2[0])
     resnet.train()
     assert resnet.network.layer2[0].training and not resnet.network.layer1[0].training
 
-    learned = build_encoder(EncoderConfig(name="patch", image_size=32, projection="learned"))
+    learned = build_encoder(encoder_config(name="patch", image_size=32, projection="learned"))
     assert {id(p) for p in learned.parameters() if p.requires_grad} == parameter_ids(learned.projection)
     assert learned.train().training
 
 
 def test_too_many_trainable_blocks_is_a_clear_error():
     with pytest.raises(ValueError, match="trainable_blocks=4 but the dino encoder has 3 blocks"):
-        build_encoder(EncoderConfig(name="dino", tiny=True, trainable_blocks=4))
+        build_encoder(encoder_config(name="dino", tiny=True, trainable_blocks=4))
     with pytest.raises(ValueError, match="projection='learned'"):
-        build_encoder(EncoderConfig(name="patch", trainable_blocks=1))
+        build_encoder(encoder_config(name="patch", trainable_blocks=1))
 
 
 # ------------------------------------------------------------------ ViT outputs, offline loading
 
 
 def test_tiny_twins_are_reproducible_from_the_seed():
-    first = build_encoder(EncoderConfig(name="dino", tiny=True, image_size=64, seed=3))
-    second = build_encoder(EncoderConfig(name="dino", tiny=True, image_size=64, seed=3))
-    other = build_encoder(EncoderConfig(name="dino", tiny=True, image_size=64, seed=4))
+    first = build_encoder(encoder_config(name="dino", tiny=True, image_size=64, seed=3))
+    second = build_encoder(encoder_config(name="dino", tiny=True, image_size=64, seed=3))
+    other = build_encoder(encoder_config(name="dino", tiny=True, image_size=64, seed=4))
     x = images(1, 64)
     assert torch.equal(first(x), second(x))
     assert not torch.allclose(first(x), other(x))
 
 
 def test_dinov2_tokens_are_normed_patch_tokens_of_imagenet_normalised_input():
-    encoder = build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56))
+    encoder = build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56))
     x = images(2, 56)
     reference = encoder.model(pixel_values=imagenet_normalise(x)).last_hidden_state
     assert torch.allclose(encoder(x), reference[:, 1:], atol=1e-6)
@@ -226,7 +219,7 @@ def test_dinov2_tokens_are_normed_patch_tokens_of_imagenet_normalised_input():
 
 @pytest.mark.parametrize("final_norm", [False, True])
 def test_dino_final_norm_option(final_norm):
-    encoder = build_encoder(EncoderConfig(name="dino", tiny=True, image_size=64, final_norm=final_norm))
+    encoder = build_encoder(encoder_config(name="dino", tiny=True, image_size=64, final_norm=final_norm))
     model = encoder.model
     pixels = imagenet_normalise(images(2, 64))
     output = model(pixel_values=pixels, interpolate_pos_encoding=True, output_hidden_states=True)
@@ -236,9 +229,9 @@ def test_dino_final_norm_option(final_norm):
 
 
 def test_tiny_dinov2_round_trip_through_a_local_directory(tmp_path):
-    twin = build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56))
+    twin = build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56))
     twin.model.save_pretrained(tmp_path)
-    loaded = build_encoder(EncoderConfig(name="dinov2", path=str(tmp_path), image_size=56))
+    loaded = build_encoder(encoder_config(name="dinov2", path=str(tmp_path), image_size=56))
     x = images(2, 56)
     assert torch.equal(loaded(x), twin(x))
     assert not any(p.requires_grad for p in loaded.parameters())
@@ -246,9 +239,9 @@ def test_tiny_dinov2_round_trip_through_a_local_directory(tmp_path):
 
 @pytest.mark.parametrize("name", ["dino", "mae"])
 def test_tiny_dino_and_mae_round_trip(tmp_path, name):
-    twin = build_encoder(EncoderConfig(name=name, tiny=True, image_size=64))
+    twin = build_encoder(encoder_config(name=name, tiny=True, image_size=64))
     twin.model.save_pretrained(tmp_path)
-    loaded = build_encoder(EncoderConfig(name=name, path=str(tmp_path), image_size=64))
+    loaded = build_encoder(encoder_config(name=name, path=str(tmp_path), image_size=64))
     x = images(2, 64)
     assert torch.equal(loaded(x), twin(x))
 
@@ -260,7 +253,7 @@ def test_dinov2_register_tokens_are_dropped(tmp_path):
     )
     model = transformers.Dinov2WithRegistersModel(config).eval()
     model.save_pretrained(tmp_path)
-    encoder = build_encoder(EncoderConfig(name="dinov2", path=str(tmp_path), image_size=56))
+    encoder = build_encoder(encoder_config(name="dinov2", path=str(tmp_path), image_size=56))
     x = images(2, 56)
     tokens = encoder(x)
     reference = model(pixel_values=imagenet_normalise(x)).last_hidden_state
@@ -270,29 +263,29 @@ def test_dinov2_register_tokens_are_dropped(tmp_path):
 
 def test_missing_weights_give_offline_instructions(tmp_path):
     with pytest.raises(ValueError, match="hf download facebook/dinov2-base"):
-        build_encoder(EncoderConfig(name="dinov2"))
+        build_encoder(encoder_config(name="dinov2"))
     with pytest.raises(FileNotFoundError, match="encoder.path=DIR"):
-        build_encoder(EncoderConfig(name="dinov2", path=str(tmp_path / "absent")))
+        build_encoder(encoder_config(name="dinov2", path=str(tmp_path / "absent")))
     with pytest.raises(FileNotFoundError, match="no config.json.*facebook/dino-vitb16"):
-        build_encoder(EncoderConfig(name="dino", path=str(tmp_path)))
+        build_encoder(encoder_config(name="dino", path=str(tmp_path)))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit_mae"}))
     with pytest.raises(FileNotFoundError, match="has no weights"):
-        build_encoder(EncoderConfig(name="mae", path=str(tmp_path)))
+        build_encoder(encoder_config(name="mae", path=str(tmp_path)))
 
 
 def test_directory_of_another_model_is_rejected(tmp_path):
-    build_encoder(EncoderConfig(name="dino", tiny=True)).model.save_pretrained(tmp_path)
+    build_encoder(encoder_config(name="dino", tiny=True)).model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model_type 'vit' is not a dinov2 model"):
-        build_encoder(EncoderConfig(name="dinov2", path=str(tmp_path)))
+        build_encoder(encoder_config(name="dinov2", path=str(tmp_path)))
 
 
 def test_tiny_and_path_together_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="tiny=True"):
-        build_encoder(EncoderConfig(name="dino", tiny=True, path=str(tmp_path)))
+        build_encoder(encoder_config(name="dino", tiny=True, path=str(tmp_path)))
 
 
 def test_mae_keeps_every_token_deterministically():
-    encoder = build_encoder(EncoderConfig(name="mae", tiny=True, image_size=64))
+    encoder = build_encoder(encoder_config(name="mae", tiny=True, image_size=64))
     x = images(2, 64)
     assert torch.equal(encoder(x), encoder(x))
 
@@ -305,7 +298,7 @@ def test_mae_token_order_is_raster(tmp_path):
         patch_size=16, image_size=64, mask_ratio=0.75,
     )
     transformers.ViTMAEModel(config).save_pretrained(tmp_path)
-    encoder = build_encoder(EncoderConfig(name="mae", path=str(tmp_path), image_size=64, final_norm=True))
+    encoder = build_encoder(encoder_config(name="mae", path=str(tmp_path), image_size=64, final_norm=True))
     x = images(2, 64)
     model = encoder.model
     patches = model.embeddings.patch_embeddings.projection(imagenet_normalise(x)).flatten(2).transpose(1, 2)
@@ -317,7 +310,7 @@ def test_mae_token_order_is_raster(tmp_path):
 
 
 def test_pixel_patch_tokens_follow_raster_order():
-    encoder = build_encoder(EncoderConfig(name="patch", image_size=8, patch_size=4, projection="pixels"))
+    encoder = build_encoder(encoder_config(name="patch", image_size=8, patch_size=4, projection="pixels"))
     x = images(1, 8)
     tokens = encoder(x)
     normalised = x * 2 - 1
@@ -329,7 +322,7 @@ def test_pixel_patch_tokens_follow_raster_order():
 
 def test_colour_features_depend_only_on_the_pixel_colour():
     encoder = build_encoder(
-        EncoderConfig(name="patch", image_size=8, patch_size=4, projection="pixels", colour_frequencies=3)
+        encoder_config(name="patch", image_size=8, patch_size=4, projection="pixels", colour_frequencies=3)
     )
     x = torch.rand(1, 3, 1, 1).expand(1, 3, 8, 8).contiguous()
     tokens = encoder(x)
@@ -338,7 +331,7 @@ def test_colour_features_depend_only_on_the_pixel_colour():
 
 
 def test_edge_context_features_say_which_side_of_an_object_a_pixel_is_on():
-    from slotlab.nn.encoders import edge_context_features
+    from slotlab.nn.encoders.pixel_features import edge_context_features
 
     flat = torch.full((1, 3, 32, 32), 0.3)
     assert edge_context_features(flat, (2.0, 4.0)).abs().max() == 0  # no edge, no context
@@ -353,11 +346,11 @@ def test_edge_context_features_say_which_side_of_an_object_a_pixel_is_on():
     assert strength[16, 8] > strength[16, 16]  # stronger on the edge than at the centre
     torch.testing.assert_close(towards_x, -towards_x.flip(-1), atol=1e-5, rtol=0)  # mirror symmetric
     with pytest.raises(ValueError, match="edge_scales"):
-        build_encoder(EncoderConfig(name="patch", image_size=32, edge_scales=(0.0,)))
+        build_encoder(encoder_config(name="patch", image_size=32, edge_scales=(0.0,)))
 
 
 def test_structure_tensor_features_tell_edges_from_corners_whatever_the_rotation():
-    from slotlab.nn.encoders import structure_tensor_features
+    from slotlab.nn.encoders.pixel_features import structure_tensor_features
 
     flat = torch.full((1, 3, 32, 32), 0.3)
     assert structure_tensor_features(flat, (1.0, 2.0)).abs().max() == 0  # no edge, no structure
@@ -373,29 +366,29 @@ def test_structure_tensor_features_tell_edges_from_corners_whatever_the_rotation
     turned = structure_tensor_features(bar.rot90(1, (-2, -1)), (2.0,))
     torch.testing.assert_close(turned, structure_tensor_features(bar, (2.0,)).rot90(1, (-2, -1)))
     with pytest.raises(ValueError, match="structure_scales"):
-        build_encoder(EncoderConfig(name="patch", image_size=32, structure_scales=(-1.0,)))
+        build_encoder(encoder_config(name="patch", image_size=32, structure_scales=(-1.0,)))
 
 
 def test_random_projection_is_fixed_by_the_seed():
     x = images(1, 32)
-    a = build_encoder(EncoderConfig(name="patch", image_size=32, seed=1))(x)
-    b = build_encoder(EncoderConfig(name="patch", image_size=32, seed=1))(x)
-    c = build_encoder(EncoderConfig(name="patch", image_size=32, seed=2))(x)
+    a = build_encoder(encoder_config(name="patch", image_size=32, seed=1))(x)
+    b = build_encoder(encoder_config(name="patch", image_size=32, seed=1))(x)
+    c = build_encoder(encoder_config(name="patch", image_size=32, seed=2))(x)
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 def test_cnn_patch_size_must_be_reachable():
     with pytest.raises(ValueError, match="power of 2"):
-        build_encoder(EncoderConfig(name="cnn", image_size=48, patch_size=6))
+        build_encoder(encoder_config(name="cnn", image_size=48, patch_size=6))
     with pytest.raises(ValueError, match="cnn_layers=2"):
-        build_encoder(EncoderConfig(name="cnn", image_size=64, patch_size=8, cnn_layers=2))
+        build_encoder(encoder_config(name="cnn", image_size=64, patch_size=8, cnn_layers=2))
 
 
 def test_cifar_resnet_needs_a_path(tmp_path):
     with pytest.raises(ValueError, match="encoder.path=FILE"):
-        build_encoder(EncoderConfig(name="cifar_resnet"))
+        build_encoder(encoder_config(name="cifar_resnet"))
     with pytest.raises(FileNotFoundError, match="no CIFAR ResNet weight file"):
-        build_encoder(EncoderConfig(name="cifar_resnet", path=str(tmp_path / "absent.th")))
+        build_encoder(encoder_config(name="cifar_resnet", path=str(tmp_path / "absent.th")))
 
 
 def test_cifar_resnet_option_a_shortcut_is_parameter_free_and_pads_channels():
@@ -437,7 +430,7 @@ def test_real_cifar_resnet_calls_buses_trucks(depth):
     photos = ["coco_instances_sample/images/000000128372.jpg", "voc_sample/JPEGImages/2011_000025.jpg"]
     if not all((FIXTURES / photo).is_file() for photo in photos):
         pytest.skip(f"bus photos not found under {FIXTURES}")
-    encoder = build_encoder(EncoderConfig(name="cifar_resnet", path=str(path), image_size=32))
+    encoder = build_encoder(encoder_config(name="cifar_resnet", path=str(path), image_size=32))
     x = torch.stack([fixture_photo(photo, 32) for photo in photos])
     with torch.no_grad():
         predicted = encoder.network(encoder.preprocess(x)).argmax(dim=-1)
@@ -446,7 +439,7 @@ def test_real_cifar_resnet_calls_buses_trucks(depth):
 
 def test_real_cifar_resnet_tokens_are_its_stage_features():
     path = require_cifar_weights("resnet20")
-    encoder = build_encoder(EncoderConfig(name="cifar_resnet", path=str(path), image_size=64, layer=2))
+    encoder = build_encoder(encoder_config(name="cifar_resnet", path=str(path), image_size=64, layer=2))
     x = images(2, 64)
     tokens = encoder(x)
     assert tokens.shape == (2, 32 * 32, 32)
@@ -456,13 +449,13 @@ def test_real_cifar_resnet_tokens_are_its_stage_features():
 
 
 def test_patch_position_features_make_tokens_position_dependent():
-    from slotlab.nn.encoders import position_fourier_features
+    from slotlab.nn.encoders.pixel_features import position_fourier_features
 
-    config = EncoderConfig(name="patch", image_size=16, patch_size=4, dim=8, position_frequencies=2)
+    config = encoder_config(name="patch", image_size=16, patch_size=4, dim=8, position_frequencies=2)
     tokens = build_encoder(config)(torch.full((1, 3, 16, 16), 0.5))
     assert tokens.shape == (1, 16, 8)
     assert not torch.allclose(tokens[0, 0], tokens[0, 5])  # same colour, other place
-    plain = build_encoder(EncoderConfig(name="patch", image_size=16, patch_size=4, dim=8))
+    plain = build_encoder(encoder_config(name="patch", image_size=16, patch_size=4, dim=8))
     flat = plain(torch.full((1, 3, 16, 16), 0.5))
     torch.testing.assert_close(flat[0, 0], flat[0, 5])
     features = position_fourier_features(3, 5, 2)

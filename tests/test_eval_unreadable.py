@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from slotlab.data.folder import ImageFolder
-from slotlab.engine.evaluate import evaluate_model
+from slotlab.train.evaluate import evaluate_model
 from slotlab.methods import get_method
-from slotlab.engine.config import build_train_config
+from slotlab.train.config import build_train_config
 from tests.conftest import tiny_train_config
 
 

@@ -28,9 +28,10 @@ from slotlab.data.generated import (
     write_summary,
 )
 from slotlab.data.sample import IGNORE_INDEX
-from slotlab.guidance.engine import GenerateConfig, build_backend, build_prompt_maker, generate_indices, run_settings
-from slotlab.guidance.generate_cli import build_config, main, preset_data
-from slotlab.guidance.lexicon import label_set
+from slotlab.datagen.config import GenerateConfig
+from slotlab.datagen.run import build_backend, build_prompt_maker, generate_indices, run_settings
+from slotlab.datagen.generate_cli import build_config, main, preset_data
+from slotlab.datagen.lexicon import label_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,7 +184,7 @@ def _args(preset: Path, num: int):
 
 
 def _start(preset: Path, out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "slotlab.guidance.generate_cli", "--preset", str(preset), "--out", str(out),
+    command = [sys.executable, "-m", "slotlab.datagen.generate_cli", "--preset", str(preset), "--out", str(out),
                "--no-progress", *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -229,7 +230,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(preset, tmp_path):
 
 def test_generate_config_errors_name_the_fix(preset):
     with pytest.raises(ValueError, match="section 'sd' is set"):
-        GenerateConfig(backend="scenes", sd=__import__("slotlab.guidance.engine", fromlist=["SDConfig"]).SDConfig())
+        GenerateConfig(backend="scenes", sd=__import__("slotlab.datagen.config", fromlist=["SDConfig"]).SDConfig())
     args = _args(preset, num=5)
     args.overrides = ["prompts.label_set=coco"]
     with pytest.raises(ValueError, match="label_set to 'scenes'"):
@@ -244,7 +245,7 @@ def test_two_processes_with_torchrun(preset, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
-    command = [str(torchrun), "--nproc_per_node", "2", "-m", "slotlab.guidance.generate_cli", "--preset", str(preset),
+    command = [str(torchrun), "--nproc_per_node", "2", "-m", "slotlab.datagen.generate_cli", "--preset", str(preset),
                "--out", str(out), "--set", "num=40", "--no-progress"]  # torchrun takes --num as its --numa-binding
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=170)
     assert result.returncode == 0, result.stderr.decode()[-2000:]

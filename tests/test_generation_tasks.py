@@ -6,9 +6,9 @@ from PIL import Image
 
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
-from slotlab.engine.config import build_train_config
-from slotlab.engine.generation_tasks import NUM_PICTURED, PICTURE_SIZE, run_generation_tasks
-from slotlab.engine.trainer import build_model
+from slotlab.train.config import build_train_config
+from slotlab.train.generation_tasks import NUM_PICTURED, PICTURE_SIZE, run_generation_tasks
+from slotlab.train.trainer import build_model
 from slotlab.viz.glossary import caveats
 from slotlab.viz.overlays import image_caption
 

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from slotlab.config import load_preset
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import checkpoint_dirs, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import checkpoint_dirs, train
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 
@@ -97,7 +97,7 @@ def test_recon_weight_needs_a_diffusion_decoder():
 
 
 def test_slot_edits():
-    from slotlab.engine.compose import add_slots, remove_slots, slot_for_region, swap_slots
+    from slotlab.train.compose import add_slots, remove_slots, slot_for_region, swap_slots
 
     a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
     torch.testing.assert_close(remove_slots(a, [1, 3]), a[[0, 2]])
@@ -116,7 +116,7 @@ def test_slot_edits():
 
 
 def test_an_edit_names_the_original_slots_whatever_else_it_does():
-    from slotlab.engine.compose import edit_slots
+    from slotlab.train.compose import edit_slots
 
     a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
     edited = edit_slots(a, b, remove=[0], add=[2], swap=(3, 1))  # slot 3 stays slot 3 after slot 0 goes
@@ -127,7 +127,7 @@ def test_an_edit_names_the_original_slots_whatever_else_it_does():
 
 
 def test_slots_chosen_by_class_and_listed():
-    from slotlab.engine.compose import slot_for_class, slot_listing
+    from slotlab.train.compose import slot_for_class, slot_listing
 
     masks = torch.zeros(3, 4, 4)
     masks[0], masks[1, :2, :2], masks[2, 2:, 2:] = 0.5, 1.0, 1.0
@@ -203,7 +203,7 @@ def test_reconstruct_and_compose_commands(generated_scenes, tmp_path, capsys, mo
 
 
 def test_interactive_answers_are_checked():
-    from slotlab.engine.compose import ask_slots
+    from slotlab.train.compose import ask_slots
 
     assert ask_slots("3, 0", 7) == [3, 0] and ask_slots("  ", 7) == []
     with pytest.raises(ValueError, match="not a list of slot indices"):
@@ -216,7 +216,7 @@ def test_mask_biased_decoder_trains_reloads_and_composes(generated_scenes, tmp_p
     from PIL import Image
 
     from slotlab.cli import main
-    from slotlab.engine.compose import decoder_tokens
+    from slotlab.train.compose import decoder_tokens
 
     train(paper_tiny_config(generated_scenes, ["model.diffusion_decoder.mask_bias_grid=4"]), tmp_path / "run", progress=False)
     model = ObjectCentricModel.from_pretrained(tmp_path / "run" / "model")

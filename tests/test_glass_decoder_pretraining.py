@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from slotlab.config import load_preset
 from slotlab.data.sample import Sample, collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import checkpoint_dirs, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import checkpoint_dirs, train
 from slotlab.methods import get_method
 from slotlab.methods.scene_descriptions import segment_features
 

@@ -13,7 +13,7 @@ import torch
 
 from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, import_glass
 from slotlab.methods import ObjectCentricModel
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.nn.encoders import build_encoder, encoder_config
 from tests.test_diffusion_decoder import SlotDiffusionDecoder, tiny_config, write_tiny_sd_directory
 
 CASE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity" / "glass" / "glass_sa"
@@ -37,7 +37,7 @@ def release(tmp_path_factory) -> dict[str, Path]:
     width = meta["constructor_args"]["out_size"]
     torch.manual_seed(1)
     SlotDiffusionDecoder.from_config(tiny_config(cross_attention_dim=width)).unet.save_pretrained(root / "release" / UNET_DIR)
-    build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(root / "dinov2")
+    build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56)).model.save_pretrained(root / "dinov2")
     write_tiny_sd_directory(root / "sd", dim=width)
     return {"root": root, "release": root / "release", "encoder": root / "dinov2", "sd": root / "sd",
             "inputs": tensors}  # fmt: skip
@@ -68,7 +68,7 @@ def test_imported_slot_attention_reproduces_the_authors(release, tmp_path, posit
 
 def test_imported_model_decomposes_evaluates_and_samples_without_the_sources(release, tmp_path):
     from slotlab.data.registry import build_dataset
-    from slotlab.engine.evaluate import evaluate_model
+    from slotlab.train.evaluate import evaluate_model
 
     shutil.copytree(release["root"], tmp_path / "src")
     src = {"release": tmp_path / "src" / "release", "encoder": tmp_path / "src" / "dinov2", "sd": tmp_path / "src" / "sd"}

@@ -10,9 +10,9 @@ import pytest
 
 from slotlab.config import PRESET_DIR, load_preset
 from slotlab.data.registry import DatasetSpec, build_dataset, parse_spec
-from slotlab.engine.config import build_train_config
-from slotlab.engine.evaluate import evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.protocols import get_protocol
 

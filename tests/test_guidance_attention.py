@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from slotlab.guidance.attention import (
+from slotlab.datagen.attention import (
     AttentionCapture,
     CaptureConfig,
     CapturingAttnProcessor,
@@ -16,12 +16,13 @@ from slotlab.guidance.attention import (
     capturing,
     unet_place,
 )
-from slotlab.guidance.engine import class_token_span, class_tokens, encode_text, tiny_sd_components
+from slotlab.datagen.backends.sd import class_token_span, class_tokens, tiny_engine_sd
+from slotlab.diffusion.sd import encode_text
 
 
 @pytest.fixture(scope="module")
 def parts():
-    return tiny_sd_components(seed=1)
+    return tiny_engine_sd(seed=1)
 
 
 class Recorder:

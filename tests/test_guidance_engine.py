@@ -10,27 +10,19 @@ import yaml
 from slotlab.data.generated import GeneratedDataset
 from slotlab.data.sample import IGNORE_INDEX
 from slotlab.data.scenes import SCENE_CLASSES
-from slotlab.guidance.engine import (
-    TINY_SD_CAPTURE,
-    PromptConfig,
-    SDBackend,
-    SDConfig,
-    ScenesBackend,
-    ScenesBackendConfig,
-    build_prompt_maker,
-    load_sd_components,
-    perturb_class_regions,
-    tiny_sd_components,
-    uncertain_boundary_band,
-)
-from slotlab.guidance.generate_cli import main
-from slotlab.guidance.lexicon import label_set
-from slotlab.guidance.prompts import build_prompt
+from slotlab.datagen.backends.scenes import ScenesBackend, perturb_class_regions, uncertain_boundary_band
+from slotlab.datagen.backends.sd import TINY_SD_CAPTURE, SDBackend, tiny_engine_sd
+from slotlab.datagen.config import PromptConfig, SDConfig, ScenesBackendConfig
+from slotlab.datagen.run import build_prompt_maker
+from slotlab.diffusion.sd import load_sd_components
+from slotlab.datagen.generate_cli import main
+from slotlab.datagen.lexicon import label_set
+from slotlab.datagen.prompts import build_prompt
 
 
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory):
-    return tiny_sd_components(seed=0).save(tmp_path_factory.mktemp("tiny-sd"))
+    return tiny_engine_sd(seed=0).save(tmp_path_factory.mktemp("tiny-sd"))
 
 
 def test_sd_backend_end_to_end_from_a_local_directory(sd_dir):
@@ -64,7 +56,7 @@ def test_sd_backend_end_to_end_from_a_local_directory(sd_dir):
 
 def test_sd_backend_reads_the_refined_maps(sd_dir, monkeypatch):
     """The mask is the thresholded argmax of the captured maps (checked through a spy)."""
-    import slotlab.guidance.engine as engine
+    import slotlab.datagen.backends.sd as engine
 
     seen = {}
     original = engine.pseudo_semantic_mask

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from slotlab.data.sample import Sample
-from slotlab.guidance.lexicon import COCO_CLASSES, LABEL_SET_NAMES, VOC_CLASSES, label_set, plural
-from slotlab.guidance.prompts import (
+from slotlab.datagen.lexicon import COCO_CLASSES, LABEL_SET_NAMES, VOC_CLASSES, label_set, plural
+from slotlab.datagen.prompts import (
     Blip2Captioner,
     ClassExtractor,
     LabelCaptioner,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slotlab.data.sample import IGNORE_INDEX
-from slotlab.guidance.pseudo_masks import (
+from slotlab.datagen.pseudo_masks import (
     THRESHOLD_PRESETS,
     PseudoMaskConfig,
     combine_resolutions,

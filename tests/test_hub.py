@@ -78,20 +78,21 @@ def test_the_hub_environment_variables_are_honoured(tmp_path):
 
 
 def test_an_encoder_named_by_hub_id_loads_from_the_cache(offline_cache):
-    from slotlab.nn.encoders import EncoderConfig, build_encoder
+    from slotlab.nn.encoders import build_encoder, encoder_config
 
-    twin = build_encoder(EncoderConfig(name="dinov2", tiny=True, image_size=56))
+    twin = build_encoder(encoder_config(name="dinov2", tiny=True, image_size=56))
     snapshot = cached_repo(offline_cache, "facebook/dinov2-base", {})
     twin.model.save_pretrained(snapshot)
-    loaded = build_encoder(EncoderConfig(name="dinov2", path="facebook/dinov2-base", image_size=56))
+    loaded = build_encoder(encoder_config(name="dinov2", path="facebook/dinov2-base", image_size=56))
     pixels = torch.rand(2, 3, 56, 56)
     assert torch.equal(loaded(pixels), twin(pixels))
     with pytest.raises(ConfigError, match="encoder.path='facebook/dinov2-large'.*--allow-download"):
-        build_encoder(EncoderConfig(name="dinov2", path="facebook/dinov2-large", image_size=56))
+        build_encoder(encoder_config(name="dinov2", path="facebook/dinov2-large", image_size=56))
 
 
 def test_stable_diffusion_named_by_hub_id_loads_from_the_cache(offline_cache):
-    from slotlab.guidance.engine import load_sd_components, tiny_sd_components
+    from slotlab.datagen.backends.sd import tiny_sd_components
+    from slotlab.diffusion.sd import load_sd_components
     from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
     from tests.test_diffusion_decoder import DIM, RES, write_tiny_sd_directory
 
@@ -108,8 +109,8 @@ def test_stable_diffusion_named_by_hub_id_loads_from_the_cache(offline_cache):
 
 def test_the_cli_flag_and_the_config_flag_allow_downloads(offline_cache, tmp_path, capsys):
     from slotlab.cli import main
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import build_model
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import build_model
 
     preset = tiny_train_config() | {"allow_download": True}
     preset["model"]["encoder"] = {"name": "dinov2", "path": "facebook/dinov2-absent", "image_size": 56}

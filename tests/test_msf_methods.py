@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from slotlab.config import ConfigError
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import train
 from slotlab.methods import ObjectCentricModel
 
 DATA = {"train": "scenes?split=train&size=16&resolution=32", "val": "scenes?split=val&size=4&resolution=32",
@@ -82,7 +82,7 @@ def test_bad_vqvae_settings_are_named():
 
 
 def build_and_make(preset: dict):
-    from slotlab.engine.trainer import build_model
+    from slotlab.train.trainer import build_model
 
     return build_model(build_train_config(preset))
 

@@ -145,6 +145,7 @@ def test_curves_have_one_panel_per_term_and_mark_stage_changes():
     log = two_stage_log()
     assert loss_terms(log) == ["loss", "mse", "diffusion"]
     assert stage_starts(log) == [(2, "warmup"), (22, "main")]
+    assert stage_starts(log[:3] + [{"step": 6, "eval": {"mbo_i": 0.3}}] + log[3:]) == stage_starts(log)
     one = Image.open(io.BytesIO(curves_png(log, "x")))
     six = Image.open(io.BytesIO(curves_png([r | {f"t{i}": 1.0 for i in range(3)} for r in log], "x")))
     assert one.size[0] == 900 and six.size[0] == 1200 and six.size[1] > one.size[1]  # four columns, two rows
@@ -209,8 +210,8 @@ def test_runs_without_logs_evaluation_or_final_model_say_what_is_missing(tmp_pat
 
 
 def test_a_trained_run_gets_its_metrics_curves_and_overlays(tmp_path):
-    from slotlab.engine.config import build_train_config
-    from slotlab.engine.trainer import train
+    from slotlab.train.config import build_train_config
+    from slotlab.train.trainer import train
 
     run = tmp_path / "dino"
     train(build_train_config(tiny_train_config(steps=4)), run, progress=False)

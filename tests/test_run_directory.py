@@ -16,8 +16,8 @@ import yaml
 
 from slotlab.cli import main
 from slotlab.config import ConfigError
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import checkpoint_dirs, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import checkpoint_dirs, train
 from slotlab.io.files import OutputPathError, output_dir, output_file
 from tests.conftest import assert_clean_error, tiny_train_config
 from tests.conftest import run_slotlab as slotlab
@@ -176,7 +176,7 @@ def test_resume_on_an_empty_directory_says_it_starts_afresh(tmp_path, preset):
 
 
 def test_after_a_failed_first_run_the_corrected_command_runs(tmp_path, preset):
-    from slotlab.engine.trainer import NonFiniteLossError
+    from slotlab.train.trainer import NonFiniteLossError
 
     run = tmp_path / "run"
     diverging = build_train_config(tiny_run_config(), ["stages.0.lr={grouping: 1.0e+30, decoder: 1.0e+30}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from slotlab.data.registry import build_dataset
-from slotlab.engine.evaluate import evaluate_model
+from slotlab.train.evaluate import evaluate_model
 from slotlab.metrics.probe import run_probes
 from tests.test_probe import SCENES, tiny_dinosaur
 

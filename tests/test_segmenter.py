@@ -10,11 +10,12 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import build_model, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import build_model, train
 from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.methods.segmenter import Segmenter, SegmenterConfig
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.nn.encoders import build_encoder, encoder_config
 
 PATCH = {"name": "patch", "image_size": 32, "patch_size": 4, "dim": 16, "colour_frequencies": 2}
 
@@ -69,9 +70,9 @@ def test_segmenter_has_no_slots():
 
 def test_semantic_features_enter_the_tokens(segmenter_dir):
     images = torch.rand(2, 3, 32, 32)
-    plain = build_encoder(EncoderConfig(**PATCH))
-    semantic = build_encoder(EncoderConfig(**PATCH, semantic_model=str(segmenter_dir)))
-    doubled = build_encoder(EncoderConfig(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=2.0))
+    plain = build_encoder(encoder_config(**PATCH))
+    semantic = build_method_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir)))
+    doubled = build_method_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=2.0))
     network = Segmenter.from_pretrained(segmenter_dir).network
     assert all(not p.requires_grad for p in semantic.parameters())
     assert torch.equal(semantic.semantic_network.head.weight, network.head.weight)
@@ -79,7 +80,7 @@ def test_semantic_features_enter_the_tokens(segmenter_dir):
     assert a.shape == b.shape == (2, 64, 16)
     assert not torch.allclose(a, b)
     # The projection is linear, so the probabilities' share of the tokens scales with the gain.
-    colour_part = build_encoder(EncoderConfig(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=1e-6))(images)
+    colour_part = build_method_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=1e-6))(images)
     assert torch.allclose(c - colour_part, 2 * (b - colour_part), atol=1e-4)
 
 
@@ -98,14 +99,16 @@ def test_a_model_with_semantic_features_reloads_without_the_segmenter(tmp_path, 
 
 def test_missing_or_wrong_semantic_model_is_a_clear_error(tmp_path, segmenter_dir):
     with pytest.raises(FileNotFoundError, match="segmenter-scenes-tiny"):
-        build_encoder(EncoderConfig(**PATCH, semantic_model=str(tmp_path / "nothing")))
+        build_method_encoder(encoder_config(**PATCH, semantic_model=str(tmp_path / "nothing")))
     dinosaur = build_model(build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"]))
     dinosaur.save_pretrained(tmp_path / "dinosaur")
     with pytest.raises(ValueError, match="not a segmenter"):
-        build_encoder(EncoderConfig(**PATCH, semantic_model=str(tmp_path / "dinosaur")))
+        build_method_encoder(encoder_config(**PATCH, semantic_model=str(tmp_path / "dinosaur")))
     with pytest.raises(ValueError, match="semantic_gain"):
-        build_encoder(EncoderConfig(**PATCH, semantic_gain=2.0))
+        build_encoder(encoder_config(**PATCH, semantic_gain=2.0))
     with pytest.raises(ValueError, match="semantic_gain"):
-        build_encoder(EncoderConfig(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=0.0))
-    with pytest.raises(ValueError, match="applies only to the patch"):
-        build_encoder(EncoderConfig(name="cnn", image_size=32, semantic_model=str(segmenter_dir)))
+        build_method_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir), semantic_gain=0.0))
+    with pytest.raises(ValueError, match="caller loads"):
+        build_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir)))
+    with pytest.raises(ValueError, match="does not apply to the cnn"):
+        build_encoder(encoder_config(name="cnn", image_size=32, semantic_model=str(segmenter_dir)))

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import build_model, train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import build_model, train
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.self_distillation import SelfDistillation, SelfDistillationConfig, ema_momentum
 from slotlab.methods.ssl_views import ViewsConfig, image_points, random_views
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import encoder_config
 
 SMALL_NETWORK = {"channels": 16, "skip_channels": 8, "dim": 16, "dilations": [1, 2], "output_stride": 4}
 
@@ -65,7 +66,7 @@ def test_teacher_is_an_average_of_the_student():
 
 
 def build_small_network():
-    from slotlab.nn.ssl_encoder import ConvNetConfig
+    from slotlab.nn.encoders.ssl import ConvNetConfig
 
     return ConvNetConfig(**{**SMALL_NETWORK, "dilations": tuple(SMALL_NETWORK["dilations"])})
 
@@ -109,7 +110,7 @@ def ssl_run(tmp_path_factory):
 
 
 def test_ssl_encoder_reads_the_frozen_teacher(ssl_run):
-    encoder = build_encoder(EncoderConfig(name="ssl", path=str(ssl_run), image_size=32))
+    encoder = build_method_encoder(encoder_config(name="ssl", path=str(ssl_run), image_size=32))
     teacher = SelfDistillation.from_pretrained(ssl_run).teacher.network
     images = torch.rand(2, 3, 32, 32)
     tokens = encoder(images)
@@ -132,10 +133,10 @@ def test_a_model_on_the_ssl_encoder_reloads_without_its_run(tmp_path, ssl_run):
 
 def test_missing_or_wrong_ssl_run_is_a_clear_error(tmp_path, ssl_run, segmenter_dir):
     with pytest.raises(ValueError, match="ssl-scenes-tiny"):
-        build_encoder(EncoderConfig(name="ssl", image_size=64))
+        build_method_encoder(encoder_config(name="ssl", image_size=64))
     with pytest.raises(FileNotFoundError, match="ssl-scenes-tiny"):
-        build_encoder(EncoderConfig(name="ssl", path=str(tmp_path / "nothing"), image_size=64))
+        build_method_encoder(encoder_config(name="ssl", path=str(tmp_path / "nothing"), image_size=64))
     with pytest.raises(ValueError, match="not a self_distillation model"):
-        build_encoder(EncoderConfig(name="ssl", path=str(segmenter_dir), image_size=64))
+        build_method_encoder(encoder_config(name="ssl", path=str(segmenter_dir), image_size=64))
     with pytest.raises(ValueError, match="encoder.dim=32"):
-        build_encoder(EncoderConfig(name="ssl", path=str(ssl_run), image_size=64, dim=32))
+        build_method_encoder(encoder_config(name="ssl", path=str(ssl_run), image_size=64, dim=32))

@@ -3,7 +3,7 @@
 import torch
 
 from slotlab.data.sample import IGNORE_INDEX
-from slotlab.guidance.semantic import match_slots_to_segments, pseudo_mask_segments, semantic_guidance_loss
+from slotlab.methods.semantic_guidance import match_slots_to_segments, pseudo_mask_segments, semantic_guidance_loss
 
 
 def test_segments_one_per_present_class_padded():
@@ -90,7 +90,7 @@ def test_no_segments_gives_zero_loss_with_graph():
 
 
 def test_connected_components_are_8_connected_and_labelled_consistently():
-    from slotlab.guidance.semantic import connected_components
+    from slotlab.methods.semantic_guidance import connected_components
 
     mask = torch.tensor([[1, 1, 0, 0, 0],
                          [0, 0, 1, 0, 1],

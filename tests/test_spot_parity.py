@@ -9,7 +9,7 @@ import torch
 from slotlab.io.importers.spot_checkpoint import import_spot, spot_state
 from slotlab.methods.spot_losses import reconstruction_loss
 from slotlab.nn.decoders.orders import ORDER_NAMES
-from slotlab.nn.encoders import EncoderConfig
+from slotlab.nn.encoders import encoder_config
 from tests.parity_cases import load_case
 
 OUT = dict(atol=1e-5, rtol=1e-5)
@@ -21,7 +21,7 @@ def imported(case):
     flags = {"num_iterations": args["num_iterations"], "num_heads": args["num_heads"], "num_slots": args["num_slots"],
              "truncate": args["truncate"]}
     # The fixtures feed fixed tokens instead of a ViT: a stand-in encoder of the same grid and width.
-    stand_in = EncoderConfig(name="patch", image_size=16, patch_size=4, dim=args["d_model"])
+    stand_in = encoder_config(name="patch", image_size=16, patch_size=4, dim=args["d_model"])
     result = import_spot(case.state, flags, encoder=stand_in)
     assert result.report.unused == []
     assert result.report.missing == []

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from slotlab.config import PRESET_DIR, load_preset
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import train
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("spot-*.yaml"))
 SCENES = ["data.train=scenes?split=train&size=8&resolution=32", "data.val=scenes?split=val&size=4&resolution=32",

@@ -10,9 +10,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from slotlab.engine.config import build_train_config
-from slotlab.engine.trainer import StepBatchSampler, checkpoint_dirs, stage_lr_scale, train
-from slotlab.engine.config import StageConfig
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import StepBatchSampler, checkpoint_dirs, stage_lr_scale, train
+from slotlab.train.config import StageConfig
 from slotlab.methods import ObjectCentricModel
 from tests.conftest import tiny_train_config
 
@@ -68,7 +68,7 @@ def test_existing_run_needs_resume_and_same_config(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
-    from slotlab.engine.trainer import NonFiniteLossError
+    from slotlab.train.trainer import NonFiniteLossError
 
     config = build_train_config(tiny_train_config(steps=50), ["stages.0.lr={grouping: 1.0e+30, decoder: 1.0e+30}",
                                                               "optim.grad_clip=null"])

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.methods.base import ObjectCentricModel
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -25,7 +26,7 @@ class DinosaurConfig:
     """encoder -> slot attention -> MLP decoder; sizes that follow from the encoder
     (slot_attention.input_dim, decoder.feature_dim, decoder.num_tokens) may be left null."""
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = field(default_factory=PatchEncoderConfig)
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
     decoder: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
     mask_source: str = "decoder"  # DINOSAUR evaluates the decoder's alpha masks
@@ -71,7 +72,7 @@ class Dinosaur(ObjectCentricModel):
 
     def __init__(self, config: DinosaurConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
-        self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa, dec = fit_to_encoder(config.slot_attention, config.decoder, self.encoder.dim, self.grid)
         self.slot_attention = SlotAttention(sa)

@@ -20,12 +20,13 @@ from torch import Tensor
 
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
-from slotlab.guidance.semantic import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
+from slotlab.methods.semantic_guidance import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
 from slotlab.methods.base import WEIGHTS_FILE, ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.methods.scene_descriptions import DescriptionConfig, SceneDescriber
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import EncoderConfig, ViTEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -73,7 +74,7 @@ class GlassConfig:
     presets' pretrained decoder, which phase 1 keeps frozen (its lr is not set there).
     """
 
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="dinov2", image_size=448))
+    encoder: EncoderConfig = field(default_factory=lambda: ViTEncoderConfig(name="dinov2", image_size=448))
     slot_attention: SlotAttentionConfig = field(default_factory=_glass_slot_attention)
     instance_decoder: MLPDecoderConfig | None = field(default_factory=MLPDecoderConfig)
     diffusion_decoder: DiffusionDecoderConfig | None = field(default_factory=DiffusionDecoderConfig)
@@ -137,7 +138,7 @@ class Glass(ObjectCentricModel):
     def __init__(self, config: GlassConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         stored = architectures or {}
-        self.encoder = build_encoder(config.encoder, stored.get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
         # Without an MLP decoder (the authors' released checkpoint) its sizes are filled but unused.
         sa, dec = fit_to_encoder(config.slot_attention, config.instance_decoder or MLPDecoderConfig(), self.encoder.dim, self.grid)

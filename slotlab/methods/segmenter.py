@@ -19,7 +19,7 @@ from torch import Tensor
 from slotlab.data.sample import IGNORE_INDEX, Batch
 from slotlab.ops.resize import resize_image, resize_mask
 from slotlab.methods.base import ObjectCentricModel, load_trained
-from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD
+from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
 

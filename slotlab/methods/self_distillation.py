@@ -33,7 +33,7 @@ from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image
 from slotlab.methods.base import ObjectCentricModel, load_trained
 from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
-from slotlab.nn.ssl_encoder import ConvNet, ConvNetConfig
+from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
 
 
 @dataclass

@@ -22,7 +22,8 @@ from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
 from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
 
@@ -39,7 +40,7 @@ class SlateConfig:
                         ``decoder`` (the AR decoder's cross-attention).
     """
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = field(default_factory=PatchEncoderConfig)
     slot_attention: SlotAttentionConfig = field(
         default_factory=lambda: SlotAttentionConfig(slot_dim=256, num_slots=11, iters=3, mlp_hidden=1024,
                                                     init="annealed_gaussian")
@@ -81,7 +82,7 @@ class Slate(GuidedByVQVAE):
     def __init__(self, config: SlateConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         self.vqvae = self.attach_vqvae(architectures)
-        self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         vq = self.vqvae.config
         self.groups = vq.code_groups

@@ -22,7 +22,8 @@ from slotlab.ops.resize import resize_image
 from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.autoencoders import ImageAutoencoder
 from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.quantize.vqvae import DOWNSAMPLING, VQVAE
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -58,7 +59,7 @@ class SlotDiffusionConfig:
             (it only matters for guided sampling).
     """
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = field(default_factory=PatchEncoderConfig)
     slot_attention: SlotAttentionConfig = field(
         default_factory=lambda: SlotAttentionConfig(slot_dim=256, num_slots=11, iters=3, mlp_hidden=1024,
                                                     init="annealed_gaussian")
@@ -92,7 +93,7 @@ class SlotDiffusion(GuidedByVQVAE):
                               "on the VQ-VAE latent; leave it null")
         if dd.resolution != vqvae.config.image_size:
             dd = dataclasses.replace(dd, resolution=vqvae.config.image_size)
-        self.encoder = build_encoder(config.encoder, (architectures or {}).get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, (architectures or {}).get("encoder"))
         self.grid = self.encoder.grid_size()
         sa = dataclasses.replace(config.slot_attention, input_dim=self.encoder.dim)
         if sa.slot_dim != dd.cross_attention_dim and sa.output_dim != dd.cross_attention_dim:

@@ -30,7 +30,8 @@ from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
 from slotlab.methods.spot_losses import attention_distillation, reconstruction_loss
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
-from slotlab.nn.encoders import EncoderConfig, build_encoder
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.nn.encoders import EncoderConfig, ViTEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -55,7 +56,7 @@ class SpotConfig:
                        width before the decoder, as the authors' code does by default.
     """
 
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="dino", image_size=224))
+    encoder: EncoderConfig = field(default_factory=lambda: ViTEncoderConfig(name="dino", image_size=224))
     slot_attention: SlotAttentionConfig = field(
         default_factory=lambda: SlotAttentionConfig(slot_dim=256, num_slots=7, iters=3, mlp_hidden=1024, eps=1e-8)
     )
@@ -126,13 +127,13 @@ class Spot(ObjectCentricModel):
     def __init__(self, config: SpotConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         stored = architectures or {}
-        self.encoder = build_encoder(config.encoder, stored.get("encoder"))
+        self.encoder = build_method_encoder(config.encoder, stored.get("encoder"))
         self.grid = self.encoder.grid_size()
         dim, tokens = self.encoder.dim, self.grid[0] * self.grid[1]
         self.target_encoder = None
         if config.encoder.trainable_blocks > 0:  # targets from a frozen copy (SPOT stage 2)
             frozen = dataclasses.replace(config.encoder, trainable_blocks=0)
-            self.target_encoder = build_encoder(frozen, stored.get("target_encoder"))
+            self.target_encoder = build_method_encoder(frozen, stored.get("target_encoder"))
         sa = config.slot_attention
         if sa.input_dim not in (None, dim):
             raise ValueError(f"slot_attention.input_dim={sa.input_dim} contradicts the encoder ({dim}); set it to {dim} or null")

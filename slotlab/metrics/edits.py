@@ -5,7 +5,7 @@ rate alone says little: an object the reconstruction never showed is "removed" b
 This module therefore measures, per test image:
 
 1. **Target.** The largest ground-truth object (most pixels of the instance mask) and the slot
-   that covers it (:func:`slotlab.engine.compose.slot_for_region`, best IoU of the slot's
+   that covers it (:func:`slotlab.train.compose.slot_for_region`, best IoU of the slot's
    argmax mask with the object).
 2. **Samples**, all from the same initial noise (one seed) unless stated:
    the reconstruction from all K slots; the edit (the object's slot dropped, K - 1 tokens);
@@ -207,7 +207,7 @@ def removal_test(
             control; also seeds the choice of control slots).
         min_fraction, tolerance: see :func:`object_visible`.
     """
-    from slotlab.engine.compose import slot_for_region
+    from slotlab.train.compose import slot_for_region
 
     _check_batch(slots, slot_masks, images, instance_masks)
     batch, num_slots, _ = slots.shape
@@ -255,8 +255,8 @@ def _check_batch(slots: Tensor, slot_masks: Tensor, images: Tensor, instance_mas
 
 def evaluate_removal(model, images: Tensor, instance_masks: Tensor, options=None) -> RemovalResult:
     """:func:`removal_test` for a model with a diffusion decoder (GLASS), sampled with ``options``
-    (:class:`slotlab.engine.compose.SamplingOptions`; its seed seeds the test)."""
-    from slotlab.engine.compose import SamplingOptions, decoder_tokens, generate
+    (:class:`slotlab.train.compose.SamplingOptions`; its seed seeds the test)."""
+    from slotlab.train.compose import SamplingOptions, decoder_tokens, generate
 
     options = options or SamplingOptions()
     decomposition = model.decompose(images, seed=options.seed)

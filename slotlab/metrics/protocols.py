@@ -428,7 +428,7 @@ def evaluate_masks(
 ) -> dict:
     """Evaluate predicted slot masks over a dataset under one protocol.
 
-    mask_batches: (masks (B, K, h, w), Batch) pairs, e.g. from ``slotlab.engine.evaluate.predict``.
+    mask_batches: (masks (B, K, h, w), Batch) pairs, e.g. from ``slotlab.train.evaluate.predict``.
     num_classes:  the dataset's number of classes (background included); when given, the
                   dataset-level class mIoU "miou_c" (GLASS Tab. 9) is added.
 

@@ -32,7 +32,9 @@ def stage_starts(records: list[dict]) -> list[tuple[int, str]]:
     """(first logged step, name) of every stage: where the curves may change regime."""
     starts, previous = [], object()
     for record in records:
-        stage = record.get("stage")
+        if "stage" not in record:  # e.g. an evaluation's record
+            continue
+        stage = record["stage"]
         if stage != previous:
             starts.append((record["step"], str(stage)))
         previous = stage
@@ -67,8 +69,9 @@ def curves_png(records: list[dict], title: str) -> bytes:
         for i, (step, name) in enumerate(marked):
             if i:
                 ax.axvline(step, color="#888", linestyle=":", linewidth=1)
-            ax.annotate(name, (step, 1), xycoords=("data", "axes fraction"), fontsize=7, color="#555",
-                        xytext=(2, -2), textcoords="offset points", va="top")
+            label = ax.annotate(name, (step, 1), xycoords=("data", "axes fraction"), fontsize=7, color="#555",
+                                xytext=(2, -2), textcoords="offset points", va="top", clip_on=True)
+            label.set_in_layout(False)  # a label near the right edge must not squeeze the panels
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

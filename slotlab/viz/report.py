@@ -163,8 +163,8 @@ table.compact{width:100%;border-collapse:separate;border-spacing:0;margin:16px 0
 .note{background:#fff7e6;border-left:3px solid #e0a030;padding:6px 10px;font-size:14px}
 dl.numbers{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:2px 24px;margin:10px 0}
 dl.numbers div{display:flex;justify-content:space-between;gap:12px;border-bottom:1px dotted #d5d9e0;padding:2px 0}
-dl.numbers dt{font:12.5px ui-monospace,Menlo,Consolas,monospace;color:#4a5263;overflow-wrap:anywhere}
-dl.numbers dd{margin:0;font-variant-numeric:tabular-nums;white-space:nowrap}
+dl.numbers dt{font:12.5px ui-monospace,Menlo,Consolas,monospace;color:#4a5263;flex:none}
+dl.numbers dd{margin:0;font-variant-numeric:tabular-nums;text-align:right;min-width:0;overflow-wrap:anywhere}
 figure{margin:14px 0}figure img{display:block;max-width:100%;height:auto;border:1px solid #e3e6ec}
 figure.picture img{image-rendering:pixelated}
 figcaption{font-size:13px;color:#4a5263;margin-top:4px}

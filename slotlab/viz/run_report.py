@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from slotlab.config import ConfigError
-from slotlab.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, MODEL_DIR, checkpoint_dirs
+from slotlab.train.trainer import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, MODEL_DIR, checkpoint_dirs
 from slotlab.viz.report import MethodSection, Report, write_report
 
 #: What `slotlab train` writes after training (the evaluation on data.val) and `slotlab demo` at the end.

@@ -54,7 +54,7 @@ def import_glass(
 
     from slotlab.methods.glass import Glass, GlassConfig
     from slotlab.nn.diffusion_decoder import DiffusionDecoderConfig, SlotDiffusionDecoder, empty_prompt_from_directory
-    from slotlab.nn.encoders import EncoderConfig
+    from slotlab.nn.encoders import encoder_config
 
     authors_config, state = read_folder(release / SLOT_ATTENTION_DIR)
     authors_config = {k: v for k, v in authors_config.items() if not k.startswith("_")}  # diffusers' bookkeeping
@@ -73,7 +73,7 @@ def import_glass(
         unconditional_embedding=empty_prompt_from_directory(sd),
     )
     config = GlassConfig(
-        encoder=EncoderConfig(name="dinov2", path=str(encoder), image_size=image_size),
+        encoder=encoder_config(name="dinov2", path=str(encoder), image_size=image_size),
         slot_attention=imported.config,
         instance_decoder=None,
         diffusion_decoder=decoder_config,

@@ -30,7 +30,7 @@ from slotlab.methods.spot import Spot, SpotConfig
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoderConfig
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER
-from slotlab.nn.encoders import EncoderConfig
+from slotlab.nn.encoders import EncoderConfig, encoder_config
 
 # The authors' training-script defaults for what a checkpoint does not store.
 AUTHORS_DEFAULTS = {"num_iterations": 3, "num_heads": 6, "sa_heads": 1, "vit_heads": None, "image_size": 224}
@@ -222,7 +222,7 @@ def import_spot(state: Mapping[str, Tensor], args: Mapping[str, Any] | None = No
             tuned = [i for i in range(depth) if any(
                 not torch.equal(v, second[k]) for k, v in vit.items() if k.startswith(f"blocks.{i}.") and k in second)]
             trainable = depth - min(tuned) if tuned else 0
-        encoder = EncoderConfig(name="dino", image_size=a["image_size"], trainable_blocks=trainable)
+        encoder = encoder_config(name="dino", image_size=a["image_size"], trainable_blocks=trainable)
         architecture = {"config": {"model_type": "vit", **vit_config(vit, a["vit_heads"], a["image_size"])}}
         architectures = {"encoder": architecture, "target_encoder": architecture}
     else:

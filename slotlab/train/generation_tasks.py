@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from slotlab.data.sample import collate
 from slotlab.ops.resize import resize_image
-from slotlab.engine.compose import SamplingOptions, add_slots, decoder_tokens, generate, side_by_side
+from slotlab.train.compose import SamplingOptions, add_slots, decoder_tokens, generate, side_by_side
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.metrics.edits import largest_objects, removal_test
 from slotlab.metrics.generation import psnr, ssim

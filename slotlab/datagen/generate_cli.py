@@ -3,7 +3,7 @@
     slotlab generate --preset scenes-tiny --out gen/scenes
     slotlab generate --preset coco --out gen/coco --weights SD_DIR --captioner-weights BLIP2_DIR \
         --source "coco:data/coco?split=train2017"
-    torchrun --nproc_per_node 4 -m slotlab.guidance.generate_cli --preset coco ...   (one process per GPU;
+    torchrun --nproc_per_node 4 -m slotlab.datagen.generate_cli --preset coco ...   (one process per GPU;
         under torchrun write --set num=N, since torchrun reads --num as its own --numa-binding)
 
 Presets are slotlab/presets/generate-NAME.yaml (NAME: coco, voc, scenes-tiny) or a path
@@ -19,9 +19,10 @@ from pathlib import Path
 
 from slotlab.config import GENERATE_PREFIX as PRESET_PREFIX
 from slotlab.config import PRESET_DIR, apply_overrides, from_dict, int_option, load_preset
-from slotlab.guidance.engine import PROMPT_SOURCES, GenerateConfig, run_generation
-from slotlab.guidance.pseudo_masks import THRESHOLD_PRESETS
-
+from slotlab.datagen.config import GenerateConfig
+from slotlab.datagen.config import PROMPT_SOURCES
+from slotlab.datagen.run import run_generation
+from slotlab.datagen.pseudo_masks import THRESHOLD_PRESETS
 
 
 def generate_presets() -> list[str]:
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m slotlab.guidance.generate_cli`` (and torchrun)."""
+    """Entry point for ``python -m slotlab.datagen.generate_cli`` (and torchrun)."""
     parser = argparse.ArgumentParser(prog="slotlab generate", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

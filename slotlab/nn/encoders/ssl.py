@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.config import from_dict
-from slotlab.nn.encoders import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder
+from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
 
 OUTPUT_STRIDES = (2, 4)
 GROUPS = 8  # GroupNorm groups: channels must be multiples of it
@@ -115,23 +115,41 @@ class SSLEncoder(Encoder):
         return self.network(pixels).flatten(2).transpose(1, 2)
 
 
-def build_ssl_encoder(config, architecture: dict | None = None) -> SSLEncoder:
-    """The ``ssl`` encoder of an ``EncoderConfig``: the teacher network of the run in
-    ``config.path``, or (``architecture``, as a checkpoint stores it) a network of that shape
-    whose weights the caller loads."""
-    if config.trainable_blocks:
-        raise ValueError("the ssl encoder is frozen (encoder.trainable_blocks must be 0): train it with its own preset")
+@dataclass
+class SSLEncoderConfig(EncoderConfig):
+    """The ``ssl`` encoder: the frozen teacher of a self-distillation run.
+
+    Attributes:
+        path: the run's model directory (``slotlab train --preset ssl-scenes-tiny``); the
+            method that builds the encoder loads it and hands the network over
+            (``build_encoder(..., network=...)``).
+        patch_size: checked against the trained network's output stride.
+    """
+
+    name: str = "ssl"
+    path: str | None = None
+    patch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.trainable_blocks:
+            raise ValueError("the ssl encoder is frozen (encoder.trainable_blocks must be 0): train it with its own preset")
+
+
+def build_ssl_encoder(
+    config: SSLEncoderConfig, architecture: dict | None = None, network: ConvNet | None = None
+) -> SSLEncoder:
+    """The ``ssl`` encoder: the teacher ``network`` the caller loaded from ``config.path``, or
+    (``architecture``, as a checkpoint stores it) a network of that shape whose weights the
+    caller loads."""
     if architecture is not None:
         network = ConvNet(from_dict(ConvNetConfig, architecture["network"], "stored ssl network"))
-    else:
-        if config.path is None:
-            raise ValueError(
-                "the ssl encoder needs a trained network: set encoder.path to a self-distillation run's model "
-                "directory (slotlab train --preset ssl-scenes-tiny --out runs/ssl gives runs/ssl/model)"
-            )
-        from slotlab.methods.self_distillation import load_self_distillation  # the methods build encoders
-
-        network = load_self_distillation(config.path, "encoder.path").teacher.network
+    elif network is None:
+        raise ValueError(
+            "the ssl encoder needs a trained network: set encoder.path to a self-distillation run's model "
+            "directory (slotlab train --preset ssl-scenes-tiny --out DIR gives DIR/model); the method that "
+            "builds the encoder loads it and passes it as network"
+        )
     for field, value in (("dim", network.config.dim), ("patch_size", network.config.output_stride)):
         wanted = getattr(config, field)
         if wanted is not None and wanted != value:

@@ -14,7 +14,7 @@ Variants of the paper plug in behind the same ``Captioner`` interface:
   only class-occurrence and object-count statistics of a dataset.
 
 Every captioner returns captions; ``ClassExtractor`` finds the classes in them with the
-offline lexicon of ``slotlab.guidance.lexicon`` (and NLTK part-of-speech tags when NLTK
+offline lexicon of ``slotlab.datagen.lexicon`` (and NLTK part-of-speech tags when NLTK
 and its tagger data are installed).
 """
 
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from slotlab.io.hub import TRANSFORMERS_FILES, resolve_pretrained
 from slotlab.data.sample import Sample
-from slotlab.guidance.lexicon import COLOR_WORDS, LabelSet, is_ambiguous_modifier, modifier_heads
+from slotlab.datagen.lexicon import COLOR_WORDS, LabelSet, is_ambiguous_modifier, modifier_heads
 
 #: Opening words of the supplement Table 13 template.
 TEMPLATE_PREFIX = "A high-quality image of "
@@ -343,8 +343,13 @@ def save_tiny_blip2(directory: str | Path, seed: int = 0) -> Path:
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import (
-        Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig, Blip2VisionConfig,
-        OPTConfig, PreTrainedTokenizerFast,
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+        PreTrainedTokenizerFast,
     )
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 

@@ -24,9 +24,9 @@ import torch
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.engine.config import build_train_config, to_dict
-from slotlab.engine.evaluate import block_masks, evaluate_blocks, evaluate_model
-from slotlab.engine.trainer import train
+from slotlab.train.config import build_train_config, to_dict
+from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
+from slotlab.train.trainer import train
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -49,6 +49,19 @@ class DemoMethod:
 
 #: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
 DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
+#: Methods the demo can run beside the default ones (``--methods``): SPOT's first stage.
+EXTRA_METHODS = (DemoMethod("spot", "spot-tiny"),)
+
+
+def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
+    """The demo methods named in ``names`` (None: the default ones), in the order given."""
+    if names is None:
+        return DEMO_METHODS
+    known = {m.name: m for m in DEMO_METHODS + EXTRA_METHODS}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--methods {','.join(names)}: choose one or more of {list(known)}")
+    return tuple(known[n] for n in dict.fromkeys(names))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
@@ -78,7 +91,8 @@ class MethodResult:
 def _generate(preset: str, out: Path, seed: int, progress: bool) -> str:
     """Run the data engine for ``preset`` into ``out``; returns the dataset spec to train on."""
     from slotlab.config import from_dict
-    from slotlab.guidance.engine import GenerateConfig, run_generation
+    from slotlab.datagen.config import GenerateConfig
+    from slotlab.datagen.run import run_generation
 
     config = from_dict(GenerateConfig, load_preset(preset) | {"seed": seed}, where=f"preset {preset}")
     run_generation(config, out, resume=False, progress=progress)
@@ -217,7 +231,7 @@ def run_method(
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
-        from slotlab.engine.generation_tasks import run_generation_tasks
+        from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
     shown = collate([val[i] for i in range(NUM_SHOWN)])
@@ -344,7 +358,7 @@ def _task_notes(tasks: tuple[str, ...]) -> list[str]:
         notes.append(f"Probes (probe_*): linear probes on frozen slots, trained on {PROBE_TRAIN} and scored on "
                      f"{PROBE_TEST}.")
     if "generation" in tasks:
-        from slotlab.engine.generation_tasks import GENERATION_NOTE
+        from slotlab.train.generation_tasks import GENERATION_NOTE
 
         notes.append(GENERATION_NOTE)
     return notes

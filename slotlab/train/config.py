@@ -91,12 +91,19 @@ class TrainConfig:
     keep_checkpoints: int = bounded(2, low=0)  # 0 keeps every checkpoint
     eval_protocol: str = "native"
     allow_download: bool = False  # fetch pretrained parts named by hub ids (slotlab.io.hub); --allow-download too
+    log_with: list[str] = field(default_factory=list)  # experiment trackers beside metrics.jsonl (engine.tracking)
+    eval_every: int = 0  # evaluate on data.val every N steps and at the end (0: never while training)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision={self.mixed_precision!r}; choose one of {PRECISIONS}")
         if not self.stages:
             raise ValueError("stages must hold at least one stage")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be 0 (off) or a number of steps, got {self.eval_every}")
+        from slotlab.train.tracking import check_trackers
+
+        check_trackers(tuple(self.log_with))
 
     @property
     def total_steps(self) -> int:

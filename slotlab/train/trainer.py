@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from slotlab.config import ConfigError
 from slotlab.io.hub import downloads_allowed
 from slotlab.data.sample import collate
-from slotlab.engine.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.train.tracking import RunLog
 from slotlab.io.files import OutputPathError, drop_unfinished_line, output_dir, write_atomic
 from slotlab.io.weights import CheckpointError, load_optimizer_state, load_weights
 from slotlab.methods import ObjectCentricModel, get_method
@@ -37,6 +38,7 @@ from slotlab.ops.random import seeded_generator
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
 LOG_FILE = "metrics.jsonl"
+EVAL_SHOWN = 8  # validation images in the overlay picture of an evaluation during training
 CONFIG_FILE = "config.yaml"
 
 logger = logging.getLogger("slotlab.train")
@@ -234,6 +236,23 @@ def prepare_output(out: Path, config: TrainConfig, resume: bool) -> None:
     write_atomic(saved, text)
 
 
+def evaluate_during_training(model: ObjectCentricModel, val, config: TrainConfig, step: int, run_log: RunLog) -> None:
+    """Metrics on ``val`` under the run's protocol into the log (``{"step", "eval": {...}}``) and the
+    slot masks of its first images as the trackers' "overlays" picture; the model trains on after.
+    Evaluation draws from its own seeded stream, so the training stream is left as it was."""
+    from slotlab.data.sample import collate
+    from slotlab.train.evaluate import evaluate_model
+    from slotlab.viz.overlays import overlay_grid, segmentation
+
+    result = evaluate_model(model, val, protocol=config.eval_protocol, progress=False, seed=config.seed)
+    run_log.record({"step": step, "eval": result["metrics"]})
+    shown = collate([val[i] for i in range(min(EVAL_SHOWN, len(val)))])
+    masks = model.decompose(shown.image.to(model.device), seed=config.seed).masks.cpu()
+    run_log.picture("overlays", overlay_grid(shown.image, {"ground truth": shown.instance_mask,
+                                                           config.method: segmentation(masks)}), step)
+    model.train()
+
+
 @dataclass
 class TrainResult:
     model: ObjectCentricModel
@@ -270,6 +289,8 @@ def train(
         cpu=not torch.cuda.is_available(),  # under torchrun on CPUs this selects gloo
         mixed_precision="no" if precision == "fp32" else precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=list(config.log_with) or None,
+        project_dir=str(out),
     )
     main = accelerator.is_main_process
     # Data and model first: a wrong path or size fails before anything is written.
@@ -293,6 +314,8 @@ def train(
     log_path = out / LOG_FILE
     if main:
         truncate_log(log_path, step)
+    run_log = RunLog(accelerator, log_path, to_dict(config), tuple(config.log_with))
+    val = build_dataset(config.data.val) if config.eval_every else None
     model.to(accelerator.device).train()
 
     total = config.total_steps
@@ -345,11 +368,8 @@ def train(
             if step % config.log_every == 0 or step == stage_end:
                 values = {k: accelerator.reduce(v.detach().float(), "mean").item() for k, v in losses.items()}
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
-                if main:
-                    record = {"step": step, "stage": stage.name, "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
-                    record.update(values)
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
+                record = {"step": step, "stage": stage.name, "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
+                run_log.record(record | values)
             if step % config.checkpoint_every == 0 or step == stage_end:
                 accelerator.wait_for_everyone()
                 if main:
@@ -357,10 +377,15 @@ def train(
                                     step, stage_index, config.keep_checkpoints)
                 accelerator.wait_for_everyone()
                 reseed(config.seed, step, accelerator.process_index)
+            if val is not None and (step % config.eval_every == 0 or step == total):
+                if main:
+                    evaluate_during_training(model, val, config, step, run_log)
+                accelerator.wait_for_everyone()
         # prepare() wraps the model's forward in autocast for mixed precision; undo it so the
         # next stage does not stack a second wrapper and the returned model runs in fp32.
         model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
     bar.close()
+    run_log.close()
     seconds = time.perf_counter() - start_time
     model_dir = out / MODEL_DIR
     if main:
