@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,77 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message names it and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field: ``low <= value`` (``low < value`` when
+    ``low_open``) and ``value <= high`` (``<`` when ``high_open``), always finite. For a
+    list, tuple or mapping field, every item is checked."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise ConfigError naming ``where`` and the range unless ``value`` (or each of its items) lies in it."""
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else None
+        if items is not None:
+            for key, item in items:
+                self.check(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        elif value is not None and not self.contains(value):
+            raise ConfigError(f"{where} must be {self}, got {value!r}")
+
+
+class NumberOption:
+    """An argparse ``type`` for a numeric command-line option: parses ``kind`` (int or float)
+    and checks it against ``range``; argparse then exits with code 2 and a message naming the
+    option, e.g. "argument --steps: must be an integer >= 1, got '0'"."""
+
+    def __init__(self, kind: type, **bounds) -> None:
+        self.kind, self.range = kind, Range(**bounds)
+
+    def __call__(self, text: str):
+        import argparse
+
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.range.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if self.kind is int else 'a number'} {self.range}, "
+                                             f"got {text!r}")
+        return value
+
+
+def int_option(**bounds) -> NumberOption:
+    """An integer command-line option in ``Range(**bounds)`` (see :class:`NumberOption`)."""
+    return NumberOption(int, **bounds)
+
+
+def float_option(**bounds) -> NumberOption:
+    """A real-valued command-line option in ``Range(**bounds)`` (see :class:`NumberOption`)."""
+    return NumberOption(float, **bounds)
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds) -> Any:
+    """A dataclass field whose values :func:`from_dict` checks against ``Range(**bounds)``."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -87,6 +159,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(names)}")
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if "range" in f.metadata and f.name in kwargs:
+            f.metadata["range"].check(kwargs[f.name], f"{where}.{f.name}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -109,7 +184,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML ({problem}); write e.g. "
+                          f"{key}=[1, 2] for a list, or quote a string: {key}='...'") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -1,5 +1,9 @@
 import os
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -57,6 +61,21 @@ def segmenter_dir(tmp_path_factory):
 def preset_overrides(segmenter_dir):
     """Overrides that let the CPU presets (glass-tiny, dinosaur-tiny...) build without a trained segmenter."""
     return [f"model.encoder.semantic_model={segmenter_dir}"]
+
+
+def run_slotlab(*args, **kwargs) -> subprocess.CompletedProcess:
+    """``slotlab ARGS`` in a child process (one thread), its output captured as text."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "slotlab.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env, **kwargs)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user's mistake: exit code 2, no traceback, and a message holding every fragment."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")

@@ -106,8 +106,9 @@ def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segment
 def test_demo_rejects_unknown_tasks(capsys, tmp_path):
     assert main(["demo", "--tasks", "probe,colouring", "--out", str(tmp_path / "d")]) == 2
     assert "colouring" in capsys.readouterr().err
-    assert main(["demo", "--jobs", "0", "--out", str(tmp_path / "d")]) == 2
-    assert "--jobs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while parsing the options
+        main(["demo", "--jobs", "0", "--out", str(tmp_path / "d")])
+    assert stop.value.code == 2 and "argument --jobs: must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +353,52 @@ def test_paint_instances_with_more_than_255_masks():
     labels, overlap = paint_instances(masks)
     assert labels[1].tolist() == list(range(1, 301)) and labels[0, 0] == 300
     assert overlap.sum() == 1 and overlap[0, 0]
+
+
+def _rewrite(coco_root: Path, edit) -> None:
+    path = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_an_image_entry_without_height_takes_its_size_from_the_file(coco_root):
+    _rewrite(coco_root, lambda data: data["images"][0].pop("height"))
+    dataset = COCOInstances(coco_root)
+    assert any("without height or width" in issue and "ids 1" in issue for issue in dataset.issues)
+    sample = dataset[_index_of(dataset, 1)]
+    assert sample.image.shape[-2:] == (H, W) and sample.meta["image_id"] == 1 and sample.num_objects == 4
+
+
+def test_an_image_entry_without_a_file_name_is_named(coco_root):
+    _rewrite(coco_root, lambda data: data["images"][2].pop("file_name"))
+    with pytest.raises(DatasetError, match=r"images\[2\] has no file_name"):
+        COCOInstances(coco_root)
+
+
+def test_a_malformed_rle_is_dropped_naming_its_annotation(coco_root):
+    bad = _annotation(14, 1, 1, {"size": [H, W], "counts": [H * W + 5]})  # runs past the image
+    _rewrite(coco_root, lambda data: data["annotations"].append(bad))
+    dataset = COCOInstances(coco_root)
+    sample = dataset[_index_of(dataset, 1)]
+    assert sample.meta["annotation_ids"] == [10, 11, 12, 13]  # the others decode as before
+    assert any("dropped annotation 14" in issue and "does not decode" in issue for issue in dataset.issues)
+
+
+def test_data_inspect_lists_a_malformed_rle_and_goes_on(coco_root, tmp_path):
+    bad = _annotation(14, 1, 1, {"size": [H, W], "counts": [H * W + 5]})  # runs past the image
+    _rewrite(coco_root, lambda data: data["annotations"].append(bad))
+    result = subprocess.run([sys.executable, "-m", "slotlab.cli", "data", "inspect", f"coco:{coco_root}",
+                             "--out", str(tmp_path / "inspect")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dropped annotation 14" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluation_reads_each_image_once_and_names_the_unreadable(coco_root):
+    from slotlab.data.imageio import ReadableSamples, SkippedSample
+
+    dataset = COCOInstances(coco_root)
+    items = list(ReadableSamples(dataset))
+    unreadable = {dataset._images[s.index]["id"]: s.reason for s in items if isinstance(s, SkippedSample)}
+    assert sorted(unreadable) == [4, 5, 6] and "file not found" in unreadable[4]
+    assert [s.meta["image_id"] for s in items if not isinstance(s, SkippedSample)] == [1, 2, 3, 7]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from slotlab.io.files import OutputPathError
 from slotlab.io.staged import MANIFEST, OutputConflictError, begin_outputs, commit_outputs
 
 
@@ -47,9 +48,9 @@ def test_a_product_in_place_of_a_foreign_file_is_refused_before_anything_runs(tm
         begin_outputs(out, ["metrics.json", "runs/mine"])
     assert not list(out.glob(".incomplete-*"))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputConflictError, match="is a file"):
+    with pytest.raises(OutputPathError, match="is a file"):
         begin_outputs(tmp_path / "file", ["metrics.json"])
-    with pytest.raises(OutputConflictError, match="lies under"):
+    with pytest.raises(OutputPathError, match="lies under"):
         begin_outputs(tmp_path / "file" / "sub", ["metrics.json"])
 
 

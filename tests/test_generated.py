@@ -265,3 +265,27 @@ def test_unreadable_files_are_skipped_or_reported(preset, tmp_path):
     assert [s.index for s in dataset.skipped] == [2]
     with pytest.raises(DatasetError, match="00000002.png"):
         GeneratedDataset(out, strict=True)[2]
+
+
+def test_a_full_disk_while_generating_keeps_what_was_written(preset, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import slotlab.data.generated as generated
+
+    writes, real_write = [], generated.write_atomic
+
+    def write(path, data):
+        writes.append(path)
+        if len(writes) == 25:  # run.json, then image and mask of samples 0..10, then the mask of sample 11
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(generated, "write_atomic", write)
+    assert _generate(preset, tmp_path / "run", "--num", "30") == 2
+    err = capsys.readouterr().err
+    assert "could not write sample 11" in err and "No space left on device" in err and "--resume" in err
+    assert [r["index"] for r in _records(tmp_path / "run")] == list(range(11))
+    monkeypatch.setattr(generated, "write_atomic", real_write)
+    assert _generate(preset, tmp_path / "run", "--num", "30", "--resume") == 0
+    assert _generate(preset, tmp_path / "straight", "--num", "30") == 0
+    assert _files(tmp_path / "run") == _files(tmp_path / "straight")

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from slotlab.cli import compose, data, demo, generate, importers, probe, train
+from slotlab.config import int_option
 from slotlab.io.hub import downloads_allowed
 
 
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slotlab",
         description="Object-centric learning with slots: GLASS and DINOSAUR on shared parts, with the metric protocols of GLASS, SPOT and MSF.",
     )
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=int_option(low=1), default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
                         "the small CPU presets and keeps several processes from oversubscribing the cores)")
     parser.add_argument("--allow-download", action="store_true",
@@ -34,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # a wrong option exits here (code 2), before the heavy imports below
     from slotlab.config import ConfigError
     from slotlab.data.imageio import BadSampleError
     from slotlab.train.trainer import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
     threads = args.threads if args.threads is not None else (1 if args.command == "demo" else None)
     if threads is not None:
         import torch
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the file system refused (a full disk, permissions...): say so, not where in slotlab
+        print(f"slotlab {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from PIL import Image
 from torch import Tensor
 
 from slotlab.cli.common import add_checkpoint_arguments, command, load_model_from_args
+from slotlab.config import float_option, int_option
 from slotlab.data.imageio import read_image
+from slotlab.io.files import output_dir
 from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.slot_edits import (
@@ -74,19 +76,19 @@ def ask_slots(answer: str, num_slots: int) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
     add_checkpoint_arguments(parser, help="a GLASS model directory (save_pretrained / run/model)")
     parser.add_argument("--out", required=True, help="output directory for the PNGs")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation and of the sampler; keep it between --list and an edit so slot indices match (default: %(default)s)")
+    parser.add_argument("--steps", type=int_option(low=1), default=50, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float_option(low=0), default=1.0, help="classifier-free guidance scale (default: %(default)s)")
+    parser.add_argument("--seed", type=int_option(low=0), default=0, help="seed of the slot initialisation and of the sampler; keep it between --list and an edit so slot indices match (default: %(default)s)")
     if not compose:
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--images", nargs="+", help="image files to reconstruct")
         source.add_argument("--data", metavar="SPEC",
                             help="dataset spec (e.g. 'coco:/data/coco?split=val2017&resize=256&crop=256'): reconstruct "
                             "its first --num-images images and write the GLASS Table 7 metrics to OUT/metrics.json")
-        parser.add_argument("--num-images", type=int, default=GLASS_FID_IMAGES,
+        parser.add_argument("--num-images", type=int_option(low=1), default=GLASS_FID_IMAGES,
                             help="--data: images reconstructed and scored; FID uses them all (default: %(default)s, "
                             "GLASS Table 7)")
-        parser.add_argument("--batch-size", type=int, default=16, help="--data: images per sampling call (default: %(default)s)")
+        parser.add_argument("--batch-size", type=int_option(low=1), default=16, help="--data: images per sampling call (default: %(default)s)")
         parser.add_argument("--fid-weights", default=None, metavar="PTH",
                             help="--data: InceptionV3 FID weights (pt_inception-2015-12-05-6726825d.pth or a safetensors "
                             "copy); without it no FID")
@@ -97,17 +99,17 @@ def add_arguments(parser: argparse.ArgumentParser, compose: bool) -> None:
         return
     parser.add_argument("--image", required=True, help="the image to edit")
     parser.add_argument("--with", dest="other", default=None, help="second image for --add / --swap")
-    parser.add_argument("--remove", type=int, nargs="+", default=[], metavar="K", help="slot indices to remove")
-    parser.add_argument("--remove-box", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+    parser.add_argument("--remove", type=int_option(low=0), nargs="+", default=[], metavar="K", help="slot indices to remove")
+    parser.add_argument("--remove-box", type=float_option(low=0, high=1), nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
                         help="also remove the slot that best covers this box (normalised image coordinates)")
     parser.add_argument("--class-map", default=None, metavar="PNG",
                         help="label PNG of --image (palette index or grey level = class id, same size as the image) "
                         "for --remove-class")
-    parser.add_argument("--remove-class", type=int, nargs="+", default=[], metavar="ID",
+    parser.add_argument("--remove-class", type=int_option(low=0), nargs="+", default=[], metavar="ID",
                         help="also remove, per class id, the slot that best covers that class's pixels in --class-map")
     parser.add_argument("--remove-mode", choices=REMOVE_MODES, default="drop",
                         help="drop the slot token (default) or zero it, as the reference code does")
-    parser.add_argument("--add", type=int, nargs="+", default=[], metavar="K", help="slot indices of --with to add")
+    parser.add_argument("--add", type=int_option(low=0), nargs="+", default=[], metavar="K", help="slot indices of --with to add")
     parser.add_argument("--swap", default=None, metavar="I:J", help="swap slot I of --image with slot J of --with")
     parser.add_argument("--list", action="store_true",
                         help="print each slot's mask area (and, with --class-map, the classes it covers) and exit")
@@ -137,9 +139,8 @@ def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOpt
 
 
 def run_reconstruct(args) -> int:
+    out = output_dir(args.out)  # before the model loads: a wrong --out fails at once
     model = load_model_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     options = SamplingOptions(args.steps, args.guidance, args.seed)
     if args.data is not None:
         return _run_reconstruct_split(args, model, options, out)
@@ -162,6 +163,7 @@ def _parse_swap(text: str) -> tuple[int, int]:
 
 
 def run_compose(args) -> int:
+    out = output_dir(args.out)
     model = load_model_from_args(args)
     image, slots, masks = _load(model, args.image, args.seed)
     class_map = _read_class_map(args.class_map, masks.shape[-2:]) if args.class_map else None
@@ -172,7 +174,12 @@ def run_compose(args) -> int:
             return 0
     remove = list(args.remove)
     if args.interactive:
-        remove += ask_slots(input("slots to remove (indices separated by spaces; empty for none): "), len(slots))
+        try:
+            answer = input("slots to remove (indices separated by spaces; empty for none): ")
+        except EOFError:  # stdin closed or not a terminal
+            raise ValueError("--interactive: the input ended before an answer; type the slot indices at the prompt, "
+                             "or pass them with --remove K [K ...]") from None
+        remove += ask_slots(answer, len(slots))
     if args.remove_class:
         if class_map is None:
             raise ValueError("--remove-class needs --class-map PNG (the class id of every pixel of --image)")
@@ -193,8 +200,6 @@ def run_compose(args) -> int:
     outline = torch.isin(masks.argmax(0), torch.tensor(remove + ([swap[0]] if swap else []), dtype=torch.long))
     recon = generate(model, slots.unsqueeze(0), options)[0]
     edit = generate(model, edited.unsqueeze(0), options)[0]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"{Path(args.image).stem}-composition.png"
     size = max(256, *image.shape[-2:])
     save_image(side_by_side([image, recon, edit], [outline, None, None], size), target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slotlab.config import int_option
 from slotlab.io.results import results_json
 
 
@@ -17,9 +18,9 @@ def add_command(sub) -> None:
         "minutes on a 2-core CPU.",
     )
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
+    p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
                    "preset's proportions (default: each preset's own)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and training order (default: %(default)s)")
+    p.add_argument("--seed", type=int_option(low=0), default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.add_argument("--tasks", default="all", metavar="LIST",
                    help="downstream tasks beside the segmentation metrics, comma-separated: 'probe' (linear probes "
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
@@ -36,7 +37,7 @@ def add_command(sub) -> None:
                    help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
                    "first, which takes about 2.5 minutes (default: train it)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
     p.set_defaults(func=_run_demo)

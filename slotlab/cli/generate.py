@@ -13,12 +13,13 @@ to a YAML file. Kill a run at any time and continue it with the same command plu
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
 from slotlab.cli.common import command
 from slotlab.config import GENERATE_PREFIX as PRESET_PREFIX
-from slotlab.config import PRESET_DIR, apply_overrides, from_dict, load_preset
+from slotlab.config import PRESET_DIR, apply_overrides, from_dict, int_option, load_preset
 from slotlab.datagen.config import PROMPT_SOURCES, GenerateConfig
 from slotlab.datagen.pseudo_masks import THRESHOLD_PRESETS
 from slotlab.datagen.run import run_generation
@@ -41,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (must be new or empty unless --resume)")
     parser.add_argument("--source", default=None, metavar="DATASET_SPEC",
                         help="source dataset of the prompts, e.g. 'coco:data/coco?split=train2017' (default: the preset's)")
-    parser.add_argument("--num", type=int, default=None, help="number of samples (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=None, help="run seed; sample i uses a seed derived from it and i")
+    parser.add_argument("--num", type=int_option(low=1), default=None, help="number of samples (default: the preset's)")
+    parser.add_argument("--seed", type=int_option(low=0), default=None, help="run seed; sample i uses a seed derived from it and i")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out with the same settings")
     parser.add_argument("--weights", default=None, metavar="DIR", help="local Stable Diffusion directory (sd backend)")
     parser.add_argument("--captioner-weights", default=None, metavar="DIR", help="local BLIP-2 directory (prompts blip2)")
@@ -72,6 +73,10 @@ def build_config(args: argparse.Namespace) -> GenerateConfig:
     }  # fmt: skip
     overrides = [f"{key}={value}" for key, value in named.items() if value is not None] + overrides
     if args.thresholds is not None:
+        backend = apply_overrides(copy.deepcopy(data), list(args.overrides)).get("backend", GenerateConfig.backend)
+        if backend != "sd":
+            raise ValueError(f"--thresholds sets the range thresholds of the sd backend's pseudo masks; preset "
+                             f"{args.preset!r} uses the {backend!r} backend, whose masks are not thresholded: drop --thresholds")
         low, high = THRESHOLD_PRESETS[args.thresholds]
         overrides = [f"sd.pseudo_masks.threshold_low={low}", f"sd.pseudo_masks.threshold_high={high}"] + overrides
     return from_dict(GenerateConfig, apply_overrides(data, overrides), where=f"preset {args.preset}")

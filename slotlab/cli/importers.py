@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from slotlab.cli.common import command
-from slotlab.config import ConfigError
+from slotlab.config import ConfigError, int_option
 from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, import_glass
 from slotlab.io.importers.spot_checkpoint import AUTHORS_DEFAULTS, import_spot, read_checkpoint
 
@@ -29,14 +29,14 @@ def add_command(sub) -> None:
 def add_spot_arguments(p) -> None:
     p.add_argument("path", help="the authors' checkpoint.pt.tar (stage 1 or 2, transformer or MLP decoder)")
     p.add_argument("--out", required=True, help="slotlab model directory to write (config.json + model.safetensors)")
-    p.add_argument("--num-slots", type=int, default=None,
+    p.add_argument("--num-slots", type=int_option(low=1), default=None,
                    help="slots of a stage-1 (shared-Gaussian) model, which its weights do not store (paper: COCO 7, "
                    "VOC 6, MOVi-C 11, MOVi-E 24)")
-    p.add_argument("--iters", type=int, default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
-    p.add_argument("--decoder-heads", type=int, default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
-    p.add_argument("--slot-heads", type=int, default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
-    p.add_argument("--vit-heads", type=int, default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
-    p.add_argument("--image-size", type=int, default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
+    p.add_argument("--iters", type=int_option(low=1), default=AUTHORS_DEFAULTS["num_iterations"], help="slot-attention iterations (default: %(default)s)")
+    p.add_argument("--decoder-heads", type=int_option(low=1), default=AUTHORS_DEFAULTS["num_heads"], help="decoder heads (default: %(default)s)")
+    p.add_argument("--slot-heads", type=int_option(low=1), default=AUTHORS_DEFAULTS["sa_heads"], help="slot-attention heads (default: %(default)s)")
+    p.add_argument("--vit-heads", type=int_option(low=1), default=None, help="ViT heads (default: width / 64, 12 for ViT-B)")
+    p.add_argument("--image-size", type=int_option(low=1), default=AUTHORS_DEFAULTS["image_size"], help="encoder input size (default: %(default)s)")
 
 
 def run_spot(args) -> int:
@@ -61,8 +61,8 @@ def add_glass_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", required=True, metavar="DIR", help="local DINOv2 ViT-B/14 directory (transformers)")
     parser.add_argument("--sd", required=True, metavar="DIR",
                         help="local Stable Diffusion 2.1 directory (vae/, scheduler/, text_encoder/, tokenizer/)")
-    parser.add_argument("--image-size", type=int, default=448, help="encoder input size (GLASS: 448)")
-    parser.add_argument("--resolution", type=int, default=256, help="diffusion decoder resolution (GLASS: 256)")
+    parser.add_argument("--image-size", type=int_option(low=1), default=448, help="encoder input size (GLASS: 448)")
+    parser.add_argument("--resolution", type=int_option(low=1), default=256, help="diffusion decoder resolution (GLASS: 256)")
     parser.add_argument("--position-grid", choices=("centres", "corners"), default="centres",
                         help="keep their cell-centre position grid (default) or convert the projection exactly to "
                         "slotlab's end-point grid")

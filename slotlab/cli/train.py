@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slotlab.cli.common import add_checkpoint_arguments, load_model_from_args
+from slotlab.config import int_option
+from slotlab.io.files import output_file
 from slotlab.io.results import results_json, write_results
 
 
@@ -34,7 +36,9 @@ def _run_train(args) -> int:
     config = build_train_config(load_preset(args.preset), args.overrides)
     out = Path(args.out or Path("runs") / Path(args.preset).stem)
     result = train(config, out, resume=args.resume)
-    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, {result.precision}); model in {result.model_dir}")
+    resumed = f" (resumed at step {result.start_step} of {result.steps})" if result.start_step else ""
+    print(f"trained {result.steps_trained} steps{resumed} in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, "
+          f"{result.precision}); model in {result.model_dir}")
     if not args.no_eval and result.model.slot_model:
         from slotlab.methods import ObjectCentricModel
 
@@ -55,7 +59,7 @@ def add_eval(sub) -> None:
                    "else the built-in scenes val split)")
     p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int_option(low=1), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
     p.set_defaults(func=_run_eval)
 
@@ -64,12 +68,13 @@ def _run_eval(args) -> int:
     run = _run_config(Path(args.checkpoint))
     data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
     protocol = args.protocol or run.get("eval_protocol") or "native"
+    out = output_file(args.out) if args.out else None  # checked before the evaluation, not after
     model = load_model_from_args(args)
     if not model.slot_model:
         raise ValueError(
             f"{args.checkpoint} holds a {model.method!r} model, which has no slots: its masks are not scored as slot masks"
         )
-    _evaluate_and_write(model, data, protocol, Path(args.out) if args.out else None, args.batch_size)
+    _evaluate_and_write(model, data, protocol, out, args.batch_size)
     return 0
 
 

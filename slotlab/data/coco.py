@@ -156,6 +156,27 @@ def _first_captions(path: Path) -> dict[int, str]:
     return {image_id: caption for image_id, (_, caption) in chosen.items()}
 
 
+def image_records(images: list, annotation_file: Path, note_issue) -> list[dict]:
+    """The id, file name and size of each entry of a COCO 'images' list. An entry without an
+    id or file name is an error naming it; one without height or width is repaired (its size
+    is read from the image file), with one issue line."""
+    records, sizeless = [], []
+    for number, im in enumerate(images):
+        missing = [key for key in ("id", "file_name") if not isinstance(im, dict) or key not in im]
+        if missing:
+            raise DatasetError(f"{annotation_file}: images[{number}] has no {' or '.join(missing)}; every image entry "
+                               "needs an id and a file_name")
+        size = (im.get("height"), im.get("width"))
+        if None in size:
+            sizeless.append(im["id"])
+            size = (None, None)
+        records.append({"id": im["id"], "file_name": im["file_name"], "height": size[0], "width": size[1]})
+    if sizeless:
+        note_issue(f"{annotation_file}: image entries without height or width; their size is read from the image "
+                   f"file (image ids {_summarise(sizeless)})")
+    return records
+
+
 class COCOInstances(FileDataset):
     """COCO instance segmentation from ``instances_*.json``.
 
@@ -197,36 +218,33 @@ class COCOInstances(FileDataset):
         data = _load_json(self.annotation_file)
         self.class_names, self.category_to_class = category_mapping(data["categories"])
         self._captions = _first_captions(resolve_under(self.root, captions)) if captions else {}
-        per_image = self._index_annotations(data)
-        images_sorted = sorted(data["images"], key=lambda im: im["id"])
+        images = image_records(data["images"], self.annotation_file, self.note_issue)
+        per_image = self._index_annotations(data, {im["id"] for im in images})
+        self._images = sorted(images, key=lambda im: im["id"])
         if empty == "skip":
-            images_sorted = [im for im in images_sorted if self._has_instances(per_image.get(im["id"], []))]
-        self._images = [
-            {k: im[k] for k in ("id", "file_name", "height", "width")} for im in images_sorted
-        ]
+            self._images = [im for im in self._images if self._has_instances(per_image.get(im["id"], []))]
         self._annotations = [per_image.get(im["id"], []) for im in self._images]
 
     def _has_instances(self, anns: list[dict]) -> bool:
         return any(self.crowd == "instance" or not a["iscrowd"] for a in anns)
 
-    def _index_annotations(self, data: dict) -> dict[int, list[dict]]:
+    def _index_annotations(self, data: dict, image_ids: set[int]) -> dict[int, list[dict]]:
         """Kept annotations per image id (file order); one issue line per kind of repair."""
-        sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
         problems: dict[str, list[int]] = defaultdict(list)
         per_image: dict[int, list[dict]] = defaultdict(list)
         for ann in data["annotations"]:
-            kept = self._check_annotation(ann, sizes, problems)
+            kept = self._check_annotation(ann, image_ids, problems)
             if kept is not None:
                 per_image[ann["image_id"]].append(kept)
         for problem, ids in problems.items():
             self.note_issue(f"{self.annotation_file}: {problem} (annotation ids {_summarise(ids)})")
         return per_image
 
-    def _check_annotation(self, ann: dict, sizes: dict, problems: dict[str, list[int]]) -> dict | None:
+    def _check_annotation(self, ann: dict, image_ids: set[int], problems: dict[str, list[int]]) -> dict | None:
         crowd = bool(ann.get("iscrowd", 0))
         if crowd and self.crowd == "drop":
             return None
-        if ann["image_id"] not in sizes:
+        if ann["image_id"] not in image_ids:
             problems["dropped annotations of image ids absent from 'images'"].append(ann["id"])
             return None
         if ann["category_id"] not in self.category_to_class:
@@ -252,27 +270,29 @@ class COCOInstances(FileDataset):
         return self.image_dir / self._images[index]["file_name"]
 
     def _decode(self, anns: list[dict], height: int, width: int) -> tuple[np.ndarray, list[dict]]:
-        """Masks of the annotations that decode; a malformed RLE is dropped with an issue."""
-        rles, kept = [], []
+        """Masks of the annotations that decode; a malformed polygon or RLE is dropped with an
+        issue naming the annotation (each is decoded alone, so one bad RLE spoils no other)."""
+        masks, kept = [], []
         for ann in anns:
             try:
-                rles.append(segmentation_rle(ann["segmentation"], height, width))
-            except Exception as err:  # pycocotools raises bare Exception on malformed input
-                self.note_issue(f"{self.annotation_file}: dropped annotation {ann['id']} ({err})")
+                masks.append(decode_rles([segmentation_rle(ann["segmentation"], height, width)], height, width)[0])
+            except Exception as err:  # pycocotools raises bare Exception (or ValueError, TypeError) on malformed input
+                self.note_issue(f"{self.annotation_file}: dropped annotation {ann['id']}, whose segmentation does not "
+                                f"decode ({err})")
                 continue
             kept.append(ann)
-        return decode_rles(rles, height, width), kept
+        return (np.stack(masks) if masks else np.zeros((0, height, width), bool)), kept
 
     def load(self, index: int) -> Sample:
         record = self._images[index]
         path = self.image_path(index)
         image = read_image(path, self.max_pixels)
-        height, width = record["height"], record["width"]
-        if tuple(image.shape[-2:]) != (height, width):
+        height, width = image.shape[-2:]
+        if record["height"] is not None and (record["height"], record["width"]) != (height, width):
             raise BadSampleError(
                 path,
-                f"image is {image.shape[-1]}x{image.shape[-2]} but {self.annotation_file.name} says "
-                f"{width}x{height} (WxH)",
+                f"image is {width}x{height} but {self.annotation_file.name} says "
+                f"{record['width']}x{record['height']} (WxH)",
             )
         masks, anns = self._decode(self._annotations[index], height, width)
         is_crowd = np.array([a["iscrowd"] for a in anns], dtype=bool)
@@ -347,14 +367,15 @@ class COCOPanoptic(FileDataset):
 
     def _index(self, data: dict, empty: EmptyPolicy) -> list[dict]:
         by_image = {ann["image_id"]: ann for ann in data["annotations"]}
-        missing = [im["id"] for im in data["images"] if im["id"] not in by_image]
+        images = image_records(data["images"], self.annotation_file, self.note_issue)
+        missing = [im["id"] for im in images if im["id"] not in by_image]
         if missing:
             self.note_issue(
                 f"{self.annotation_file}: left out images without a panoptic entry (ids {_summarise(missing)})"
             )
         unknown: list[int] = []
         entries = []
-        for im in sorted(data["images"], key=lambda im: im["id"]):
+        for im in sorted(images, key=lambda im: im["id"]):
             ann = by_image.get(im["id"])
             if ann is None:
                 continue
@@ -366,8 +387,7 @@ class COCOPanoptic(FileDataset):
                     unknown.append(seg["id"])
             if empty == "skip" and not any(self._is_instance(s) for s in segments):
                 continue
-            entries.append({**{k: im[k] for k in ("id", "file_name", "height", "width")}, "png": ann["file_name"],
-                            "segments": segments})
+            entries.append({**im, "png": ann["file_name"], "segments": segments})
         if unknown:
             self.note_issue(
                 f"{self.annotation_file}: segments with category ids absent from 'categories' are treated as void "

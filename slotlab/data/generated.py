@@ -32,7 +32,7 @@ from PIL import Image
 from slotlab.data.imageio import FileDataset, make_sample, read_image, read_label_map
 from slotlab.data.sample import IGNORE_INDEX, Sample
 from slotlab.data.sample_transforms import SampleTransform
-from slotlab.io.files import TMP_SUFFIX, write_atomic
+from slotlab.io.files import TMP_SUFFIX, OutputPathError, drop_unfinished_line, output_dir, write_atomic
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -123,9 +123,9 @@ def prepare_run(root: str | Path, settings: dict, resume: bool) -> RunLayout:
             )
         _repair(layout)
         return layout
-    if root.exists() and any(root.iterdir()):
+    if root.is_dir() and any(root.iterdir()):
         raise GeneratedDataError(f"output directory {root} exists and is not empty: pass --resume to continue it, or choose a new --out")
-    root.mkdir(parents=True, exist_ok=True)
+    output_dir(root)
     write_atomic(root / RUN_FILE, json.dumps(normalised, indent=2, sort_keys=True).encode())
     return RunLayout(root, int(settings["num"]), int(settings["shard_size"]))
 
@@ -134,10 +134,7 @@ def _repair(layout: RunLayout) -> None:
     """Drop a manifest's unfinished last line and temporary files of killed writers."""
     for manifest in layout.manifests():
         if manifest.is_file():
-            data = manifest.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(manifest, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
+            drop_unfinished_line(manifest)
     for tmp in layout.root.glob(f"shard-*/*/.*{TMP_SUFFIX}"):
         tmp.unlink()
 
@@ -176,17 +173,20 @@ class SampleWriter:
             raise ValueError(f"sample index {index} outside 0..{self.layout.num - 1}")
         shard = self.layout.shard(index)
         image_file, mask_file = sample_files(index)
-        for sub in ("images", "masks"):
-            (shard / sub).mkdir(parents=True, exist_ok=True)
-        write_atomic(shard / image_file, png_bytes(image))
-        write_atomic(shard / mask_file, png_bytes(mask))
         record = {"index": index, "image": image_file, "mask": mask_file, **record}
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        fd = os.open(shard / MANIFEST_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            for sub in ("images", "masks"):
+                (shard / sub).mkdir(parents=True, exist_ok=True)
+            write_atomic(shard / image_file, png_bytes(image))
+            write_atomic(shard / mask_file, png_bytes(mask))
+            fd = os.open(shard / MANIFEST_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as err:  # a full disk: what is recorded stays valid (a cut manifest line is repaired on resume)
+            raise OutputPathError(f"could not write sample {index} into {shard} ({err.strerror or err}); the samples "
+                                  "written so far are kept: make room, then continue with --resume") from err
         return record
 
 

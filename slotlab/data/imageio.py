@@ -303,6 +303,31 @@ class FileDataset(Dataset):
         }
 
 
+class ReadableSamples(Dataset):
+    """``dataset`` without the replacement of unreadable samples: index i gives sample i, or
+    its :class:`SkippedSample` (logged and recorded like any skip) when its files are bad.
+
+    Evaluation reads through this, so that each readable sample is scored exactly once and
+    the unreadable ones are reported; training streams keep the replacement, which keeps
+    an epoch's length. Datasets not read from files, and strict ones, are passed through.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample | SkippedSample:
+        dataset = self.dataset
+        if not isinstance(dataset, FileDataset) or dataset.strict:
+            return dataset[index]
+        try:
+            return dataset.load_transformed(index)
+        except BadSampleError as err:
+            return dataset._skip(index, err)
+
+
 def resolve_under(root: Path, path: str | os.PathLike) -> Path:
     """``path`` if absolute, else relative to ``root``."""
     path = Path(path)

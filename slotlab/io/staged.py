@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from slotlab.io.files import write_atomic
+from slotlab.io.files import output_dir, write_atomic
 
 MANIFEST = ".slotlab-outputs.json"
 STAGING_PREFIX = ".incomplete-"
@@ -50,24 +50,16 @@ def foreign_paths(out: Path, products: Iterable[str]) -> list[Path]:
     return [out / rel for rel in sorted(set(products)) if rel not in owned and _exists(out / rel)]
 
 
-def _check_out(out: Path, option: str) -> None:
-    for parent in [out, *out.parents]:
-        if _exists(parent) and not parent.is_dir():
-            where = "is" if parent == out else f"lies under {parent}, which is"
-            raise OutputConflictError(f"{option} {out} {where} a file, not a directory: choose another {option}")
-
-
 def begin_outputs(out: Path, products: Iterable[str], option: str = "--out") -> Path:
     """Check that ``products`` may be written into ``out`` and return a fresh, empty staging
     directory inside it (a hidden one left by a killed earlier run is removed first)."""
-    _check_out(out, option)
+    output_dir(out, option)
     foreign = foreign_paths(out, products)
     if foreign:
         listed = ", ".join(str(p) for p in foreign)
         raise OutputConflictError(
             f"{listed} already exist(s) and were not written by this command: move them away or choose another {option}"
         )
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{STAGING_PREFIX}*"):
         if not _process_alive(stale.name[len(STAGING_PREFIX):]):
             shutil.rmtree(stale, ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
@@ -23,6 +23,7 @@ from slotlab.data.sample import Batch
 from slotlab.ops.random import fixed_randomness
 from slotlab.ops.resize import resize_masks_soft
 from slotlab.io.files import write_atomic
+from slotlab.io.weights import load_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -204,11 +205,20 @@ class ObjectCentricModel(nn.Module):
                 )
         try:
             meta = json.loads(config_path.read_text())
-            method, raw = meta["method"], meta["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ConfigError(f"{config_path} is not a valid slotlab config: {err}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{config_path} is not valid JSON ({err}); the checkpoint is damaged") from err
+        missing = [key for key in ("method", "config") if not isinstance(meta, dict) or key not in meta]
+        if missing:
+            raise ConfigError(f"{config_path} has no {' or '.join(map(repr, missing))} entry: it is not a model config "
+                              "written by save_pretrained")
+        method, raw = meta["method"], meta["config"]
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{config_path}: 'config' must be a mapping of the model's settings, got {raw!r}")
         raw = apply_overrides(raw, list(overrides))
-        model_cls = get_method(method)
+        try:
+            model_cls = get_method(method)
+        except ValueError as err:
+            raise ConfigError(f"{config_path}: 'method' names no method of this slotlab: {err}") from err
         if cls is not ObjectCentricModel and not issubclass(model_cls, cls):
             raise ConfigError(f"{directory} holds a {method!r} model, not a {cls.method!r} model")
         try:
@@ -219,7 +229,7 @@ class ObjectCentricModel(nn.Module):
                 "elsewhere on this machine, point to them: from_pretrained(..., overrides=['encoder.path=DIR']) "
                 "or --set encoder.path=DIR (diffusion_decoder.pretrained_path / taesd_path likewise)."
             ) from err
-        state = load_file(str(weights_path), device=map_location)
+        state = load_weights(weights_path, map_location)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from slotlab.config import ConfigError, apply_overrides, from_dict, to_dict
+from slotlab.config import ConfigError, apply_overrides, bounded, from_dict, to_dict
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -36,8 +36,8 @@ class DataConfig:
 
     train: str = "scenes?split=train&size=2000"
     val: str = "scenes?split=val&size=256"
-    batch_size: int = 32  # per process
-    num_workers: int = 0
+    batch_size: int = bounded(32, low=1)  # per process
+    num_workers: int = bounded(0, low=0)
 
 
 @dataclass
@@ -50,18 +50,16 @@ class StageConfig:
     """
 
     name: str = "train"
-    steps: int = 1000
-    lr: dict[str, float] = field(default_factory=lambda: {"grouping": 4e-4, "decoder": 4e-4})
+    steps: int = bounded(1000, low=1)
+    lr: dict[str, float] = bounded(default_factory=lambda: {"grouping": 4e-4, "decoder": 4e-4}, low=0, low_open=True)
     schedule: str = "constant"
-    warmup_steps: int = 0
-    final_lr_scale: float = 0.0  # warmup_cosine: the lr decays to base * final_lr_scale
-    loss_weights: dict[str, float] = field(default_factory=dict)
+    warmup_steps: int = bounded(0, low=0)
+    final_lr_scale: float = bounded(0.0, low=0, high=1)  # warmup_cosine: the lr decays to base * final_lr_scale
+    loss_weights: dict[str, float] = bounded(default_factory=dict, low=0)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"stage {self.name!r}: schedule={self.schedule!r}; choose one of {SCHEDULES}")
-        if self.steps < 1:
-            raise ValueError(f"stage {self.name!r}: steps must be >= 1, got {self.steps}")
         if not self.lr:
             raise ValueError(f"stage {self.name!r}: lr must name at least one parameter group")
 
@@ -69,9 +67,9 @@ class StageConfig:
 @dataclass
 class OptimConfig:
     name: str = "adam"
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = 1.0  # None disables clipping
+    weight_decay: float = bounded(0.0, low=0)
+    betas: tuple[float, float] = bounded((0.9, 0.999), low=0, high=1, high_open=True)
+    grad_clip: float | None = bounded(1.0, low=0, low_open=True)  # None disables clipping
     grad_clip_norm: float = 2.0  # norm type; SPOT clips the inf-norm
 
     def __post_init__(self) -> None:
@@ -88,9 +86,9 @@ class TrainConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 0
     mixed_precision: str = "fp32"  # or mixed "fp16" / "bf16", or "auto" (see resolve_precision)
-    log_every: int = 10
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
+    log_every: int = bounded(10, low=1)
+    checkpoint_every: int = bounded(250, low=1)
+    keep_checkpoints: int = bounded(2, low=0)  # 0 keeps every checkpoint
     eval_protocol: str = "native"
     allow_download: bool = False  # fetch pretrained parts named by hub ids (slotlab.io.hub); --allow-download too
     log_with: list[str] = field(default_factory=list)  # experiment trackers beside metrics.jsonl (engine.tracking)

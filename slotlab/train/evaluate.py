@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from slotlab.data.imageio import ReadableSamples, SkippedSample
 from slotlab.data.sample import Batch, collate
 from slotlab.methods import ObjectCentricModel
 from slotlab.ops.random import fixed_randomness
@@ -26,6 +27,17 @@ def block_masks(batch_size: int, num_slots: int, height: int, width: int) -> Ten
     return masks.unsqueeze(0).expand(batch_size, -1, -1, -1)
 
 
+def _split_readable(items: list) -> tuple[Batch | None, list[SkippedSample]]:
+    samples = [item for item in items if not isinstance(item, SkippedSample)]
+    return (collate(samples) if samples else None), [item for item in items if isinstance(item, SkippedSample)]
+
+
+def readable_loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    """Batches over ``dataset`` in order as (collated readable samples or None, the unreadable
+    ones as SkippedSamples): each readable sample once, the others reported, not replaced."""
+    return DataLoader(ReadableSamples(dataset), batch_size=batch_size, shuffle=False, collate_fn=_split_readable)
+
+
 def predict(
     model: ObjectCentricModel,
     dataset: Dataset,
@@ -33,18 +45,24 @@ def predict(
     progress: bool = True,
     desc: str = "eval",
     seed: int = 0,
+    unreadable: list[SkippedSample] | None = None,
 ) -> Iterator[tuple[Tensor, Batch]]:
-    """Yield (masks (B, K, h, w), batch) over ``dataset`` in order, in eval mode, without grad.
+    """Yield (masks (B, K, h, w), batch) over the readable samples of ``dataset`` in order, in
+    eval mode, without grad; unreadable samples go to ``unreadable`` (see :func:`readable_loader`).
 
     Slot initialisation draws noise, so the masks depend on the random stream: it is seeded
     with ``seed`` here (and the caller's stream left untouched), which makes an evaluation
     a function of the model and the data alone.
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = readable_loader(dataset, batch_size)
     model.eval()
     device = model.device
     with torch.no_grad(), fixed_randomness(seed, device):
-        for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+        for batch, skipped in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+            if unreadable is not None:
+                unreadable += skipped
+            if batch is None:
+                continue
             outputs = model(batch.to(device))
             yield model.masks(outputs).float().cpu(), batch
 
@@ -58,19 +76,25 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict:
     """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol);
-    ``seed`` fixes the slot-initialisation noise (see :func:`predict`)."""
+    ``seed`` fixes the slot-initialisation noise (see :func:`predict`). Each readable image is
+    scored once ("images"); "unreadable" names the files of the others and why."""
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
-    masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed)
-    return evaluate_masks(masks, get_protocol(protocol))
+    unreadable: list[SkippedSample] = []
+    masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed, unreadable=unreadable)
+    return evaluate_masks(masks, get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
 
 
 def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], protocol: str = "native", batch_size: int = 64) -> dict:
     """Metrics of the K-equal-blocks baseline at token resolution ``grid``."""
     from slotlab.metrics.protocols import evaluate_masks, get_protocol
 
-    def batches():
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
-            yield block_masks(len(batch), num_slots, *grid), batch
+    unreadable: list[SkippedSample] = []
 
-    return evaluate_masks(batches(), get_protocol(protocol))
+    def batches():
+        for batch, skipped in readable_loader(dataset, batch_size):
+            unreadable.extend(skipped)
+            if batch is not None:
+                yield block_masks(len(batch), num_slots, *grid), batch
+
+    return evaluate_masks(batches(), get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}

@@ -9,10 +9,11 @@ uninterrupted run would.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -30,6 +30,8 @@ from slotlab.io.hub import downloads_allowed
 from slotlab.data.sample import collate
 from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
 from slotlab.train.tracking import RunLog
+from slotlab.io.files import OutputPathError, drop_unfinished_line, output_dir, write_atomic
+from slotlab.io.weights import CheckpointError, load_optimizer_state, load_weights
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.ops.random import seeded_generator
 
@@ -38,6 +40,8 @@ MODEL_DIR = "model"
 LOG_FILE = "metrics.jsonl"
 EVAL_SHOWN = 8  # validation images in the overlay picture of an evaluation during training
 CONFIG_FILE = "config.yaml"
+
+logger = logging.getLogger("slotlab.train")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,7 +129,9 @@ def configure_stage(model: ObjectCentricModel, stage: StageConfig, optim) -> tor
     for name, params in groups.items():
         for p in params:
             p.requires_grad_(name in stage.lr)
-    param_groups = [{"params": groups[n], "lr": lr, "base_lr": lr, "name": n} for n, lr in stage.lr.items()]
+    # In the model's order, not the config's: a resumed run's optimizer state must line up with
+    # its groups however the preset orders its lr mapping.
+    param_groups = [{"params": groups[n], "lr": stage.lr[n], "base_lr": stage.lr[n], "name": n} for n in groups if n in stage.lr]
     cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
     return cls(param_groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
 
@@ -144,9 +150,11 @@ def save_checkpoint(out: Path, model: ObjectCentricModel, optimizer, step: int, 
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "stage": stage}))  # written last
+    with _writing(tmp, f"the checkpoint of step {step}", "the earlier checkpoints are intact: make room, then continue "
+                  "with --resume"):
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "stage": stage}))  # written last
     shutil.rmtree(final, ignore_errors=True)
     tmp.replace(final)
     for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
@@ -154,41 +162,78 @@ def save_checkpoint(out: Path, model: ObjectCentricModel, optimizer, step: int, 
     return final
 
 
+@contextmanager
+def _writing(tmp: Path, what: str, kept: str):
+    """Turn a failed write of ``what`` into ``tmp`` (a full disk...) into an error saying what
+    is kept, and remove what was half written."""
+    try:
+        yield
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputPathError(f"could not write {what} into {tmp.parent} ({err.strerror or err}); {kept}") from err
+
+
 def load_checkpoint(path: Path, model: ObjectCentricModel) -> dict:
     """Restore weights; returns the saved state (step, stage) and the optimizer state."""
-    weights = load_file(str(path / "model.safetensors"))
-    model.load_state_dict(weights, strict=True)
-    state = json.loads((path / "state.json").read_text())
-    state["optimizer"] = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    weights = load_weights(path / "model.safetensors")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path / 'model.safetensors'} does not fit this run's model: {err}") from err
+    try:
+        state = json.loads((path / "state.json").read_text())
+        state["step"], state["stage"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path / 'state.json'} is damaged ({err!r})") from err
+    state["optimizer"] = load_optimizer_state(path / "optimizer.pt")
     return state
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after ``step`` (they will be produced again)."""
+    """Drop log lines written after ``step`` (they will be produced again), and a last line
+    that a kill cut short."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    if drop_unfinished_line(path):
+        logger.warning("%s: dropped its last line, cut short when the run was stopped", path)
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{number} is not JSON ({err}); the log is damaged: delete that line and "
+                              "run again with --resume") from err
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def prepare_output(out: Path, config: TrainConfig, resume: bool) -> None:
-    """Refuse to mix runs: a fresh run needs an empty dir, a resumed one the same config."""
+    """Refuse to mix runs: a run with checkpoints continues only with --resume and the same
+    config. A directory with a config but no checkpoint (a run that failed or was stopped
+    before its first one) holds nothing to keep: it takes this run's config."""
+    output_dir(out)
     saved = out / CONFIG_FILE
     text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    if saved.is_file():
-        if not resume:
-            raise ConfigError(f"{out} already holds a training run: pass --resume to continue it, or choose another --out")
-        if yaml.safe_load(saved.read_text()) != yaml.safe_load(text):
-            raise ConfigError(
-                f"--resume: the config differs from the one in {saved}; resume with the same preset and --set values"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(saved)
+    trained = bool(checkpoint_dirs(out)) or (out / MODEL_DIR).is_dir()
+    if trained and not saved.is_file():
+        raise ConfigError(
+            f"{out} holds checkpoints but no {CONFIG_FILE}, so the config they were trained with is unknown: restore "
+            f"{saved}, or choose another --out"
+        )
+    if trained and not resume:
+        raise ConfigError(f"{out} already holds a training run: pass --resume to continue it, or choose another --out")
+    if trained and yaml.safe_load(saved.read_text()) != yaml.safe_load(text):
+        raise ConfigError(
+            f"--resume: the config differs from the one in {saved}; resume with the same preset and --set values"
+        )
+    if resume and not trained:
+        logger.warning("--resume: %s holds no checkpoint yet; starting at step 0", out)
+    elif saved.is_file() and not trained and saved.read_text() != text:
+        logger.warning("%s was the config of a run stopped before its first checkpoint; replaced by this run's", saved)
+    write_atomic(saved, text)
 
 
 def evaluate_during_training(model: ObjectCentricModel, val, config: TrainConfig, step: int, run_log: RunLog) -> None:
@@ -216,6 +261,11 @@ class TrainResult:
     steps_per_second: float
     model_dir: Path
     precision: str  # what mixed_precision resolved to on this machine
+    start_step: int = 0  # the step this process began at (> 0 when resumed): it trained steps - start_step
+
+    @property
+    def steps_trained(self) -> int:
+        return self.steps - self.start_step
 
 
 def train(
@@ -254,7 +304,11 @@ def train(
     step, opt_state, opt_stage = 0, None, None
     ckpts = checkpoint_dirs(out)
     if resume and ckpts:
-        state = load_checkpoint(ckpts[-1], model)
+        try:
+            state = load_checkpoint(ckpts[-1], model)
+        except CheckpointError as err:
+            earlier = f" To continue from {ckpts[-2]} instead, delete {ckpts[-1]}." if len(ckpts) > 1 else ""
+            raise CheckpointError(f"--resume: {err}{earlier}") from err
         step, opt_state, opt_stage = state["step"], state["optimizer"], state["stage"]
     reseed(config.seed, step, accelerator.process_index)
     log_path = out / LOG_FILE
@@ -337,9 +391,11 @@ def train(
     if main:
         tmp = out / ".tmp-model"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        with _writing(tmp, "the final model", f"the checkpoints in {out / CHECKPOINT_DIR} are intact: make room, "
+                      "then run again with --resume to write it"):
+            model.save_pretrained(tmp)
         shutil.rmtree(model_dir, ignore_errors=True)
         tmp.replace(model_dir)
     accelerator.wait_for_everyone()
     done = step - start_step
-    return TrainResult(model.eval(), step, seconds, done / seconds if seconds > 0 else 0.0, model_dir, precision)
+    return TrainResult(model.eval(), step, seconds, done / seconds if seconds > 0 else 0.0, model_dir, precision, start_step)
