@@ -1,6 +1,6 @@
 """GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
 
-    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--jobs N] [--skip-ablation]
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--jobs N] [--skip-ablation] [--keep DIR]
 
 Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
@@ -8,6 +8,8 @@ the scenes val split (where settings are chosen) and the test split (which repor
 protocol 'native'; mean and standard deviation over seeds. Every row has L_recon in phase 1
 through the same frozen pretrained decoder. The segmenter the presets' encoder reads and
 that decoder (glass-tiny-decoder) are trained once first (seed 0), as the demo does.
+With --keep the generated data, the segmenter, the pretrained decoder and every trained model
+stay in DIR (e.g. to score the models' reconstructions afterwards).
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
     parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep what was trained")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="ablation runs trained at once, one process and one core each (default: the CPU count)")
     args = parser.parse_args()
@@ -151,12 +154,12 @@ def main() -> None:
                                    "on description tokens written from the generated scenes' masks and pixels"}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         report["ceilings_by_token_grid"] = oracle_ceilings(TOKEN_GRIDS)
         data = generate(work / "generated")
         # The presets' encoder reads one segmenter, trained once (seed 0) for every run, as in the demo.
         report["segmenter"] = train_segmenter(work, None, 0, torch.get_num_threads(), progress=False)
-        shared = [f"model.encoder.semantic_model={report['segmenter'].pop('model')}"]
+        shared = [f"model.encoder.semantic_model={work / 'runs' / 'segmenter' / 'model'}"]
         report["decoder"] = pretrain_decoder("glass", work, ["seed=0", f"data.train={data}", *shared], None, False)
         shared.append(f"model.decoder_init={report['decoder'].pop('model')}")
         report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
