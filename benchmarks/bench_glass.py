@@ -1,6 +1,6 @@
 """GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
 
-    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--decoder-steps N] [--jobs N] [--skip-ablation | --skip-speed] [--keep DIR]
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--decoder-steps N] [--segmenter DIR] [--jobs N] [--skip-ablation | --skip-speed] [--keep DIR]
 
 Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
@@ -105,6 +105,8 @@ def ablation_run(preset: str, data: str, shared: list[str], seed: int, steps: in
         metrics = evaluate_model(result.model, build_dataset(spec), protocol="native", progress=False)["metrics"]
         run[split] = {k: metrics[k] for k in ("miou_i", "mbo_i", "fg_ari")}
     print(preset, run, flush=True)
+    with open(work / "ablation-runs.jsonl", "a") as log:  # each run as it ends, should the whole not finish
+        log.write(json.dumps({"preset": preset, **run}) + "\n")
     return run
 
 
@@ -145,6 +147,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
+    parser.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
+                        help="a trained segmenter checkpoint for the presets' encoder instead of training one")
     parser.add_argument("--decoder-steps", type=int, default=None,
                         help="pretraining steps of the decoder every row starts from (default: glass-tiny-decoder's)")
     parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
@@ -163,12 +167,12 @@ def main() -> None:
         # The segmenter the presets' encoder reads (one, seed 0, for every run, as in the demo) trains in a
         # worker meanwhile: the data and the decoder's pretraining do not read it.
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
-            segmenter = pool.submit(train_segmenter, work, None, 0, 1, False)
+            segmenter = pool.submit(train_segmenter, work, None, 0, 1, False) if args.segmenter is None else None
             data = generate(work / "generated")
             decoder = ["seed=0", f"data.train={data}", "model.encoder.semantic_model=null"]
             report["decoder"] = pretrain_decoder("glass", work, decoder, args.decoder_steps, False)
-            report["segmenter"] = segmenter.result()
-        shared = [f"model.encoder.semantic_model={work / 'runs' / 'segmenter' / 'model'}",
+            report["segmenter"] = segmenter.result() if segmenter else {"given": str(args.segmenter)}
+        shared = [f"model.encoder.semantic_model={args.segmenter or work / 'runs' / 'segmenter' / 'model'}",
                   f"model.decoder_init={report['decoder'].pop('model')}"]
         if not args.skip_speed:
             report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
