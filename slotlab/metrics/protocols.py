@@ -360,6 +360,20 @@ PROTOCOLS: dict[str, Protocol] = {
             ignored_pixels="background",
         ),
         Protocol(
+            name="spot-movi",
+            summary=(
+                "SPOT on MOVi-C/E: as 'spot' but on the frames' full 128x128 grid (SPOT Supp. D; the authors' "
+                "--val_mask_size 128): ground truth at 128 (nearest if the frames are larger), slot masks "
+                "bilinear to 128 + argmax"
+            ),
+            metrics=("mbo_i", "mbo_c", "miou_i", "fg_ari"),
+            eval_size=128,
+            geometry="shorter_side_crop",
+            ignore_background=True,
+            if_empty="one",
+            ignored_pixels="drop",
+        ),
+        Protocol(
             name="glass",
             summary=(
                 "GLASS: ground truth shorter side 256 (nearest) + centre crop 256, slot masks bilinear to 256 + "
