@@ -1,14 +1,24 @@
 """Time `slotlab demo`: wall time, peak memory, train steps/s and the metrics, as JSON.
 
     python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S] [--keep DIR] [--preset NAME=PRESET]
+        [--methods LIST] [--without-segmenter] [--each]
 
 With --keep the demo's output (trained models in DIR/runs/*/model, pictures, report) stays,
 e.g. for benchmarks/bench_downstream.py; otherwise it goes to a temporary directory.
+--methods chooses the demo's methods as `slotlab demo --methods`; --without-segmenter adds,
+for each chosen method whose encoder reads the segmenter (dinosaur, glass), the same method
+with the patch encoder alone (NAME-no-segmenter), so the rows show what the segmenter's
+supervision adds. --each times every method alone instead of one demo: the segmenter is
+trained first (on every core, as the demo does), then each method runs as a demo of its own
+on one thread, as a demo worker runs it; its wall and CPU seconds are recorded (on a busy
+machine the CPU seconds are what an idle core would take). These are the times
+`slotlab demo --help` lists (slotlab.train.demo_methods.MINUTES).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -17,7 +27,36 @@ from pathlib import Path
 import torch
 from report import emit, machine_info
 
-from slotlab.train.demo import DEMO_METHODS, run_demo, with_presets
+from slotlab.train.demo import run_demo, train_segmenter
+from slotlab.train.demo_methods import ALL_METHODS, select_methods, with_presets
+
+
+def methods_to_run(names: str | None, without_segmenter: bool, presets: list[str]):
+    methods = with_presets(select_methods(None if names is None else names.split(",")), presets)
+    if without_segmenter:
+        chosen = [m.name for m in methods]
+        twins = [f"{name}-no-segmenter" for name in chosen]
+        methods += tuple(m for m in ALL_METHODS if m.name in twins and m.name not in chosen)
+    return methods
+
+
+def time_each(methods, work: Path, steps: int | None, seed: int) -> dict:
+    """Each method alone, in this process on one thread, after the segmenter (every core)."""
+    start = time.perf_counter()
+    cpu = time.process_time()
+    threads = os.cpu_count() or 1
+    segmenter = train_segmenter(work / "segmenter", steps, seed, threads, progress=False)
+    timed = {"segmenter": segmenter | {"wall_seconds": round(time.perf_counter() - start, 1),
+                                       "cpu_seconds": round(time.process_time() - cpu, 1), "threads": threads}}
+    torch.set_num_threads(1)
+    for method in methods:
+        start, cpu = time.perf_counter(), time.process_time()
+        metrics = run_demo(work / method.name, steps=steps, seed=seed, methods=(method,), progress=False, jobs=1,
+                           segmenter=work / "segmenter" / "runs" / "segmenter" / "model")
+        timed[method.name] = metrics[method.name] | {"wall_seconds": round(time.perf_counter() - start, 1),
+                                                     "cpu_seconds": round(time.process_time() - cpu, 1),
+                                                     "threads": torch.get_num_threads()}
+    return timed
 
 
 def main() -> None:
@@ -29,17 +68,26 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="run the demo in DIR and keep its output")
     parser.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                         help="another preset for a demo method, as `slotlab demo --preset` (repeatable)")
+    parser.add_argument("--methods", default=None, metavar="LIST", help="the demo's methods, as `slotlab demo --methods`")
+    parser.add_argument("--without-segmenter", action="store_true",
+                        help="also run dinosaur and glass (those chosen) with the patch encoder alone")
+    parser.add_argument("--each", action="store_true", help="time each method alone on one thread (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    methods = methods_to_run(args.methods, args.without_segmenter, args.preset)
     with tempfile.TemporaryDirectory() as tmp:
+        out = args.keep or Path(tmp) / "demo"
         start = time.perf_counter()
-        metrics = run_demo(args.keep or Path(tmp) / "demo", steps=args.steps, seed=args.seed,
-                           methods=with_presets(DEMO_METHODS, args.preset), progress=False)
+        if args.each:
+            metrics = time_each(methods, out, args.steps, args.seed)
+        else:
+            metrics = run_demo(out, steps=args.steps, seed=args.seed, methods=methods, progress=False)
         wall = time.perf_counter() - start
     # The largest process: this one or a worker that trained a method (Linux reports KiB).
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     report = {
-        "benchmark": "slotlab demo",
+        "benchmark": "slotlab demo, each method alone" if args.each else "slotlab demo",
+        "methods": [m.name for m in methods],
         "presets": args.preset,
         "wall_seconds": round(wall, 1),
         "peak_memory_mb_largest_process": round(peak_mb, 1),

@@ -40,7 +40,8 @@ from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
 from slotlab.train.config import build_train_config
-from slotlab.train.demo import die_with_parent, pretrain_decoder, steps_overrides, train_segmenter
+from slotlab.train.demo import die_with_parent, pretrain, steps_overrides, train_segmenter
+from slotlab.train.demo_methods import select_methods
 from slotlab.train.evaluate import evaluate_model
 from slotlab.train.trainer import train
 from slotlab.datagen.config import GenerateConfig
@@ -157,7 +158,7 @@ def main() -> None:
         # The presets' encoder reads one segmenter, trained once (seed 0) for every run, as in the demo.
         report["segmenter"] = train_segmenter(work, None, 0, torch.get_num_threads(), progress=False)
         shared = [f"model.encoder.semantic_model={report['segmenter'].pop('model')}"]
-        report["decoder"] = pretrain_decoder("glass", work, ["seed=0", f"data.train={data}", *shared], None, False)
+        report["decoder"] = pretrain(select_methods(["glass"])[0], work, ["seed=0", f"data.train={data}", *shared], None, False)
         shared.append(f"model.decoder_init={report['decoder'].pop('model')}")
         report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
         twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]

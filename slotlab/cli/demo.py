@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 from pathlib import Path
 
 from slotlab.config import int_option
+from slotlab.train.demo_methods import DEMO_METHODS, methods_help
+
+HELP_WIDTH = 78
 from slotlab.io.results import results_json
 
 
@@ -12,10 +17,13 @@ def add_command(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
-        description="Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
-        "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
-        "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
-        "minutes on a 2-core CPU.",
+        description=textwrap.fill(
+            "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
+            "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
+            "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
+            "minutes on a 2-core CPU.", HELP_WIDTH),
+        epilog=methods_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
     p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
@@ -26,9 +34,8 @@ def add_command(sub) -> None:
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
                    "pictures of a removal and an addition), 'all' or 'none' (default: %(default)s)")
     p.add_argument("--methods", default=None, metavar="LIST",
-                   help="methods to train, comma-separated: dinosaur (dinosaur-tiny), glass (glass-tiny, on data its "
-                   "engine generates first), spot (spot-tiny, SPOT's first stage; its time on 2 cores is not measured "
-                   "yet) (default: dinosaur,glass)")
+                   help=f"methods to train, comma-separated: any of those listed below with the time each takes "
+                   f"(default: {','.join(m.name for m in DEMO_METHODS)})")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
@@ -51,7 +58,8 @@ def _demo_tasks(text: str) -> tuple[str, ...]:
 
 
 def _run_demo(args) -> int:
-    from slotlab.train.demo import run_demo, select_methods, with_presets
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import select_methods, with_presets
 
     names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = with_presets(select_methods(names), args.preset)
