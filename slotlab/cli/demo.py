@@ -6,25 +6,28 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from slotlab.cli.common import command
 from slotlab.config import int_option
+from slotlab.io.results import results_json
 from slotlab.train.demo_methods import DEMO_METHODS, methods_help
 
 HELP_WIDTH = 78
-from slotlab.io.results import results_json
 
 
 def add_command(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
-        description=textwrap.fill(
+    p = command(
+        sub, "demo", "train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
+        textwrap.fill(
             "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
             "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
             "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
             "minutes on a 2-core CPU.", HELP_WIDTH),
-        epilog=methods_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _demo_arguments, _run_demo,
     )
+    p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines
+
+
+def _demo_arguments(p) -> None:
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
     p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
                    "preset's proportions (default: each preset's own)")
@@ -37,7 +40,7 @@ def add_command(sub) -> None:
                    help=f"methods to train, comma-separated: any of those listed below with the time each takes "
                    f"(default: {','.join(m.name for m in DEMO_METHODS)})")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
-                   help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
+                   help="train demo method NAME (one of --methods) with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
                    "then sees objects removed; about 20 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
@@ -47,7 +50,6 @@ def add_command(sub) -> None:
     p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
-    p.set_defaults(func=_run_demo)
 
 
 def _demo_tasks(text: str) -> tuple[str, ...]:
