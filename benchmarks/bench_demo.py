@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from report import emit, machine_info
 
-from slotlab.train.demo import run_demo, train_segmenter
+from slotlab.train.demo import reads_segmenter, run_demo, train_segmenter
 from slotlab.train.demo_methods import ALL_METHODS, select_methods, with_presets
 
 
@@ -41,18 +41,20 @@ def methods_to_run(names: str | None, without_segmenter: bool, presets: list[str
 
 
 def time_each(methods, work: Path, steps: int | None, seed: int) -> dict:
-    """Each method alone, in this process on one thread, after the segmenter (every core)."""
-    start = time.perf_counter()
-    cpu = time.process_time()
-    threads = os.cpu_count() or 1
-    segmenter = train_segmenter(work / "segmenter", steps, seed, threads, progress=False)
-    timed = {"segmenter": segmenter | {"wall_seconds": round(time.perf_counter() - start, 1),
-                                       "cpu_seconds": round(time.process_time() - cpu, 1), "threads": threads}}
+    """Each method alone, in this process on one thread, after the segmenter (every core) if
+    one of them reads it."""
+    timed, segmenter = {}, None
+    if any(reads_segmenter(m) for m in methods):
+        start, cpu, threads = time.perf_counter(), time.process_time(), os.cpu_count() or 1
+        row = train_segmenter(work / "segmenter", steps, seed, threads, progress=False)
+        timed["segmenter"] = row | {"wall_seconds": round(time.perf_counter() - start, 1),
+                                    "cpu_seconds": round(time.process_time() - cpu, 1), "threads": threads}
+        segmenter = work / "segmenter" / "runs" / "segmenter" / "model"
     torch.set_num_threads(1)
     for method in methods:
         start, cpu = time.perf_counter(), time.process_time()
         metrics = run_demo(work / method.name, steps=steps, seed=seed, methods=(method,), progress=False, jobs=1,
-                           segmenter=work / "segmenter" / "runs" / "segmenter" / "model")
+                           segmenter=segmenter)
         timed[method.name] = metrics[method.name] | {"wall_seconds": round(time.perf_counter() - start, 1),
                                                      "cpu_seconds": round(time.process_time() - cpu, 1),
                                                      "threads": torch.get_num_threads()}
