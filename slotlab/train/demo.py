@@ -190,10 +190,11 @@ def run_method(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     preset = load_preset(method.preset)
-    overrides = [f"seed={seed}"]  # shared with the pretraining; the steps are each preset's own
+    overrides, timed = [f"seed={seed}"], {}  # overrides shared with the pretraining; steps are each preset's own
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
+        timed["generate_seconds"] = round(time.perf_counter() - start, 1)
     pretrained = None
     if method.pretrain is not None and _sets(preset, method.pretrain.key):
         pretrained = pretrain(method, out, overrides, steps, progress)
@@ -210,7 +211,7 @@ def run_method(
         "train_precision": result.precision,
         "protocol": evaluation["protocol"],
         "preset": method.preset,
-    }
+    } | timed
     if pretrained is not None:
         run = method.pretrain.run
         metrics |= {f"{run}_train_seconds": pretrained["train_seconds"], f"{run}_train_steps": pretrained["train_steps"],
