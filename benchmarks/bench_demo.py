@@ -10,9 +10,12 @@ for each chosen method whose encoder reads the segmenter (dinosaur, glass), the 
 with the patch encoder alone (NAME-no-segmenter), so the rows show what the segmenter's
 supervision adds. --each times every method alone instead of one demo: the segmenter is
 trained first (on every core, as the demo does), then each method runs as a demo of its own
-on one thread, as a demo worker runs it; its wall and CPU seconds are recorded (on a busy
-machine the CPU seconds are what an idle core would take). These are the times
-`slotlab demo --help` lists (slotlab.train.demo_methods.MINUTES).
+on one thread, as a demo worker runs it; its wall and CPU seconds are recorded, and the CPU
+seconds of each of its training runs (on a busy machine the CPU seconds are closer to what an
+idle core would take). With --steps N as well, each row adds cpu_seconds_at_preset_steps: its
+CPU seconds had every training run taken its preset's steps (that run's CPU seconds per step
+times the steps it did not take), for a machine too busy to run the presets whole. These are
+the times `slotlab demo --help` lists (slotlab.train.demo_methods.MINUTES).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pathlib import Path
 import torch
 from report import emit, machine_info
 
-from slotlab.train.demo import reads_segmenter, run_demo, train_segmenter
+import slotlab.train.demo as demo
+from slotlab.config import load_preset
 from slotlab.train.demo_methods import ALL_METHODS, select_methods, with_presets
 
 
@@ -40,24 +44,66 @@ def methods_to_run(names: str | None, without_segmenter: bool, presets: list[str
     return methods
 
 
+class RunClock:
+    """CPU seconds and steps of every training run a demo in this process starts (its calls of
+    ``train``), by run directory name."""
+
+    def __init__(self):
+        self.runs: dict[str, dict] = {}
+
+    def wrap(self, train):
+        def timed(config, out, **options):
+            cpu = time.process_time()
+            result = train(config, out, **options)
+            self.runs[Path(out).name] = {"cpu_seconds": round(time.process_time() - cpu, 2), "steps": result.steps}
+            return result
+
+        return timed
+
+
+def preset_steps(preset: str) -> int:
+    return sum(stage["steps"] for stage in load_preset(preset)["stages"])
+
+
+def at_preset_steps(cpu_seconds: float, runs: dict[str, dict], presets: dict[str, str]) -> float:
+    """A job's CPU seconds had each of its training runs taken its preset's steps: every run's
+    CPU seconds per step times the steps it did not take, added."""
+    missing = sum(run["cpu_seconds"] / run["steps"] * (preset_steps(presets[name]) - run["steps"])
+                  for name, run in runs.items())
+    return round(cpu_seconds + missing, 1)
+
+
 def time_each(methods, work: Path, steps: int | None, seed: int) -> dict:
     """Each method alone, in this process on one thread, after the segmenter (every core) if
-    one of them reads it."""
+    one of them reads it. With ``steps``, each row also gives its CPU seconds extrapolated to
+    the presets' steps."""
+    clock = RunClock()
+    demo.train = clock.wrap(demo.train)
     timed, segmenter = {}, None
-    if any(reads_segmenter(m) for m in methods):
+    if any(demo.reads_segmenter(m) for m in methods):
         start, cpu, threads = time.perf_counter(), time.process_time(), os.cpu_count() or 1
-        row = train_segmenter(work / "segmenter", steps, seed, threads, progress=False)
+        row = demo.train_segmenter(work / "segmenter", steps, seed, threads, progress=False)
         timed["segmenter"] = row | {"wall_seconds": round(time.perf_counter() - start, 1),
                                     "cpu_seconds": round(time.process_time() - cpu, 1), "threads": threads}
+        if steps is not None and clock.runs:
+            timed["segmenter"]["cpu_seconds_at_preset_steps"] = at_preset_steps(
+                timed["segmenter"]["cpu_seconds"], clock.runs, {"segmenter": demo.SEGMENTER_PRESET})
         segmenter = work / "segmenter" / "runs" / "segmenter" / "model"
     torch.set_num_threads(1)
     for method in methods:
+        clock.runs.clear()
         start, cpu = time.perf_counter(), time.process_time()
-        metrics = run_demo(work / method.name, steps=steps, seed=seed, methods=(method,), progress=False, jobs=1,
-                           segmenter=segmenter)
-        timed[method.name] = metrics[method.name] | {"wall_seconds": round(time.perf_counter() - start, 1),
-                                                     "cpu_seconds": round(time.process_time() - cpu, 1),
-                                                     "threads": torch.get_num_threads()}
+        metrics = demo.run_demo(work / method.name, steps=steps, seed=seed, methods=(method,), progress=False,
+                                jobs=1, segmenter=segmenter)
+        row = metrics[method.name] | {"wall_seconds": round(time.perf_counter() - start, 1),
+                                      "cpu_seconds": round(time.process_time() - cpu, 1),
+                                      "threads": torch.get_num_threads(), "runs": dict(clock.runs)}
+        if steps is not None:
+            presets = {method.name: method.preset}
+            if method.pretrain:
+                presets[demo.pretraining_run(method)] = method.pretrain.preset
+            row["cpu_seconds_at_preset_steps"] = at_preset_steps(row["cpu_seconds"], clock.runs, presets)
+        timed[method.name] = row
     return timed
 
 
@@ -83,7 +129,7 @@ def main() -> None:
         if args.each:
             metrics = time_each(methods, out, args.steps, args.seed)
         else:
-            metrics = run_demo(out, steps=args.steps, seed=args.seed, methods=methods, progress=False)
+            metrics = demo.run_demo(out, steps=args.steps, seed=args.seed, methods=methods, progress=False)
         wall = time.perf_counter() - start
     # The largest process: this one or a worker that trained a method (Linux reports KiB).
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
