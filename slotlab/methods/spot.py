@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
-from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
+from slotlab.io.layout import MODEL_CONFIG_FILE
+from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.spot_losses import attention_distillation, reconstruction_loss
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
@@ -106,7 +107,7 @@ class SpotOutput:
 def load_teacher(directory: str) -> "Spot":
     """A stage-1 SPOT model, frozen, from its ``save_pretrained`` directory, or a clear error."""
     path = Path(directory)
-    config_file = path / CONFIG_FILE
+    config_file = path / MODEL_CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError(f"teacher={directory!r}: {config_file} does not exist; point teacher to a trained SPOT model directory")
     meta = json.loads(config_file.read_text())
@@ -239,7 +240,10 @@ class Spot(ObjectCentricModel):
 
     # ---- the contract -----------------------------------------------------------------
     def losses(self, outputs: SpotOutput, batch: Batch) -> dict[str, Tensor]:
-        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone)."""
+        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone), with L_REC the token
+        reconstruction of SPOT Eq. 1 (``reconstruction_loss``) and L_ATT the distillation of
+        the teacher's decoder masks into the student's slot attention, SPOT Eq. 5, 6
+        (``attention_distillation``); lambda is ``distill_weight``."""
         rec = reconstruction_loss(outputs.reconstruction, outputs.targets)
         terms = {"reconstruction": rec}
         weight = self.loss_weights.get("distillation", 0.0)
@@ -249,6 +253,9 @@ class Spot(ObjectCentricModel):
             terms["distillation"] = attention_distillation(outputs.logits, outputs.attention, outputs.teacher_attention).loss
         total = sum(self.loss_weights[name] * value for name, value in terms.items())
         return {"loss": total, **terms}
+
+    def encoder_tokens(self, outputs: SpotOutput) -> Tensor | None:
+        return outputs.features
 
     def masks(self, outputs: SpotOutput) -> Tensor:
         m = outputs.decoder_attention if self.config.mask_source == "decoder" else outputs.attention
