@@ -42,15 +42,10 @@ from slotlab.train.stages import (
     reseed,
     set_stage_lr,
     stage_at,
-    stage_lr_scale,
 )
 from slotlab.train.tracking import RunLog
 
 EVAL_SHOWN = 8  # validation images in the overlay picture of an evaluation during training
-
-__all__ = ["NonFiniteLossError", "TrainResult", "StepBatchSampler", "build_model", "checkpoint_dirs",
-           "stage_lr_scale", "train"]
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the message names the step and the terms."""
