@@ -1,4 +1,5 @@
-"""Every training preset in slotlab/presets builds and trains two steps with a finite loss.
+"""Every training preset in slotlab/presets builds and trains two steps with a finite loss;
+on the CPU presets that learn within a minute, the loss falls.
 
 What a preset names that a test machine does not have is swapped, and only that:
 
@@ -95,3 +96,22 @@ def test_preset_trains_two_steps(preset, untrained, segmenter_dir, glass_decoder
         assert math.isfinite(record["loss"]), record
     if raw["model"].get("teacher"):  # SPOT's second stage distils its teacher's attention
         assert "distillation" in log[0], log[0]
+
+
+# CPU presets whose loss falls within 60 steps at batch 4 (mean of the last 5 over the first 5,
+# measured 0.65 and 0.22-0.26 over two seeds). Not listed: dinosaur-tiny (it falls, by ~20%, but
+# takes ~30 s), the VQ-VAEs (one seed of two rose) and self-distillation (scored against a teacher
+# that moves with it, its loss rose over those steps). The trainer's own test is in test_trainer.
+LEARNING = ["segmenter-scenes-tiny", "spot-tiny"]
+
+
+@pytest.mark.parametrize("preset", LEARNING)
+def test_the_loss_of_a_cpu_preset_falls(preset, tmp_path):
+    raw = load_preset(preset)
+    overrides = [*SCENES, "data.train=scenes?split=train&size=64&resolution=32", "data.batch_size=4",
+                 "stages.0.steps=60", "checkpoint_every=60"]
+    overrides += ["stages.0.warmup_steps=5"] if raw["stages"][0].get("warmup_steps") else []
+    train(build_train_config(raw, overrides), tmp_path / "run", progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = losses[:5], losses[-5:]
+    assert sum(last) < 0.8 * sum(first), (first, last)
