@@ -16,7 +16,6 @@ variant (raster only).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -26,7 +25,9 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
-from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
+from slotlab.io.checkpoints import is_model_dir
+from slotlab.io.layout import MODEL_CONFIG_FILE, MODEL_DIR
+from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.spot_losses import attention_distillation, reconstruction_loss
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
@@ -106,18 +107,28 @@ class SpotOutput:
 def load_teacher(directory: str) -> "Spot":
     """A stage-1 SPOT model, frozen, from its ``save_pretrained`` directory, or a clear error."""
     path = Path(directory)
-    config_file = path / CONFIG_FILE
-    if not config_file.is_file():
-        raise ConfigError(f"teacher={directory!r}: {config_file} does not exist; point teacher to a trained SPOT model directory")
-    meta = json.loads(config_file.read_text())
-    if meta.get("method") != Spot.method:
-        raise ConfigError(f"teacher={directory!r} holds a {meta.get('method')!r} model, not a SPOT model")
-    if (meta.get("config") or {}).get("teacher"):
+    if not is_model_dir(path):
+        hint = f" (the run's model is in {path / MODEL_DIR})" if is_model_dir(path / MODEL_DIR) else ""
+        raise ConfigError(f"teacher={directory!r}: {path / MODEL_CONFIG_FILE} does not exist; point teacher to a trained "
+                          f"stage-1 SPOT model directory{hint}")
+    try:
+        teacher = Spot.from_pretrained(path)
+    except (ConfigError, FileNotFoundError) as err:
+        raise ConfigError(f"teacher={directory!r}: {err}") from err
+    if teacher.config.teacher:
         raise ConfigError(f"teacher={directory!r} is a stage-2 SPOT model; the teacher must be a stage-1 model (teacher: null)")
-    teacher = Spot.from_pretrained(path)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def check_teacher(teacher: "Spot", grid: tuple[int, int], num_slots: int, directory: str) -> None:
+    """The teacher's masks must cover the student's token grid with as many slots (SPOT matches them one to one)."""
+    theirs = (teacher.grid, teacher.config.slot_attention.num_slots)
+    if theirs != (grid, num_slots):
+        raise ConfigError(f"teacher={directory!r} has a {theirs[0][0]}x{theirs[0][1]} token grid and {theirs[1]} slots; "
+                          f"the student has {grid[0]}x{grid[1]} and {num_slots}: train the teacher with the student's "
+                          "encoder and slot count")
 
 
 class Spot(ObjectCentricModel):
@@ -158,6 +169,8 @@ class Spot(ObjectCentricModel):
             self.decoder = MLPDecoder(mlp)
         # The teacher is kept out of the module tree: it is neither trained nor saved.
         self.__dict__["teacher"] = load_teacher(config.teacher) if config.teacher and architectures is None else None
+        if self.teacher is not None:
+            check_teacher(self.teacher, self.grid, sa.num_slots, config.teacher)
 
     def default_loss_weights(self) -> dict[str, float]:
         weights = {"reconstruction": 1.0}
@@ -239,7 +252,10 @@ class Spot(ObjectCentricModel):
 
     # ---- the contract -----------------------------------------------------------------
     def losses(self, outputs: SpotOutput, batch: Batch) -> dict[str, Tensor]:
-        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone)."""
+        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone), with L_REC the token
+        reconstruction of SPOT Eq. 1 (``reconstruction_loss``) and L_ATT the distillation of
+        the teacher's decoder masks into the student's slot attention, SPOT Eq. 5, 6
+        (``attention_distillation``); lambda is ``distill_weight``."""
         rec = reconstruction_loss(outputs.reconstruction, outputs.targets)
         terms = {"reconstruction": rec}
         weight = self.loss_weights.get("distillation", 0.0)
@@ -249,6 +265,9 @@ class Spot(ObjectCentricModel):
             terms["distillation"] = attention_distillation(outputs.logits, outputs.attention, outputs.teacher_attention).loss
         total = sum(self.loss_weights[name] * value for name, value in terms.items())
         return {"loss": total, **terms}
+
+    def encoder_tokens(self, outputs: SpotOutput) -> Tensor | None:
+        return outputs.features
 
     def masks(self, outputs: SpotOutput) -> Tensor:
         m = outputs.decoder_attention if self.config.mask_source == "decoder" else outputs.attention

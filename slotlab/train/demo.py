@@ -29,7 +29,9 @@ from slotlab.train.config import build_train_config, to_dict
 from slotlab.train.demo_methods import DEMO_METHODS, DemoMethod
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
-from slotlab.train.trainer import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR, train
+from slotlab.train.trainer import train
+from slotlab.methods.contract import can_generate
+from slotlab.io.layout import CHECKPOINT_DIR, MODEL_CONFIG_FILE, MODEL_DIR, RUN_CONFIG_FILE
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -140,7 +142,7 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     supervision = describe_supervision(to_dict(config))
     row = {"preset": SEGMENTER_PRESET, "supervision": supervision, "cache": str(cached)}
     run = out / "runs" / "segmenter"
-    if (cached / MODEL_DIR / "config.json").is_file():
+    if (cached / MODEL_DIR / MODEL_CONFIG_FILE).is_file():
         print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
         store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
@@ -218,7 +220,7 @@ def run_method(
                     f"{run}_preset": pretrained["preset"]}
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
-    if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
+    if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
@@ -309,9 +311,9 @@ def _given_segmenter(model, path: Path, run: Path) -> dict:
     (if any: it says what the segmenter was trained on); its metrics row."""
     model.save_pretrained(run / MODEL_DIR)
     config = {"method": "segmenter"}
-    if (path.parent / CONFIG_FILE).is_file():
-        shutil.copy(path.parent / CONFIG_FILE, run / CONFIG_FILE)
-        config = yaml.safe_load((run / CONFIG_FILE).read_text()) or config
+    if (path.parent / RUN_CONFIG_FILE).is_file():
+        shutil.copy(path.parent / RUN_CONFIG_FILE, run / RUN_CONFIG_FILE)
+        config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or config
     return {"train_steps": 0, "train_seconds": 0.0, "model": str(path), "supervision": describe_supervision(config)}
 
 
