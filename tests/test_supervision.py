@@ -42,24 +42,31 @@ def run_dir(root: Path, config: dict) -> Path:
     return root / "model"
 
 
-def generated(root: Path, backend: str, source: str) -> str:
+def generated(root: Path, preset: str, **extra) -> str:
+    """A generated run's directory as far as its run.json (settings of ``preset``, as slotlab generate writes)."""
+    from slotlab.config import from_dict
+    from slotlab.datagen.config import GenerateConfig
+
     root.mkdir()
-    (root / "run.json").write_text(json.dumps({"backend": backend, "num": 4, "shard_size": 4,
-                                               "prompts": {"source": source}}))
+    settings = load_preset(preset)
+    for section, values in extra.items():
+        settings[section] = settings[section] | values
+    config = to_dict(from_dict(GenerateConfig, settings))
+    (root / "run.json").write_text(json.dumps({"num": 4, "shard_size": 4, "config": config}))
     return f"generated:{root}"
 
 
 def test_glass_names_its_segmenter_its_pseudo_masks_and_its_decoder(tmp_path):
     segmenter = run_dir(tmp_path / "segmenter", saved("segmenter-scenes-tiny"))
     decoder = run_dir(tmp_path / "decoder", saved("glass-tiny-decoder"))
-    data = generated(tmp_path / "scenes-data", "scenes", "template")
+    data = generated(tmp_path / "scenes-data", "generate-scenes-tiny")
     text = describe_supervision(saved("glass-tiny", f"model.encoder.semantic_model={segmenter}",
                                       f"model.decoder_init={decoder}", f"data.train={data}"))
     assert text == ("features: colour + supervised segmenter on scenes class maps; training: GLASS pseudo masks from "
                     "the scenes generator's ground-truth class masks (prompts: a template filled with the source's "
                     "annotation statistics); decoder: pretrained on description tokens read off the generated "
                     "scenes' ground truth (class, mean colour, box)")
-    sd = generated(tmp_path / "sd-data", "sd", "blip2")
+    sd = generated(tmp_path / "sd-data", "generate-coco", prompts={"captioner_weights": "blip2"})
     text = describe_supervision(saved("glass-coco", f"data.train={sd}"))
     assert "DINOv2, self-supervised" in text and "Stable Diffusion attention maps (prompts: BLIP-2 captions)" in text
     assert "decoder: Stable Diffusion, pretrained on web image-text pairs" in text

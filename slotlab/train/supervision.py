@@ -98,9 +98,10 @@ def _generated(spec: str) -> str:
         _, settings = RunLayout.read(root)
     except (OSError, ValueError, KeyError):  # missing, damaged or not a generated run
         return f"GLASS pseudo masks of the generated data in {root} (its run.json, which says how, is unreadable)"
-    backend = settings.get("backend")
+    config = settings.get("config") or {}  # the GenerateConfig of the run (slotlab.datagen.run.run_settings)
+    backend = config.get("backend")
     masks = PSEUDO_MASKS.get(backend, f"the {backend!r} backend")
-    prompts = PROMPTS.get((settings.get("prompts") or {}).get("source"))
+    prompts = PROMPTS.get((config.get("prompts") or {}).get("source"))
     return f"GLASS pseudo masks from {masks}" + (f" (prompts: {prompts})" if prompts else "")
 
 
