@@ -245,9 +245,11 @@ def test_demo_runs_each_method(tmp_path, name):
     from slotlab.train.demo_methods import select_methods
 
     (method,) = select_methods([name])
-    metrics = run_demo(tmp_path / "d", steps=2, methods=(method,), tasks=(), jobs=1, progress=False)
+    metrics = run_demo(tmp_path / "d", steps=2, methods=(method,), tasks=("probe",), jobs=1, progress=False)
     assert set(metrics) == {name, "blocks"} and metrics[name]["preset"] == method.preset
     assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and name in (tmp_path / "d" / "report.html").read_text()
     assert metrics[name]["supervision"].startswith("features: none") and "training: none" in metrics[name]["supervision"]
+    # the probes run where decompose gives encoder tokens to compare the slots with, else the row says why not
+    assert ("probe_class_accuracy" in metrics[name]) != ("probe_skipped" in metrics[name])
     if method.pretrain:  # e.g. the MSF VQ-VAE, trained first and named in the row
         assert metrics[name]["vqvae_train_steps"] == 2 and (tmp_path / "d" / "runs" / f"{name}-vqvae" / "model").is_dir()

@@ -218,14 +218,17 @@ def run_method(
         run = method.pretrain.run
         metrics |= {f"{run}_train_seconds": pretrained["train_seconds"], f"{run}_train_steps": pretrained["train_steps"],
                     f"{run}_preset": pretrained["preset"]}
-    if "probe" in tasks:
+    shown = collate([val[i] for i in range(NUM_SHOWN)])
+    decomposition = result.model.decompose(shown.image, seed=seed)
+    if "probe" in tasks and decomposition.features is None:  # the probes' references pool encoder tokens
+        metrics["probe_skipped"] = f"{type(result.model).__name__}.decompose gives no encoder tokens"
+    elif "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
-    shown = collate([val[i] for i in range(NUM_SHOWN)])
-    shown_segmentation = segmentation(result.model.decompose(shown.image, seed=seed).masks)
+    shown_segmentation = segmentation(decomposition.masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation)
 
