@@ -136,7 +136,7 @@ def test_missing_or_wrong_ssl_run_is_a_clear_error(tmp_path, ssl_run, segmenter_
         build_method_encoder(encoder_config(name="ssl", image_size=64))
     with pytest.raises(FileNotFoundError, match="ssl-scenes-tiny"):
         build_method_encoder(encoder_config(name="ssl", path=str(tmp_path / "nothing"), image_size=64))
-    with pytest.raises(ValueError, match="not a self_distillation model"):
+    with pytest.raises(ValueError, match="not a label-free encoder run"):
         build_method_encoder(encoder_config(name="ssl", path=str(segmenter_dir), image_size=64))
     with pytest.raises(ValueError, match="encoder.dim=32"):
         build_method_encoder(encoder_config(name="ssl", path=str(ssl_run), image_size=64, dim=32))

@@ -5,6 +5,8 @@ patch encoder's ``semantic_model`` names, the self-distillation teacher at an ss
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from slotlab.nn.encoders import Encoder, EncoderConfig, PatchEncoderConfig, SSLEncoderConfig, build_encoder
 
 
@@ -20,7 +22,24 @@ def build_method_encoder(config: EncoderConfig, architecture: dict | None = None
         network = load_segmenter(config.semantic_model, "encoder.semantic_model").network
         return build_encoder(config, semantic_network=network)
     if isinstance(config, SSLEncoderConfig) and config.path is not None:
-        from slotlab.methods.self_distillation import load_self_distillation
-
-        return build_encoder(config, network=load_self_distillation(config.path, "encoder.path").teacher.network)
+        return build_encoder(config, network=load_ssl_network(config.path, "encoder.path"))
     return build_encoder(config)
+
+
+def load_ssl_network(directory: str, option: str):
+    """The network a label-free encoder run trained: the teacher of a self-distillation run
+    or the network of a region-contrast run."""
+    from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
+    from slotlab.methods.region_contrast import RegionContrast
+    from slotlab.methods.self_distillation import SelfDistillation
+
+    hint = ("train one with 'slotlab train --preset ssl-regions-scenes-tiny --out runs/ssl' (region contrast) or "
+            "--preset ssl-scenes-tiny (self-distillation); its model is runs/ssl/model")
+    if not Path(directory, CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{option}={str(directory)!r} is not a checkpoint directory: {hint}")
+    model = ObjectCentricModel.from_pretrained(directory)
+    if isinstance(model, SelfDistillation):
+        return model.teacher.network
+    if isinstance(model, RegionContrast):
+        return model.network
+    raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a label-free encoder run: {hint}")

@@ -100,3 +100,67 @@ def image_to_patches(pixels: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, N, C * p * p), non-overlapping patches in raster order."""
     patches = F.unfold(pixels, kernel_size=patch_size, stride=patch_size)
     return patches.transpose(1, 2)
+
+
+def pooling_factor(scale: float) -> int:
+    """Power of two to pool by before a windowed operation at ``scale`` pixels, so that the
+    scale is at most 2 cells of the pooled grid and the window stays small (the scenes'
+    colours are flat, so pooling loses little)."""
+    factor = 1
+    while scale / factor > 2:
+        factor *= 2
+    return factor
+
+
+def colour_neighbour_weights(pixels: Tensor, scale: float, colour_sigma: float) -> tuple[Tensor, int]:
+    """Bilateral weights ``G_scale(i - j) exp(-|c_i - c_j|^2 / 2 colour_sigma^2)`` of each
+    pixel ``i`` of (B, 3, H, W) to the pixels ``j`` of its window: (B, k * k, H * W), and the
+    window radius. The spatial Gaussian sums to 1 over the window."""
+    radius = max(1, math.ceil(2.5 * scale))
+    b, c, h, w = pixels.shape
+    padded = F.pad(pixels, (radius,) * 4, mode="replicate")
+    window = F.unfold(padded, 2 * radius + 1).view(b, c, -1, h * w)
+    colour = torch.exp(-(window - pixels.reshape(b, c, 1, h * w)).pow(2).sum(1) / (2 * colour_sigma**2))
+    offsets = torch.arange(-radius, radius + 1, device=pixels.device, dtype=pixels.dtype)
+    spatial = torch.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None] ** 2) / scale**2).flatten()
+    return colour * (spatial / spatial.sum())[None, :, None], radius
+
+
+def colour_affinity_features(pixels: Tensor, scales: tuple[float, ...], colour_sigma: float) -> Tensor:
+    """How much of each pixel's surroundings has its colour: (B, 3, H, W) -> (B, S, H, W).
+
+    Per scale ``s``, the Gaussian-weighted share (window std ``s``) of the pixels whose
+    colour is close to the pixel's own (bilateral weights, :func:`colour_neighbour_weights`).
+    Inside a flat-coloured object it is near 1 at small scales and falls as the window
+    outgrows the object; at a convex tip it is low, in a concave notch high. Averaged over
+    an object, the profile over scales describes its outline (compact, thin, pointed).
+    Computed on a grid pooled by :func:`pooling_factor` and resized back. No weights.
+    """
+    features = []
+    for scale in scales:
+        factor = pooling_factor(scale)
+        pooled = F.avg_pool2d(pixels, factor) if factor > 1 else pixels
+        weights, _ = colour_neighbour_weights(pooled, scale / factor, colour_sigma)
+        share = weights.sum(1).view(pooled.shape[0], 1, *pooled.shape[-2:])
+        features.append(F.interpolate(share, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+                        if factor > 1 else share)
+    return torch.cat(features, dim=1)
+
+
+def colour_guided_mean(pixels: Tensor, features: Tensor, scale: float, colour_sigma: float) -> Tensor:
+    """Each pixel's ``features`` averaged over the surrounding pixels of its own colour
+    (a bilateral filter at spatial std ``scale``): (B, 3, H, W), (B, C, H, W) -> (B, C, H, W).
+
+    On the scenes, where an object is one flat colour, this spreads the mean of a local
+    description over the object: every pixel of it then says what the object looks like as
+    a whole, as a DINO token does, not what its own corner looks like.
+    """
+    factor = pooling_factor(scale)
+    pooled = F.avg_pool2d(pixels, factor) if factor > 1 else pixels
+    values = F.avg_pool2d(features, factor) if factor > 1 else features
+    weights, radius = colour_neighbour_weights(pooled, scale / factor, colour_sigma)
+    b, c, h, w = values.shape
+    window = F.unfold(F.pad(values, (radius,) * 4, mode="replicate"), 2 * radius + 1).view(b, c, -1, h * w)
+    mean = (window * weights[:, None]).sum(2) / weights.sum(1, keepdim=True).clamp_min(1e-8)
+    mean = mean.view(b, c, h, w)
+    return F.interpolate(mean, size=features.shape[-2:], mode="bilinear", align_corners=False) if factor > 1 else mean
