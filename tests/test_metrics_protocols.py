@@ -14,7 +14,9 @@ from slotlab.data.sample import IGNORE_INDEX, Sample, collate
 from slotlab.ops.resize import center_crop, resize_mask
 from slotlab.metrics.aggregators import DatasetSemanticIoU
 from slotlab.metrics.masks import ari, mbo, miou, slot_binding
-from slotlab.metrics.protocols import PROTOCOLS, Protocol, ProtocolMetrics, evaluate_masks, get_protocol
+from slotlab.metrics.evaluation import ProtocolMetrics, evaluate_masks
+from slotlab.metrics.protocol import Protocol
+from slotlab.metrics.protocols import PROTOCOLS, get_protocol
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -53,7 +55,7 @@ def one_hot(labels: torch.Tensor, channels: int) -> torch.Tensor:
 def test_registry_and_errors():
     assert set(PROTOCOLS) >= {"spot", "spot-voc", "glass", "glass-authors", "msf", "native"}
     assert get_protocol("glass").name == "glass"
-    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, glass, glass-authors, msf, native"):
+    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, spot-movi, glass, glass-authors, msf, native"):
         get_protocol("SPOT")
     with pytest.raises(ValueError, match="unknown metrics"):
         Protocol(name="x", summary="", metrics=("mbo",))

@@ -24,13 +24,11 @@ Conventions (see docs/datasets.md):
 from __future__ import annotations
 
 import json
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from slotlab.data.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -39,12 +37,11 @@ from slotlab.data.imageio import (
     FileDataset,
     SampleTransform,
     make_sample,
-    read_image,
-    read_label_map,
     require_dir,
     require_file,
     resolve_under,
 )
+from slotlab.data.coco_masks import decode_rles, paint_instances, segmentation_rle, valid_polygon
 from slotlab.data.sample import Sample
 
 CrowdPolicy = Literal["instance", "ignore", "drop"]
@@ -55,8 +52,6 @@ CROWD_POLICIES = ("instance", "ignore", "drop")
 EMPTY_POLICIES = ("keep", "skip")
 VOID_POLICIES = ("background", "ignore")
 
-# A polygon needs three (x, y) points; pycocotools reads a 4-number list as a box instead.
-_MIN_POLYGON_COORDS = 6
 # How many offending annotation ids an issue line quotes.
 _EXAMPLES = 5
 
@@ -71,57 +66,6 @@ def category_mapping(categories: list[dict]) -> tuple[list[str], dict[int, int]]
     ordered = sorted(categories, key=lambda c: c["id"])
     names = ["background"] + [c["name"] for c in ordered]
     return names, {c["id"]: k + 1 for k, c in enumerate(ordered)}
-
-
-def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict:
-    """One RLE for a COCO segmentation (polygons, uncompressed or compressed RLE).
-
-    Same result as pycocotools' ``COCO.annToRLE``; polygon parts with fewer than three
-    points are left out (pycocotools would misread them as boxes). Raises ValueError
-    when nothing usable remains.
-    """
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if _valid_polygon(p)]
-        if not polygons:
-            raise ValueError("no polygon with at least three points")
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        if list(segmentation["size"]) != [height, width]:
-            raise ValueError(f"RLE size {segmentation['size']} differs from the image size {[height, width]}")
-        if isinstance(segmentation["counts"], list):
-            return mask_utils.frPyObjects(segmentation, height, width)
-        return segmentation
-    raise ValueError(f"segmentation must be polygons or an RLE dict, got {type(segmentation).__name__}")
-
-
-def _valid_polygon(polygon: object) -> bool:
-    return isinstance(polygon, list) and len(polygon) >= _MIN_POLYGON_COORDS and len(polygon) % 2 == 0
-
-
-def decode_rles(rles: list[dict], height: int, width: int) -> np.ndarray:
-    """(N, H, W) bool masks of RLEs."""
-    if not rles:
-        return np.zeros((0, height, width), dtype=bool)
-    with warnings.catch_warnings():
-        # pycocotools' Cython decoder predates NumPy 2's copy keyword; the result is unaffected.
-        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-        return np.moveaxis(mask_utils.decode(rles), -1, 0).astype(bool)
-
-
-def decode_segmentations(segmentations: list, height: int, width: int) -> np.ndarray:
-    """(N, H, W) bool masks of COCO segmentations (equal to pycocotools' ``annToMask``)."""
-    return decode_rles([segmentation_rle(s, height, width) for s in segmentations], height, width)
-
-
-def paint_instances(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W) bool -> (label map with later masks on top, pixels covered more than once)."""
-    small = len(masks) < np.iinfo(np.uint8).max  # uint8 arithmetic is several times faster
-    dtype = np.uint8 if small else np.int32
-    if not len(masks):
-        return np.zeros(masks.shape[1:], np.int64), np.zeros(masks.shape[1:], bool)
-    ids = np.arange(1, len(masks) + 1, dtype=dtype).reshape(-1, 1, 1)
-    labels = (masks * ids).max(axis=0).astype(np.int64)  # the highest id, i.e. the latest mask, wins
-    return labels, masks.sum(axis=0, dtype=dtype) > 1
 
 
 def _summarise(ids: list[int]) -> str:
@@ -177,7 +121,28 @@ def image_records(images: list, annotation_file: Path, note_issue) -> list[dict]
     return records
 
 
-class COCOInstances(FileDataset):
+class _COCOFiles(FileDataset):
+    """What both COCO layouts share: ROOT, the split, the crowd and empty-image policies, an
+    annotation JSON (``annotations``, else ``default_annotations`` under ROOT) and the image
+    folder (``images``, else ROOT/split)."""
+
+    def __init__(
+        self, root: str | Path, split: str, annotations: str | None, default_annotations: str, what: str,
+        images: str | None, crowd: CrowdPolicy, empty: EmptyPolicy, max_pixels: int,
+        transform: SampleTransform | None, strict: bool,
+    ) -> None:
+        super().__init__(transform, strict, max_pixels)
+        _check_choice(crowd, CROWD_POLICIES, "crowd")
+        _check_choice(empty, EMPTY_POLICIES, "empty")
+        self.root = Path(root)
+        self.split = split
+        self.crowd = crowd
+        self.annotation_file = require_file(resolve_under(self.root, annotations or default_annotations), what,
+                                            "pass annotations=PATH (relative to ROOT or absolute)")
+        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
+
+
+class COCOInstances(_COCOFiles):
     """COCO instance segmentation from ``instances_*.json``.
 
     Default layout (the official one): ``ROOT/annotations/instances_{split}.json`` and
@@ -202,19 +167,9 @@ class COCOInstances(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
-        _check_choice(crowd, CROWD_POLICIES, "crowd")
-        _check_choice(empty, EMPTY_POLICIES, "empty")
-        self.root = Path(root)
-        self.split = split
-        self.crowd = crowd
+        super().__init__(root, split, annotations, f"annotations/instances_{split}.json", "COCO annotation", images,
+                         crowd, empty, max_pixels, transform, strict)
         self.ignore_overlaps = ignore_overlaps
-        self.max_pixels = max_pixels
-        hint = "pass annotations=PATH (relative to ROOT or absolute)"
-        self.annotation_file = require_file(
-            resolve_under(self.root, annotations or f"annotations/instances_{split}.json"), "COCO annotation", hint
-        )
-        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
         data = _load_json(self.annotation_file)
         self.class_names, self.category_to_class = category_mapping(data["categories"])
         self._captions = _first_captions(resolve_under(self.root, captions)) if captions else {}
@@ -252,7 +207,7 @@ class COCOInstances(FileDataset):
             return None
         segmentation = ann.get("segmentation")
         if isinstance(segmentation, list):
-            valid = [p for p in segmentation if _valid_polygon(p)]
+            valid = [p for p in segmentation if valid_polygon(p)]
             if not valid:
                 problems["dropped annotations with an empty polygon list"].append(ann["id"])
                 return None
@@ -286,7 +241,7 @@ class COCOInstances(FileDataset):
     def load(self, index: int) -> Sample:
         record = self._images[index]
         path = self.image_path(index)
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         height, width = image.shape[-2:]
         if record["height"] is not None and (record["height"], record["width"]) != (height, width):
             raise BadSampleError(
@@ -316,7 +271,7 @@ class COCOInstances(FileDataset):
         )
 
 
-class COCOPanoptic(FileDataset):
+class COCOPanoptic(_COCOFiles):
     """COCO panoptic segmentation: ``panoptic_*.json`` plus one PNG per image.
 
     Default layout (the official one): ``ROOT/annotations/panoptic_{split}.json``, PNGs in
@@ -341,21 +296,10 @@ class COCOPanoptic(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
-        _check_choice(crowd, CROWD_POLICIES, "crowd")
         _check_choice(void, VOID_POLICIES, "void")
-        _check_choice(empty, EMPTY_POLICIES, "empty")
-        self.root = Path(root)
-        self.split = split
-        self.crowd = crowd
+        super().__init__(root, split, annotations, f"annotations/panoptic_{split}.json", "COCO panoptic annotation",
+                         images, crowd, empty, max_pixels, transform, strict)
         self.void = void
-        self.max_pixels = max_pixels
-        self.annotation_file = require_file(
-            resolve_under(self.root, annotations or f"annotations/panoptic_{split}.json"),
-            "COCO panoptic annotation",
-            "pass annotations=PATH (relative to ROOT or absolute)",
-        )
-        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
         self.mask_dir = require_dir(
             resolve_under(self.root, masks or f"annotations/panoptic_{split}"), "panoptic PNG", "pass masks=DIR"
         )
@@ -409,9 +353,9 @@ class COCOPanoptic(FileDataset):
     def load(self, index: int) -> Sample:
         entry = self._entries[index]
         path = self.image_path(index)
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         size = tuple(image.shape[-2:])
-        segment_ids = read_label_map(self.mask_dir / entry["png"], size, self.max_pixels)
+        segment_ids = self.read_label_map(self.mask_dir / entry["png"], size)
         instances = [s for s in entry["segments"] if self._is_instance(s)]
         labelled = {s["id"] for s in entry["segments"]}
         # Lookup over the distinct ids of the PNG: instance label, and whether to ignore.
