@@ -10,9 +10,7 @@ from torch import Tensor, nn
 
 from slotlab.nn.encoders.base import CPU_DEFAULT_DIM, CPUEncoder, CPUEncoderConfig, Encoder
 from slotlab.nn.encoders.pixel_features import (
-    colour_affinity_features,
     colour_fourier_features,
-    colour_guided_mean,
     edge_context_features,
     image_to_patches,
     position_fourier_features,
@@ -45,15 +43,6 @@ class PatchEncoderConfig(CPUEncoderConfig):
         structure_scales: Gaussian scales (pixels) of structure-tensor features appended per
             pixel (see :func:`structure_tensor_features`); default none. They say whether a
             pixel lies near a straight edge, a corner or a tight curve: local shape.
-        affinity_scales: Gaussian scales (pixels) of colour-affinity features appended per
-            pixel (see :func:`colour_affinity_features`); default none. How much of the
-            pixel's surroundings has its colour at each scale: inside, at a tip, in a notch.
-        affinity_colour_sigma: colour distance (in the [-1, 1] normalised units) below
-            which two pixels count as the same colour for the affinity and ``shape_pooling``.
-        shape_pooling: spatial scale (pixels) at which the local-shape features (edge,
-            structure and affinity) are averaged over the pixels of the same colour (see
-            :func:`colour_guided_mean`), so that every pixel of a flat-coloured object
-            carries the description of the whole object; default none (no averaging).
         semantic_model: a trained ``segmenter`` checkpoint directory (from ``slotlab train
             --preset segmenter-scenes-tiny``), a network SUPERVISED on the scenes' class
             maps; its per-pixel class probabilities, times ``semantic_gain``, are appended
@@ -71,9 +60,6 @@ class PatchEncoderConfig(CPUEncoderConfig):
     position_frequencies: int = 0
     edge_scales: tuple[float, ...] = ()
     structure_scales: tuple[float, ...] = ()
-    affinity_scales: tuple[float, ...] = ()
-    affinity_colour_sigma: float = 0.3
-    shape_pooling: float | None = None
     semantic_model: str | None = None
     semantic_gain: float = 1.0
 
@@ -84,13 +70,6 @@ class PatchEncoderConfig(CPUEncoderConfig):
                 "the patch encoder has no blocks to fine-tune (encoder.trainable_blocks must be 0): "
                 "use encoder.projection='learned' for a trainable projection"
             )
-        if self.affinity_colour_sigma <= 0:
-            raise ValueError(f"encoder.affinity_colour_sigma={self.affinity_colour_sigma} must be > 0")
-        if self.shape_pooling is not None and self.shape_pooling <= 0:
-            raise ValueError(f"encoder.shape_pooling={self.shape_pooling} must be > 0 (or null: no pooling)")
-        if self.shape_pooling is not None and not (self.edge_scales or self.structure_scales or self.affinity_scales):
-            raise ValueError("encoder.shape_pooling averages the local-shape features: set edge_scales, "
-                             "structure_scales or affinity_scales, or unset shape_pooling")
         if self.semantic_gain <= 0:
             raise ValueError(f"encoder.semantic_gain={self.semantic_gain} must be > 0")
         if self.semantic_gain != 1.0 and self.semantic_model is None:
@@ -119,9 +98,6 @@ class PatchEncoder(CPUEncoder):
         structure_scales: tuple[float, ...] = (),
         semantic_network: SegmenterNetwork | None = None,
         semantic_gain: float = 1.0,
-        affinity_scales: tuple[float, ...] = (),
-        affinity_colour_sigma: float = 0.3,
-        shape_pooling: float | None = None,
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
@@ -133,10 +109,8 @@ class PatchEncoder(CPUEncoder):
             raise ValueError(f"encoder.edge_scales={list(edge_scales)} must all be > 0")
         if any(scale <= 0 for scale in structure_scales):
             raise ValueError(f"encoder.structure_scales={list(structure_scales)} must all be > 0")
-        if any(scale <= 0 for scale in affinity_scales):
-            raise ValueError(f"encoder.affinity_scales={list(affinity_scales)} must all be > 0")
         per_pixel = 3 + 2 * colour_frequencies + 4 * position_frequencies
-        per_pixel += 3 * len(edge_scales) + 2 * len(structure_scales) + len(affinity_scales)
+        per_pixel += 3 * len(edge_scales) + 2 * len(structure_scales)
         if semantic_network is not None:
             per_pixel += semantic_network.config.num_classes
         in_dim = per_pixel * patch_size**2
@@ -144,7 +118,7 @@ class PatchEncoder(CPUEncoder):
             if dim is not None and dim != in_dim:
                 raise ValueError(
                     f"encoder.dim={dim} but projection='pixels' gives (3 + 2 * colour_frequencies + 4 * position_frequencies"
-                    " + 3 * len(edge_scales) + 2 * len(structure_scales) + len(affinity_scales) + semantic classes)"
+                    " + 3 * len(edge_scales) + 2 * len(structure_scales) + semantic classes)"
                     f" * patch_size^2 = {in_dim} features: leave encoder.dim unset"
                 )
             dim = in_dim
@@ -157,9 +131,6 @@ class PatchEncoder(CPUEncoder):
         self.position_frequencies = position_frequencies
         self.edge_scales = tuple(float(scale) for scale in edge_scales)
         self.structure_scales = tuple(float(scale) for scale in structure_scales)
-        self.affinity_scales = tuple(float(scale) for scale in affinity_scales)
-        self.affinity_colour_sigma = float(affinity_colour_sigma)
-        self.shape_pooling = shape_pooling
         self.semantic_network = semantic_network
         self.semantic_gain = float(semantic_gain)
         self.projection: nn.Module | None = None
@@ -175,30 +146,14 @@ class PatchEncoder(CPUEncoder):
             return None
         return {"semantic_network": asdict(self.semantic_network.config)}
 
-    def shape_features(self, colours: Tensor) -> Tensor | None:
-        """The local-shape features of each pixel (edge, structure, affinity), averaged over
-        the pixels of its colour with ``shape_pooling``; None when none are configured."""
-        parts = []
-        if self.edge_scales:
-            parts.append(edge_context_features(colours, self.edge_scales))
-        if self.structure_scales:
-            parts.append(structure_tensor_features(colours, self.structure_scales))
-        if self.affinity_scales:
-            parts.append(colour_affinity_features(colours, self.affinity_scales, self.affinity_colour_sigma))
-        if not parts:
-            return None
-        shape = torch.cat(parts, dim=1)
-        if self.shape_pooling is not None:
-            shape = colour_guided_mean(colours, shape, self.shape_pooling, self.affinity_colour_sigma)
-        return shape
-
     def encode(self, pixels: Tensor) -> Tensor:
         colours = pixels
         if self.colour_frequencies.shape[0] > 0:
             pixels = torch.cat([pixels, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
-        shape = self.shape_features(colours)
-        if shape is not None:
-            pixels = torch.cat([pixels, shape], dim=1)
+        if self.edge_scales:
+            pixels = torch.cat([pixels, edge_context_features(colours, self.edge_scales)], dim=1)
+        if self.structure_scales:
+            pixels = torch.cat([pixels, structure_tensor_features(colours, self.structure_scales)], dim=1)
         if self.semantic_network is not None:
             probabilities = self.semantic_network(colours).float().softmax(dim=1).to(pixels.dtype)
             pixels = torch.cat([pixels, self.semantic_gain * probabilities], dim=1)
@@ -230,9 +185,6 @@ def build_patch_encoder(
         tuple(config.structure_scales),
         semantic_network_for(config, architecture, semantic_network),
         config.semantic_gain,
-        tuple(config.affinity_scales),
-        config.affinity_colour_sigma,
-        config.shape_pooling,
     )
 
 
