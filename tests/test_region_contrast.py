@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from slotlab.config import load_preset
-from slotlab.data.registry import build_dataset
-from slotlab.data.sample import collate
 from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.methods.region_contrast import RegionContrast, colour_regions, pool_regions, region_contrastive_loss
 from slotlab.nn.encoders import encoder_config
 from slotlab.train.config import build_train_config
 from slotlab.train.trainer import train
+from tests.label_free import losses_with_and_without_labels
 
 SMALL_NETWORK = {"channels": 16, "skip_channels": 8, "dim": 16, "dilations": [1, 2], "output_stride": 4}
 
@@ -67,17 +66,8 @@ def test_training_reads_no_labels_and_the_ssl_encoder_reads_the_network(tmp_path
     result = train(build_train_config(small_preset(3)), tmp_path / "run", progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records and all("regions" in record for record in records if "loss" in record)
-    batch = collate([build_dataset("scenes?split=train&size=8")[i] for i in range(8)])
-    model = result.model.train()
-    losses = []
-    for blank in (False, True):
-        if blank:
-            batch.semantic_mask[:] = 0
-            batch.instance_mask[:] = 0
-            batch.class_ids = [ids[:0] for ids in batch.class_ids]
-        torch.manual_seed(0)
-        losses.append(model.losses(model(batch), batch)["loss"])
-    assert torch.isfinite(losses[0]) and torch.equal(losses[0], losses[1])
+    with_labels, blank = losses_with_and_without_labels(result.model.train())
+    assert torch.isfinite(with_labels) and torch.equal(with_labels, blank)
 
     encoder = build_method_encoder(encoder_config(name="ssl", path=str(result.model_dir), image_size=32))
     network = RegionContrast.from_pretrained(result.model_dir).network
@@ -92,3 +82,20 @@ def test_bad_views_are_refused():
 
     with pytest.raises(ValueError, match="exactly two views"):
         RegionContrastConfig(views=ViewsConfig(global_views=2, local_views=2))
+
+
+def test_ssl_encoder_adds_each_cells_colour_on_a_finer_grid(tmp_path):
+    from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig, SSLEncoder
+
+    torch.manual_seed(0)
+    network = ConvNet(ConvNetConfig(channels=16, skip_channels=8, dim=16, dilations=(1,), output_stride=4))
+    encoder = SSLEncoder(network, image_size=32, patch_size=2, colour_frequencies=2, colour_sigma=1.0)
+    images = torch.rand(2, 3, 32, 32)
+    tokens = encoder(images).transpose(1, 2).reshape(2, -1, 16, 16)
+    assert encoder.dim == 16 + 3 + 4 and encoder.grid_size() == (16, 16)
+    learned = torch.nn.functional.interpolate(network(images * 2 - 1), size=(16, 16), mode="bilinear",
+                                              align_corners=False)
+    assert torch.allclose(tokens[:, :16], learned, atol=1e-5)
+    assert torch.allclose(tokens[:, 16:19], torch.nn.functional.avg_pool2d(images * 2 - 1, 2), atol=1e-5)
+    with pytest.raises(ValueError, match="must divide"):
+        SSLEncoder(network, image_size=32, patch_size=8)

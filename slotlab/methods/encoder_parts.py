@@ -1,11 +1,9 @@
 """Encoders for the methods: networks of other runs that an encoder reads (the segmenter a
-patch encoder's ``semantic_model`` names, the self-distillation teacher at an ssl encoder's
+patch encoder's ``semantic_model`` names, the network of a label-free run at an ssl encoder's
 ``path``) are loaded here, in the methods layer, once, and handed to ``build_encoder``; the
 ``nn`` layer never loads a method."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from slotlab.nn.encoders import Encoder, EncoderConfig, PatchEncoderConfig, SSLEncoderConfig, build_encoder
 
@@ -29,15 +27,16 @@ def build_method_encoder(config: EncoderConfig, architecture: dict | None = None
 def load_ssl_network(directory: str, option: str):
     """The network a label-free encoder run trained: the teacher of a self-distillation run
     or the network of a region-contrast run."""
-    from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
+    from slotlab.io.checkpoints import is_model_dir
+    from slotlab.methods.base import Method
     from slotlab.methods.region_contrast import RegionContrast
     from slotlab.methods.self_distillation import SelfDistillation
 
     hint = ("train one with 'slotlab train --preset ssl-regions-scenes-tiny --out runs/ssl' (region contrast) or "
             "--preset ssl-scenes-tiny (self-distillation); its model is runs/ssl/model")
-    if not Path(directory, CONFIG_FILE).is_file():
+    if not is_model_dir(directory):
         raise FileNotFoundError(f"{option}={str(directory)!r} is not a checkpoint directory: {hint}")
-    model = ObjectCentricModel.from_pretrained(directory)
+    model = Method.from_pretrained(directory)
     if isinstance(model, SelfDistillation):
         return model.teacher.network
     if isinstance(model, RegionContrast):

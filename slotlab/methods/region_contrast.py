@@ -27,7 +27,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from slotlab.data.sample import Batch
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.base import Method
 from slotlab.methods.ssl_views import ViewsConfig, image_points, random_views
 from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
 from slotlab.ops.resize import resize_image
@@ -120,10 +120,11 @@ class RegionContrastOutput:
     regions: Tensor  # () how many regions were contrasted
 
 
-class RegionContrast(ObjectCentricModel):
+class RegionContrast(Method):
+    """Trains the encoder network; no slots and no masks (a stage, like the VQ-VAE)."""
+
     method = "region_contrast"
     config_class = RegionContrastConfig
-    slot_model = False  # trains an encoder: no slots, no masks to evaluate
 
     def __init__(self, config: RegionContrastConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
@@ -153,12 +154,6 @@ class RegionContrast(ObjectCentricModel):
 
     def losses(self, outputs: RegionContrastOutput, batch: Batch) -> dict[str, Tensor]:
         return {"loss": outputs.loss, "regions": outputs.regions.float()}
-
-    def masks(self, outputs: RegionContrastOutput) -> Tensor:
-        raise NotImplementedError("region contrast trains an encoder and has no masks: use it as encoder name 'ssl'")
-
-    def slots(self, outputs: RegionContrastOutput) -> Tensor:
-        raise ValueError("region contrast trains an encoder and has no slots (use it as encoder name 'ssl')")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"network": list(self.network.parameters()) + list(self.projector.parameters())}
