@@ -36,6 +36,7 @@ METHOD_TRAINING = {
     "slotdiffusion": "none (denoises the latents of a VQ-VAE trained on images)",
     "vqvae": "none (reconstructs images)",
     "self_distillation": "none (self-distillation on images)",
+    "region_contrast": "none (contrast of unsupervised colour regions of images)",
 }
 
 #: Pseudo masks of generated data, by the data engine's backend (``slotlab generate``).
