@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 
 from slotlab.config import load_preset
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import checkpoint_dirs, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.trainer import train
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from slotlab.config import load_preset
 from slotlab.data.sample import Sample, collate
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import checkpoint_dirs, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.trainer import train
 from slotlab.methods import get_method
 from slotlab.methods.scene_descriptions import segment_features
 

@@ -11,7 +11,9 @@ import yaml
 from safetensors.torch import load_file
 
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import StepBatchSampler, checkpoint_dirs, stage_lr_scale, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.stages import StepBatchSampler, stage_lr_scale
+from slotlab.train.trainer import train
 from slotlab.train.config import StageConfig
 from slotlab.methods import ObjectCentricModel
 from tests.conftest import tiny_train_config

@@ -14,15 +14,22 @@ from pathlib import Path
 import yaml
 
 from slotlab.config import ConfigError
-from slotlab.train.trainer import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, MODEL_DIR, checkpoint_dirs
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.io.layout import (
+    EVAL_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    OVERLAYS_FILE,
+    REPORT_FILE,
+    RUN_CONFIG_FILE,
+    RUNS_DIR,
+    TASKS_DIR,
+)
+from slotlab.train.supervision import describe_supervision
+from slotlab.train.tracking import SECONDS
 from slotlab.viz.report import MethodSection, Report, write_report
 
-#: What `slotlab train` writes after training (the evaluation on data.val) and `slotlab demo` at the end.
-EVAL_FILE = "eval.json"
-DEMO_METRICS = "metrics.json"
-DEMO_OVERLAYS = "overlays.png"
-DEMO_RUNS, DEMO_TASKS = "runs", "tasks"
-REPORT_FILE = "report.html"
 NUM_SHOWN = 8  # validation images in a run's overlay picture
 
 
@@ -49,19 +56,45 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
 def _log_section(section: MethodSection, run: Path) -> None:
     log = run / LOG_FILE
     if not log.is_file():
-        section.notes.append(f"no training log yet ({log} is missing): no curves")
+        section.notes.append(f"no training log yet ({log} is missing): no curves, train time or steps")
         return
     section.log, notes = read_log(log)
     section.notes += notes
     if not section.log:
-        section.notes.append(f"{log} holds no complete record yet: no curves")
+        section.notes.append(f"{log} holds no complete record yet: no curves, train time or steps")
+
+
+def _training_time(section: MethodSection, run: Path) -> None:
+    """Train time and steps from the log (its last record), where the row lacks them."""
+    if not section.log:
+        return
+    section.metrics.setdefault("train_steps", section.log[-1]["step"])
+    timed = [r[SECONDS] for r in section.log if isinstance(r.get(SECONDS), (int, float))]
+    if timed:
+        section.metrics.setdefault("train_seconds", timed[-1])
+    elif "train_seconds" not in section.metrics:
+        section.notes.append(f"no train time: {run / LOG_FILE} was written before slotlab logged {SECONDS}")
+
+
+def _supervision(section: MethodSection, config: dict) -> None:
+    """What the run saw besides images, read off its saved config, where the row lacks it."""
+    if "supervision" in section.metrics:
+        return
+    try:
+        section.metrics["supervision"] = describe_supervision(config)
+    except (ValueError, KeyError, TypeError) as err:  # a config slotlab did not write
+        section.notes.append(f"supervision unknown: {err}")
+
+
+def _total_steps(config: dict) -> int:
+    return sum(stage.get("steps", 0) for stage in config.get("stages", []))
 
 
 def _progress_note(run: Path, config: dict, log: list[dict]) -> str | None:
     """None for a finished run (its model/ exists), else how far it got."""
     if (run / MODEL_DIR).is_dir():
         return None
-    total = sum(stage.get("steps", 0) for stage in config.get("stages", []))
+    total = _total_steps(config)
     logged = log[-1]["step"] if log else 0
     checkpoints = checkpoint_dirs(run)
     saved = f"last checkpoint {checkpoints[-1].name}" if checkpoints else "no checkpoint yet"
@@ -95,7 +128,7 @@ def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path]
 
 def training_run(run: Path, name: str | None = None, overlays: bool = True) -> MethodSection:
     """The section of one `slotlab train` run directory."""
-    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+    config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {}
     section = MethodSection(name or run.name)
     _log_section(section, run)
     progress = _progress_note(run, config, section.log)
@@ -109,8 +142,10 @@ def training_run(run: Path, name: str | None = None, overlays: bool = True) -> M
         section.notes.append(f"not evaluated ({evaluation} is missing): slotlab eval --checkpoint {run / MODEL_DIR} "
                              f"--out {evaluation}")
     section.metrics = {"method": config.get("method")} | section.metrics
-    if section.log:
-        section.metrics |= {"train_steps": section.log[-1]["step"]}
+    _supervision(section, config)
+    _training_time(section, run)
+    if progress and section.log:
+        section.metrics["train_steps"] = f"{section.log[-1]['step']} of {_total_steps(config)} (unfinished)"
     if overlays:
         pictures, notes = _overlays(run, section.name, config, int(config.get("seed", 0)))
         section.pictures += pictures
@@ -122,28 +157,29 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
     """The report of a demo output ``out``: ``results`` are its metrics rows (default: read
     from its metrics.json); curves from runs/NAME/, pictures from overlays.png and tasks/NAME/."""
     if results is None:
-        results = json.loads((out / DEMO_METRICS).read_text())
+        results = json.loads((out / METRICS_FILE).read_text())
     sections = []
     for name, row in results.items():
         section = MethodSection(name, metrics=dict(row))
-        run = out / DEMO_RUNS / name
-        if (run / CONFIG_FILE).is_file():
+        run = out / RUNS_DIR / name
+        if (run / RUN_CONFIG_FILE).is_file():
             _log_section(section, run)
-        section.pictures = sorted((out / DEMO_TASKS / name).glob("*.png"))
+            _supervision(section, yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {})
+        section.pictures = sorted((out / TASKS_DIR / name).glob("*.png"))
         sections.append(section)
-    shared = [out / DEMO_OVERLAYS] if (out / DEMO_OVERLAYS).is_file() else []
+    shared = [out / OVERLAYS_FILE] if (out / OVERLAYS_FILE).is_file() else []
     return Report("slotlab demo: object discovery on built-in scenes", sections, shared, list(notes))
 
 
 def _kind(path: Path) -> str:
-    if (path / DEMO_METRICS).is_file() and (path / DEMO_RUNS).is_dir():
+    if (path / METRICS_FILE).is_file() and (path / RUNS_DIR).is_dir():
         return "demo"
-    if (path / CONFIG_FILE).is_file():
+    if (path / RUN_CONFIG_FILE).is_file():
         return "run"
-    if path.is_dir() and (path / DEMO_RUNS).is_dir() and not (path / DEMO_METRICS).exists():
-        raise ConfigError(f"{path} looks like a demo still running or stopped ({DEMO_RUNS}/ but no {DEMO_METRICS}): "
-                          f"report its runs instead, e.g. slotlab report {path / DEMO_RUNS}/*")
-    what = "is not a directory" if not path.is_dir() else f"holds neither {CONFIG_FILE} nor {DEMO_METRICS}"
+    if path.is_dir() and (path / RUNS_DIR).is_dir() and not (path / METRICS_FILE).exists():
+        raise ConfigError(f"{path} looks like a demo still running or stopped ({RUNS_DIR}/ but no {METRICS_FILE}): "
+                          f"report its runs instead, e.g. slotlab report {path / RUNS_DIR}/*")
+    what = "is not a directory" if not path.is_dir() else f"holds neither {RUN_CONFIG_FILE} nor {METRICS_FILE}"
     raise ConfigError(f"{path} {what}: give the directory of a training run (slotlab train --out) or of a "
                       f"demo (slotlab demo --out)")
 
