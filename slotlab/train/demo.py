@@ -31,7 +31,18 @@ from slotlab.train.supervision import describe_supervision
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.trainer import train
 from slotlab.methods.contract import can_generate
-from slotlab.io.layout import CHECKPOINT_DIR, MODEL_CONFIG_FILE, MODEL_DIR, RUN_CONFIG_FILE
+from slotlab.io.layout import (
+    CHECKPOINT_DIR,
+    GENERATED_DIR,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_DIR,
+    OVERLAYS_FILE,
+    REPORT_FILE,
+    RUN_CONFIG_FILE,
+    RUNS_DIR,
+    TASKS_DIR,
+)
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -50,9 +61,9 @@ PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 BLOCKS_SUPERVISION = "none (no learning)"
 NUM_SHOWN = 8  # validation images in the overlay picture
-FILES = ("metrics.json", "overlays.png", "report.html")
+FILES = (METRICS_FILE, OVERLAYS_FILE, REPORT_FILE)
 #: Folders holding one entry per method (and runs/segmenter); other entries there are not the demo's.
-FOLDERS = ("runs", "generated", "tasks")
+FOLDERS = (RUNS_DIR, GENERATED_DIR, TASKS_DIR)
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]
     """Point the preset's encoder at the demo's segmenter, or at none for a method without it."""
     if not uses_segmenter(preset):
         return []
-    return [f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model' if method.segmenter else 'null'}"]
+    return [f"model.encoder.semantic_model={out / RUNS_DIR / 'segmenter' / MODEL_DIR if method.segmenter else 'null'}"]
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
@@ -141,7 +152,7 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     cached = artefact_dir("segmenter", to_dict(config), seed)
     supervision = describe_supervision(to_dict(config))
     row = {"preset": SEGMENTER_PRESET, "supervision": supervision, "cache": str(cached)}
-    run = out / "runs" / "segmenter"
+    run = out / RUNS_DIR / "segmenter"
     if (cached / MODEL_DIR / MODEL_CONFIG_FILE).is_file():
         print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
         store(cached, run)
@@ -166,7 +177,7 @@ def pretrain(method: DemoMethod, out: Path, overrides: list[str], steps: int | N
     preset = load_preset(method.pretrain.preset)
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
-    result = train(config, out / "runs" / pretraining_run(method), progress=progress)
+    result = train(config, out / RUNS_DIR / pretraining_run(method), progress=progress)
     return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
             "preset": method.pretrain.preset, "model": str(result.model_dir)}
 
@@ -194,7 +205,7 @@ def run_method(
     preset = load_preset(method.preset)
     overrides, timed = [f"seed={seed}"], {}  # overrides shared with the pretraining; steps are each preset's own
     if method.generate_preset is not None:
-        data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
+        data = _generate(method.generate_preset, out / GENERATED_DIR / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
         timed["generate_seconds"] = round(time.perf_counter() - start, 1)
     pretrained = None
@@ -204,7 +215,7 @@ def run_method(
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
-    result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
+    result = train(config, out / RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
     metrics = _summary(evaluation) | {
         "supervision": describe_supervision(to_dict(config)),
@@ -227,7 +238,7 @@ def run_method(
     if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
-        metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
+        metrics |= run_generation_tasks(result.model, val, out / TASKS_DIR / method.name, seed)[0]
     shown_segmentation = segmentation(decomposition.masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation)
@@ -325,11 +336,11 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     segmenter_row = None
     if any(reads_segmenter(m) for m in methods):
         if given is not None:
-            segmenter_row = _given_segmenter(given, segmenter, staging / "runs" / "segmenter")
+            segmenter_row = _given_segmenter(given, segmenter, staging / RUNS_DIR / "segmenter")
         else:
             # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
             segmenter_row = train_segmenter(staging, steps, seed, os.cpu_count() or 1, progress)
-            segmenter_row["model"] = str(out / "runs" / "segmenter" / "model")
+            segmenter_row["model"] = str(out / RUNS_DIR / "segmenter" / MODEL_DIR)
     finished = _run_all(methods, staging, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
@@ -347,12 +358,12 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    save_image(overlay_grid(shown.image, columns, scale=3), staging / "overlays.png",
+    save_image(overlay_grid(shown.image, columns, scale=3), staging / OVERLAYS_FILE,
                "Validation images (one a row), their ground-truth instances and each method's slot masks")
     notes = [f"{len(val)} scenes val images, protocol '{PROTOCOL}', seed {seed}. Each method's section below has "
              "every other number, its training curves and pictures; the glossary says what each number means."]
-    write_report(staging / "report.html", demo_report(staging, results, notes + _task_notes(tasks)))
-    write_results(staging / "metrics.json", results)
+    write_report(staging / REPORT_FILE, demo_report(staging, results, notes + _task_notes(tasks)))
+    write_results(staging / METRICS_FILE, results)
     return results
 
 

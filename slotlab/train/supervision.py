@@ -16,6 +16,7 @@ import yaml
 
 from slotlab.data.generated import RunLayout
 from slotlab.data.registry import DatasetError, parse_spec
+from slotlab.io.layout import RUN_CONFIG_FILE
 
 #: What each encoder family's features learnt from (patch: see :func:`_features`).
 ENCODER_FEATURES = {
@@ -52,7 +53,6 @@ PROMPTS = {
     "template": "a template filled with the source's annotation statistics",
 }
 
-RUN_CONFIG = "config.yaml"  # what ``slotlab train`` saves beside model/ (slotlab.train.trainer.CONFIG_FILE)
 
 
 def _dataset(spec: str) -> str:
@@ -64,7 +64,7 @@ def _dataset(spec: str) -> str:
 
 def _run_config(model_dir: str | Path) -> dict | None:
     """The training config saved beside a model directory (``RUN/model`` -> ``RUN/config.yaml``)."""
-    path = Path(model_dir).parent / RUN_CONFIG
+    path = Path(model_dir).parent / RUN_CONFIG_FILE
     try:
         return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
