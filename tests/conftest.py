@@ -87,7 +87,7 @@ def glass_preset_overrides(preset_overrides, tmp_path_factory):
 
     torch.manual_seed(0)
     config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
-    decoder = get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("decoder"))
+    decoder = get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("decoder"))
     return [*preset_overrides, f"model.decoder_init={decoder}"]
 
 

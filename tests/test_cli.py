@@ -97,7 +97,7 @@ def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segment
     assert main(["demo", "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
     assert "none" in capsys.readouterr().err
     config = build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"])
-    get_method("dinosaur")(config.model_config()).save_pretrained(tmp_path / "dino")
+    get_method("dinosaur")(config.model).save_pretrained(tmp_path / "dino")
     assert main(["demo", "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
     assert "not a segmenter" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

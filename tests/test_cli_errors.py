@@ -104,7 +104,7 @@ def glass_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     config = build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))
-    return get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("glass"))
+    return get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("glass"))
 
 
 def test_compose_interactive_at_the_end_of_input(tmp_path, glass_dir):

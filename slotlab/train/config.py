@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from slotlab.config import ConfigError, apply_overrides, bounded, from_dict, to_dict
+from slotlab.config import ConfigError, apply_overrides, bounded, coerce, from_dict, to_dict
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -79,8 +79,12 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """A training run. ``model`` is the method's own config dataclass
+    (``get_method(method).config_class``): a mapping (a preset's model section) is parsed into
+    it here, once, with errors naming ``model.<field>``."""
+
     method: str = "dinosaur"
-    model: dict[str, Any] = field(default_factory=dict)  # the method's own config (validated by it)
+    model: Any = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
@@ -104,26 +108,27 @@ class TrainConfig:
         from slotlab.train.tracking import check_trackers
 
         check_trackers(tuple(self.log_with))
+        self.model = parse_model_config(self.method, self.model)
 
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
-    def model_config(self) -> Any:
-        from slotlab.methods import get_method
 
-        return from_dict(get_method(self.method).config_class, self.model, "model")
+def parse_model_config(method: str, model: Any) -> Any:
+    """``model`` (a mapping, or already the method's config) as ``method``'s config dataclass."""
+    from slotlab.methods import get_method
+
+    try:
+        config_class = get_method(method).config_class
+    except ValueError as err:  # unknown method
+        raise ConfigError(str(err)) from None
+    return coerce(model, config_class, "model")
 
 
 def build_train_config(data: dict, overrides: list[str] | None = None) -> TrainConfig:
-    """Validate a preset dict (+ overrides) into a TrainConfig, model section included."""
-    data = apply_overrides(data, overrides or [])
-    config = from_dict(TrainConfig, data)
-    try:
-        config.model_config()
-    except ValueError as err:  # unknown method
-        raise ConfigError(str(err)) from err
-    return config
+    """A preset dict with ``--set`` overrides applied, parsed (model section included) into a TrainConfig."""
+    return from_dict(TrainConfig, apply_overrides(data, overrides or []))
 
 
 __all__ = ["DataConfig", "StageConfig", "OptimConfig", "TrainConfig", "build_train_config", "to_dict"]

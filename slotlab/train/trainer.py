@@ -52,7 +52,7 @@ def build_model(config: TrainConfig) -> ObjectCentricModel:
     """The method's model; its pretrained parts may be fetched by hub id where ``allow_download``
     (or ``--allow-download``) says so."""
     with downloads_allowed(True) if config.allow_download else nullcontext():  # else as the caller allows
-        return get_method(config.method)(config.model_config())
+        return get_method(config.method)(config.model)
 
 
 class StepBatchSampler(Sampler[list[int]]):
