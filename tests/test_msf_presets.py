@@ -68,7 +68,7 @@ def test_preset_trains_a_few_steps(preset, vqvae_twin, tmp_path):
     if raw["method"] == "vqvae":
         overrides = SCENES + vqvae_overrides(raw["model"])
     else:
-        guidance = re.fullmatch(r"runs/(.+)/model", raw["model"]["vqvae"]).group(1)
+        guidance = re.search(r"--preset (\S+)", raw["inputs"]["model.vqvae"]["make"]).group(1)
         overrides = SCENES + ocl_overrides(raw["model"], vqvae_twin(guidance))
     result = train(build_train_config(raw, overrides), tmp_path / "run", progress=False)
     assert result.steps == 2 and (result.model_dir / "model.safetensors").is_file()

@@ -64,12 +64,14 @@ def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
     return tuple(known[n] for n in dict.fromkeys(names))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
-#: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
+#: The frozen per-pixel classifier the presets' encoders read (their input ``SEGMENTER_INPUT``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
+SEGMENTER_INPUT = "model.encoder.semantic_model"
 SEGMENTER_SUPERVISION = "supervised on the scenes' ground-truth class maps"
 PROTOCOL = "native"
-#: The pretraining of the diffusion decoder the CPU GLASS presets start from (``model.decoder_init``).
+#: The pretraining of the diffusion decoder the CPU GLASS presets start from (their input ``DECODER_INPUT``).
 DECODER_PRESET = "glass-tiny-decoder"
+DECODER_INPUT = "model.decoder_init"
 DECODER_SUPERVISION = "diffusion decoder pretrained on description tokens read off the generated scenes' masks and pixels"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 NUM_SHOWN = 8  # validation images in the overlay picture
@@ -151,9 +153,9 @@ def _summary(result: dict) -> dict:
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
 
-def uses_segmenter(preset: dict) -> bool:
-    """Does this preset's encoder read a segmenter (``model.encoder.semantic_model``)?"""
-    return (preset.get("model", {}).get("encoder") or {}).get("semantic_model") is not None
+def reads(preset: dict, key: str) -> bool:
+    """Does this preset read setting ``key`` from an earlier run (is it one of its ``inputs``)?"""
+    return key in (preset.get("inputs") or {})
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
@@ -203,15 +205,15 @@ def run_method(
     start = time.perf_counter()
     preset = load_preset(method.preset)
     overrides = [f"seed={seed}"]  # shared with the decoder pretraining; the steps are the preset's own
-    if uses_segmenter(preset):
-        overrides.append(f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model'}")
+    if reads(preset, SEGMENTER_INPUT):
+        overrides.append(f"{SEGMENTER_INPUT}={out / 'runs' / 'segmenter' / 'model'}")
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
     decoder_row = None
-    if (preset.get("model") or {}).get("decoder_init") is not None:
+    if reads(preset, DECODER_INPUT):
         decoder_row = pretrain_decoder(method.name, out, overrides, steps, progress)
-        overrides.append(f"model.decoder_init={decoder_row['model']}")
+        overrides.append(f"{DECODER_INPUT}={decoder_row['model']}")
     config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
     result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
@@ -319,7 +321,7 @@ def run_demo(
 def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks, jobs, given, segmenter) -> dict:
     """The body of :func:`run_demo`: everything written into ``staging``, paths reported as in ``out``."""
     segmenter_row = None
-    if any(uses_segmenter(load_preset(m.preset)) for m in methods):
+    if any(reads(load_preset(m.preset), SEGMENTER_INPUT) for m in methods):
         if given is not None:
             given.save_pretrained(staging / "runs" / "segmenter" / "model")
             segmenter_row = {"train_steps": 0, "train_seconds": 0.0, "model": str(segmenter)}

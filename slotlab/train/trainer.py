@@ -50,7 +50,8 @@ class NonFiniteLossError(RuntimeError):
 
 def build_model(config: TrainConfig) -> ObjectCentricModel:
     """The method's model; its pretrained parts may be fetched by hub id where ``allow_download``
-    (or ``--allow-download``) says so."""
+    (or ``--allow-download``) says so. The inputs the config reads from earlier runs must be set."""
+    config.require_inputs()
     with downloads_allowed(True) if config.allow_download else nullcontext():  # else as the caller allows
         return get_method(config.method)(config.model)
 
@@ -278,8 +279,7 @@ def train(
     terminal line of the progress bar, so that runs in parallel processes do not overwrite
     each other's.
     """
-    from slotlab.data.registry import build_dataset
-
+    config.require_inputs()  # before anything is built or written
     out = Path(out)
     precision = resolve_precision(config.mixed_precision)
     # Accelerate keeps one precision per process and refuses another; runs in one process
@@ -294,7 +294,7 @@ def train(
     )
     main = accelerator.is_main_process
     # Data and model first: a wrong path or size fails before anything is written.
-    dataset = dataset if dataset is not None else build_dataset(config.data.train)
+    dataset = dataset if dataset is not None else config.data.dataset("train")
     set_seed(config.seed)
     model = build_model(config)
     if main:
@@ -315,7 +315,7 @@ def train(
     if main:
         truncate_log(log_path, step)
     run_log = RunLog(accelerator, log_path, to_dict(config), tuple(config.log_with))
-    val = build_dataset(config.data.val) if config.eval_every else None
+    val = config.data.dataset("val") if config.eval_every else None
     model.to(accelerator.device).train()
 
     total = config.total_steps
