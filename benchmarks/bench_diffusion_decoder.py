@@ -207,7 +207,8 @@ def oracle_slot_features(sample, num_slots: int, num_classes: int) -> Tensor:
 
 
 def scene_tensors(split: str, size: int, resolution: int) -> tuple[Tensor, Tensor]:
-    from slotlab.data.scenes import SCENE_CLASSES, ScenesConfig, ScenesDataset
+    from slotlab.data.scene_words import SCENE_CLASSES
+    from slotlab.data.scenes import ScenesConfig, ScenesDataset
 
     scenes = ScenesDataset(split, size=size, config=ScenesConfig(resolution=64), cache=False)
     samples = [scenes[i] for i in range(size)]

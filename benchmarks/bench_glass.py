@@ -46,7 +46,8 @@ from slotlab.train.trainer import train
 from slotlab.datagen.config import GenerateConfig
 from slotlab.datagen.run import run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
-from slotlab.metrics.protocols import evaluate_masks, get_protocol
+from slotlab.metrics.evaluation import evaluate_masks
+from slotlab.metrics.protocols import get_protocol
 
 ROWS = {  # Table 6a row -> CPU preset
     "recon": "glass-tiny-recon",

@@ -9,7 +9,7 @@ import yaml
 
 from slotlab.data.generated import GeneratedDataset
 from slotlab.data.sample import IGNORE_INDEX
-from slotlab.data.scenes import SCENE_CLASSES
+from slotlab.data.scene_words import SCENE_CLASSES
 from slotlab.datagen.backends.scenes import ScenesBackend, perturb_class_regions, uncertain_boundary_band
 from slotlab.datagen.backends.sd import TINY_SD_CAPTURE, SDBackend, tiny_engine_sd
 from slotlab.datagen.config import PromptConfig, SDConfig, ScenesBackendConfig

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from slotlab.data.sample import Sample, collate
-from slotlab.metrics.protocols import Protocol, evaluate_masks, get_protocol
+from slotlab.metrics.evaluation import evaluate_masks
+from slotlab.metrics.protocol import Protocol
+from slotlab.metrics.protocols import get_protocol
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity"
 pytestmark = pytest.mark.skipif(not PARITY.is_dir(), reason=f"parity fixtures {PARITY} are absent")

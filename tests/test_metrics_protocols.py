@@ -14,7 +14,9 @@ from slotlab.data.sample import IGNORE_INDEX, Sample, collate
 from slotlab.ops.resize import center_crop, resize_mask
 from slotlab.metrics.aggregators import DatasetSemanticIoU
 from slotlab.metrics.masks import ari, mbo, miou, slot_binding
-from slotlab.metrics.protocols import PROTOCOLS, Protocol, ProtocolMetrics, evaluate_masks, get_protocol
+from slotlab.metrics.evaluation import ProtocolMetrics, evaluate_masks
+from slotlab.metrics.protocol import Protocol
+from slotlab.metrics.protocols import PROTOCOLS, get_protocol
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 

@@ -1,4 +1,4 @@
-"""Tests of the built-in procedural scenes (slotlab.data.scenes)."""
+"""Tests of the built-in procedural scenes (slotlab.data.scenes and its shapes, backgrounds and words)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ import torch
 from scipy import ndimage
 
 from slotlab.data.sample import boxes_from_instance_mask, collate
-from slotlab.data.scenes import (
-    SCENE_CLASSES,
-    SCENE_COLORS,
-    ScenesConfig,
-    ScenesDataset,
-    class_id,
-    class_name,
-    describe_objects,
-    object_mask,
-    render_scene,
-)
+from slotlab.data.scene_shapes import object_mask
+from slotlab.data.scene_words import SCENE_CLASSES, SCENE_COLORS, class_id, class_name, describe_objects
+from slotlab.data.scenes import ScenesConfig, ScenesDataset, render_scene
 
 _NUMBERS = {"a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 

@@ -27,8 +27,10 @@ def load_model_from_args(args: argparse.Namespace, map_location: str = "cpu"):
 
 
 def command(sub, name: str, help: str, description: str, add_arguments, run):
-    """A subcommand whose options and action live in the module that does the work."""
+    """A subcommand whose options (``add_arguments(parser)``, or None) and action live in the
+    module that does the work."""
     p = sub.add_parser(name, help=help, description=description)
-    add_arguments(p)
+    if add_arguments is not None:
+        add_arguments(p)
     p.set_defaults(func=run)
     return p

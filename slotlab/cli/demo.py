@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slotlab.cli.common import command
 from slotlab.config import int_option
 from slotlab.io.results import results_json
 
 
 def add_command(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
-        description="Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
+    command(
+        sub, "demo", "train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
+        "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
         "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
         "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
         "minutes on a 2-core CPU.",
+        _demo_arguments, _run_demo,
     )
+
+
+def _demo_arguments(p) -> None:
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
     p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
                    "preset's proportions (default: each preset's own)")
@@ -40,7 +44,6 @@ def add_command(sub) -> None:
     p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
-    p.set_defaults(func=_run_demo)
 
 
 def _demo_tasks(text: str) -> tuple[str, ...]:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slotlab.cli.common import add_checkpoint_arguments, load_model_from_args
+from slotlab.cli.common import add_checkpoint_arguments, command, load_model_from_args
 from slotlab.config import int_option
 from slotlab.io.files import output_file
 from slotlab.io.results import results_json, write_results
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a method from a preset",
-        description="Train a method from a preset (slotlab presets lists them) into --out: checkpoints/, "
+    command(
+        sub, "train", "train a method from a preset",
+        "Train a method from a preset (slotlab presets lists them) into --out: checkpoints/, "
         "metrics.jsonl, config.yaml and, at the end, model/ (load with ObjectCentricModel.from_pretrained). "
         "Multi-GPU / multi-node: start the same command with `accelerate launch` or `torchrun`.",
+        _train_arguments, _run_train,
     )
+
+
+def _train_arguments(p) -> None:
     p.add_argument("--preset", required=True, help="preset name or path to a YAML file")
     p.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -25,7 +28,6 @@ def add_train(sub) -> None:
                    "(repeatable; values are parsed as YAML)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation on data.val after training")
-    p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
@@ -48,12 +50,15 @@ def _run_train(args) -> int:
 
 
 def add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a trained model's masks under a metric protocol",
-        description="Load a model directory (save_pretrained / a run's model/ or checkpoints/step-N) and "
+    command(
+        sub, "eval", "evaluate a trained model's masks under a metric protocol",
+        "Load a model directory (save_pretrained / a run's model/ or checkpoints/step-N) and "
         "report mBO, mIoU and FG-ARI on a dataset under a named protocol.",
+        _eval_arguments, _run_eval,
     )
+
+
+def _eval_arguments(p) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
@@ -61,7 +66,6 @@ def add_eval(sub) -> None:
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int_option(low=1), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")
-    p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
@@ -102,8 +106,7 @@ def _evaluate_and_write(model, data: str, protocol: str, out: Path | None, batch
 
 
 def add_presets(sub) -> None:
-    p = sub.add_parser("presets", help="list the training presets", description="List the training presets shipped with slotlab.")
-    p.set_defaults(func=_run_presets)
+    command(sub, "presets", "list the training presets", "List the training presets shipped with slotlab.", None, _run_presets)
 
 
 def _run_presets(args) -> int:
@@ -114,18 +117,20 @@ def _run_presets(args) -> int:
 
 
 def add_report(sub) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write report.html for training runs or demo outputs: metrics, curves, overlays",
-        description="Write one HTML page for the given directories (slotlab train --out runs, slotlab demo --out "
+    command(
+        sub, "report", "write report.html for training runs or demo outputs: metrics, curves, overlays",
+        "Write one HTML page for the given directories (slotlab train --out runs, slotlab demo --out "
         "outputs, or a mix): a compact table of mBO_i, mIoU_i, FG-ARI, supervision, train time and steps, then per "
         "run every other number, its training-loss curves per term and its overlay pictures. A run still training "
         "or stopped, without logs or without eval.json is reported with what it lacks.",
+        _report_arguments, _run_report,
     )
+
+
+def _report_arguments(p) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run or demo directories")
     p.add_argument("--out", type=Path, default=None,
                    help="the HTML file to write (default: RUN_DIR/report.html for one directory; required for several)")
-    p.set_defaults(func=_run_report)
 
 
 def _run_report(args) -> int:

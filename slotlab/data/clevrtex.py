@@ -36,8 +36,6 @@ from slotlab.data.imageio import (
     FileDataset,
     SampleTransform,
     make_sample,
-    read_image,
-    read_label_map,
     relabel_consecutive,
     require_dir,
 )
@@ -75,7 +73,7 @@ class ClevrTex(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
+        super().__init__(transform, strict, max_pixels)
         if variant not in CLEVRTEX_VARIANTS:
             choices = ", ".join(CLEVRTEX_VARIANTS)
             raise DatasetError(f"ClevrTex variant={variant!r} is not valid; choose one of {choices}")
@@ -84,7 +82,6 @@ class ClevrTex(FileDataset):
         self.root = Path(root)
         self.split = split
         self.variant = variant
-        self.max_pixels = max_pixels
         folder = self.root if self.root.name == f"clevrtex_{variant}" else self.root / f"clevrtex_{variant}"
         self.folder = require_dir(folder, "ClevrTex", f"ROOT must be or contain clevrtex_{variant}/")
         images = self._index()
@@ -107,8 +104,8 @@ class ClevrTex(FileDataset):
 
     def load(self, index: int) -> Sample:
         path = self.images[index]
-        image = read_image(path, self.max_pixels)
-        labels = read_label_map(path.with_name(path.stem + "_flat.png"), tuple(image.shape[-2:]), self.max_pixels)
+        image = self.read_image(path)
+        labels = self.read_label_map(path.with_name(path.stem + "_flat.png"), tuple(image.shape[-2:]))
         return objects_sample(image, labels, {"dataset": self.name, "index": index, "file": str(path)})
 
 
@@ -125,9 +122,8 @@ class ClevrMasks(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
+        super().__init__(transform, strict, max_pixels)
         self.root = require_dir(Path(root), "CLEVR masks", "ROOT must hold CLEVR_image_<i>.png files")
-        self.max_pixels = max_pixels
         masks: dict[int, dict[int, Path]] = {}
         for path in self.root.glob("CLEVR_mask_*.png"):
             match = _CLEVR_MASK.search(path.name)
@@ -145,7 +141,7 @@ class ClevrMasks(FileDataset):
 
     def load(self, index: int) -> Sample:
         path = self.images[index]
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         size = tuple(image.shape[-2:])
         if not self.masks[index]:
             raise BadSampleError(path, f"no CLEVR_mask_{self.numbers[index]}_<k>.png files beside it")
@@ -154,7 +150,7 @@ class ClevrMasks(FileDataset):
         coverage = np.zeros(size, np.int64)
         for k, mask_path in self.masks[index]:
             if k > 0:
-                mask = read_label_map(mask_path, size, self.max_pixels) > 0
+                mask = self.read_label_map(mask_path, size) > 0
                 labels[mask] = k
                 coverage += mask
         meta = {"dataset": self.name, "index": index, "file": str(path)}

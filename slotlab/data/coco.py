@@ -39,8 +39,6 @@ from slotlab.data.imageio import (
     FileDataset,
     SampleTransform,
     make_sample,
-    read_image,
-    read_label_map,
     require_dir,
     require_file,
     resolve_under,
@@ -177,7 +175,28 @@ def image_records(images: list, annotation_file: Path, note_issue) -> list[dict]
     return records
 
 
-class COCOInstances(FileDataset):
+class _COCOFiles(FileDataset):
+    """What both COCO layouts share: ROOT, the split, the crowd and empty-image policies, an
+    annotation JSON (``annotations``, else ``default_annotations`` under ROOT) and the image
+    folder (``images``, else ROOT/split)."""
+
+    def __init__(
+        self, root: str | Path, split: str, annotations: str | None, default_annotations: str, what: str,
+        images: str | None, crowd: CrowdPolicy, empty: EmptyPolicy, max_pixels: int,
+        transform: SampleTransform | None, strict: bool,
+    ) -> None:
+        super().__init__(transform, strict, max_pixels)
+        _check_choice(crowd, CROWD_POLICIES, "crowd")
+        _check_choice(empty, EMPTY_POLICIES, "empty")
+        self.root = Path(root)
+        self.split = split
+        self.crowd = crowd
+        self.annotation_file = require_file(resolve_under(self.root, annotations or default_annotations), what,
+                                            "pass annotations=PATH (relative to ROOT or absolute)")
+        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
+
+
+class COCOInstances(_COCOFiles):
     """COCO instance segmentation from ``instances_*.json``.
 
     Default layout (the official one): ``ROOT/annotations/instances_{split}.json`` and
@@ -202,19 +221,9 @@ class COCOInstances(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
-        _check_choice(crowd, CROWD_POLICIES, "crowd")
-        _check_choice(empty, EMPTY_POLICIES, "empty")
-        self.root = Path(root)
-        self.split = split
-        self.crowd = crowd
+        super().__init__(root, split, annotations, f"annotations/instances_{split}.json", "COCO annotation", images,
+                         crowd, empty, max_pixels, transform, strict)
         self.ignore_overlaps = ignore_overlaps
-        self.max_pixels = max_pixels
-        hint = "pass annotations=PATH (relative to ROOT or absolute)"
-        self.annotation_file = require_file(
-            resolve_under(self.root, annotations or f"annotations/instances_{split}.json"), "COCO annotation", hint
-        )
-        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
         data = _load_json(self.annotation_file)
         self.class_names, self.category_to_class = category_mapping(data["categories"])
         self._captions = _first_captions(resolve_under(self.root, captions)) if captions else {}
@@ -286,7 +295,7 @@ class COCOInstances(FileDataset):
     def load(self, index: int) -> Sample:
         record = self._images[index]
         path = self.image_path(index)
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         height, width = image.shape[-2:]
         if record["height"] is not None and (record["height"], record["width"]) != (height, width):
             raise BadSampleError(
@@ -316,7 +325,7 @@ class COCOInstances(FileDataset):
         )
 
 
-class COCOPanoptic(FileDataset):
+class COCOPanoptic(_COCOFiles):
     """COCO panoptic segmentation: ``panoptic_*.json`` plus one PNG per image.
 
     Default layout (the official one): ``ROOT/annotations/panoptic_{split}.json``, PNGs in
@@ -341,21 +350,10 @@ class COCOPanoptic(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
-        _check_choice(crowd, CROWD_POLICIES, "crowd")
         _check_choice(void, VOID_POLICIES, "void")
-        _check_choice(empty, EMPTY_POLICIES, "empty")
-        self.root = Path(root)
-        self.split = split
-        self.crowd = crowd
+        super().__init__(root, split, annotations, f"annotations/panoptic_{split}.json", "COCO panoptic annotation",
+                         images, crowd, empty, max_pixels, transform, strict)
         self.void = void
-        self.max_pixels = max_pixels
-        self.annotation_file = require_file(
-            resolve_under(self.root, annotations or f"annotations/panoptic_{split}.json"),
-            "COCO panoptic annotation",
-            "pass annotations=PATH (relative to ROOT or absolute)",
-        )
-        self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
         self.mask_dir = require_dir(
             resolve_under(self.root, masks or f"annotations/panoptic_{split}"), "panoptic PNG", "pass masks=DIR"
         )
@@ -409,9 +407,9 @@ class COCOPanoptic(FileDataset):
     def load(self, index: int) -> Sample:
         entry = self._entries[index]
         path = self.image_path(index)
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         size = tuple(image.shape[-2:])
-        segment_ids = read_label_map(self.mask_dir / entry["png"], size, self.max_pixels)
+        segment_ids = self.read_label_map(self.mask_dir / entry["png"], size)
         instances = [s for s in entry["segments"] if self._is_instance(s)]
         labelled = {s["id"] for s in entry["segments"]}
         # Lookup over the distinct ids of the PNG: instance label, and whether to ignore.

@@ -21,8 +21,6 @@ from slotlab.data.imageio import (
     DatasetError,
     FileDataset,
     SampleTransform,
-    read_image,
-    read_label_map,
     require_dir,
     resolve_under,
     unannotated_sample,
@@ -47,12 +45,11 @@ class ImageFolder(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
+        super().__init__(transform, strict, max_pixels)
         self.root = require_dir(Path(root), "image", "folder:DIR needs an existing directory")
         self.mask_dir = require_dir(resolve_under(self.root, masks), "mask", "pass masks=DIR") if masks else None
         self.ignore_value = ignore_value
         self.exif_transpose = exif_transpose
-        self.max_pixels = max_pixels
         found = self.root.rglob("*") if recursive else self.root.iterdir()
         self.images = sorted(
             p for p in found
@@ -72,12 +69,12 @@ class ImageFolder(FileDataset):
 
     def load(self, index: int) -> Sample:
         path = self.images[index]
-        image = read_image(path, self.max_pixels, exif_transpose=self.exif_transpose)
+        image = self.read_image(path, exif_transpose=self.exif_transpose)
         meta = {"dataset": self.name, "index": index, "file": str(path)}
         mask_path = self.mask_path(index)
         if mask_path is None or not mask_path.is_file():
             return unannotated_sample(image, meta)
-        labels = read_label_map(mask_path, tuple(image.shape[-2:]), self.max_pixels)
+        labels = self.read_label_map(mask_path, tuple(image.shape[-2:]))
         ignore = None
         if self.ignore_value is not None:
             ignore = labels == self.ignore_value

@@ -227,9 +227,12 @@ class FileDataset(Dataset):
     name = "files"
     class_names: list[str] = ["background"]
 
-    def __init__(self, transform: SampleTransform | None = None, strict: bool = False) -> None:
+    def __init__(
+        self, transform: SampleTransform | None = None, strict: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.transform = transform
         self.strict = strict
+        self.max_pixels = max_pixels  # larger images are bad samples, refused before decoding
         self.issues: list[str] = []
         self._skipped: dict[int, SkippedSample] = {}
 
@@ -239,6 +242,14 @@ class FileDataset(Dataset):
     def load(self, index: int) -> Sample:
         """Sample ``index`` without transform; raises BadSampleError if its files are bad."""
         raise NotImplementedError
+
+    def read_image(self, path: str | os.PathLike, exif_transpose: bool = False) -> Tensor:
+        """:func:`read_image` within this dataset's ``max_pixels``."""
+        return read_image(path, self.max_pixels, exif_transpose)
+
+    def read_label_map(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+        """:func:`read_label_map` within this dataset's ``max_pixels``."""
+        return read_label_map(path, size, self.max_pixels)
 
     def load_transformed(self, index: int) -> Sample:
         """``load(index)`` followed by the transform; raises BadSampleError, never replaces."""

@@ -24,8 +24,6 @@ from slotlab.data.imageio import (
     DatasetError,
     FileDataset,
     SampleTransform,
-    read_image,
-    read_label_map,
     require_dir,
 )
 from slotlab.data.sample import Sample
@@ -48,12 +46,11 @@ class MOViFrames(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
+        super().__init__(transform, strict, max_pixels)
         if frame_stride < 1:
             raise DatasetError(f"frame_stride must be >= 1, got {frame_stride}")
         self.root = Path(root)
         self.split = split
-        self.max_pixels = max_pixels
         folder = require_dir(self.root / split, "MOVi split", "ROOT/<split>/<video>/rgba_00000.png is expected")
         self.frames: list[tuple[str, int, Path]] = []
         for video in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -67,10 +64,10 @@ class MOViFrames(FileDataset):
 
     def load(self, index: int) -> Sample:
         video, frame, path = self.frames[index]
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         mask_path = path.with_name(path.name.replace("rgba_", "segmentation_", 1))
         if not mask_path.is_file():
             raise BadSampleError(mask_path, "file not found (every rgba_N.png needs its segmentation_N.png)")
-        labels = read_label_map(mask_path, tuple(image.shape[-2:]), self.max_pixels)
+        labels = self.read_label_map(mask_path, tuple(image.shape[-2:]))
         meta = {"dataset": self.name, "index": index, "file": str(path), "video": video, "frame": frame}
         return objects_sample(image, labels, meta)

@@ -32,8 +32,6 @@ from slotlab.data.imageio import (
     FileDataset,
     SampleTransform,
     make_sample,
-    read_image,
-    read_label_map,
     relabel_consecutive,
     require_dir,
     require_file,
@@ -78,10 +76,9 @@ class VOCSegmentation(FileDataset):
         transform: SampleTransform | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transform, strict)
+        super().__init__(transform, strict, max_pixels)
         self.root = Path(root)
         self.split = split
-        self.max_pixels = max_pixels
         self.require_masks = split != TRAINAUG if require_masks is None else require_masks
         self.image_dir = require_dir(self.root / "JPEGImages", "VOC image", "ROOT must hold JPEGImages/")
         self.object_dir = self.root / "SegmentationObject"
@@ -116,7 +113,7 @@ class VOCSegmentation(FileDataset):
 
     def load(self, index: int) -> Sample:
         path = self.image_path(index)
-        image = read_image(path, self.max_pixels)
+        image = self.read_image(path)
         meta = {"dataset": self.name, "index": index, "image_id": self.ids[index], "file": str(path)}
         object_path = self.object_dir / f"{self.ids[index]}.png"
         class_path = self.class_dir / f"{self.ids[index]}.png"
@@ -126,8 +123,8 @@ class VOCSegmentation(FileDataset):
                 raise BadSampleError(missing, "file not found (pass require_masks=false to load it unannotated)")
             return unannotated_sample(image, meta)
         size = tuple(image.shape[-2:])
-        objects = read_label_map(object_path, size, self.max_pixels)
-        classes = read_label_map(class_path, size, self.max_pixels)
+        objects = self.read_label_map(object_path, size)
+        classes = self.read_label_map(class_path, size)
         ignore = (objects == VOC_BORDER) | (classes == VOC_BORDER)
         instance_mask, original_ids = relabel_consecutive(objects, exclude=(0, VOC_BORDER))
         semantic = np.where(ignore, 0, classes)

@@ -218,7 +218,7 @@ class LabelSet:
 
 
 def _scene_label_set() -> LabelSet:
-    from slotlab.data.scenes import SCENE_CLASSES
+    from slotlab.data.scene_words import SCENE_CLASSES
 
     return LabelSet("scenes", SCENE_CLASSES, _SCENE_ALIASES)
 

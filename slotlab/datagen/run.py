@@ -72,7 +72,7 @@ def source_class_names(dataset: Dataset, spec: str) -> list[str]:
     if names is not None:
         return list(names)
     if parse_spec(spec).name == "scenes":
-        from slotlab.data.scenes import SCENE_CLASSES
+        from slotlab.data.scene_words import SCENE_CLASSES
 
         return ["background", *SCENE_CLASSES]
     raise ValueError(f"source dataset {spec!r} has no class_names: prompts 'labels' and 'template' need them")

@@ -78,7 +78,8 @@ def evaluate_model(
     """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol);
     ``seed`` fixes the slot-initialisation noise (see :func:`predict`). Each readable image is
     scored once ("images"); "unreadable" names the files of the others and why."""
-    from slotlab.metrics.protocols import evaluate_masks, get_protocol
+    from slotlab.metrics.evaluation import evaluate_masks
+    from slotlab.metrics.protocols import get_protocol
 
     unreadable: list[SkippedSample] = []
     masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed, unreadable=unreadable)
@@ -87,7 +88,8 @@ def evaluate_model(
 
 def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], protocol: str = "native", batch_size: int = 64) -> dict:
     """Metrics of the K-equal-blocks baseline at token resolution ``grid``."""
-    from slotlab.metrics.protocols import evaluate_masks, get_protocol
+    from slotlab.metrics.evaluation import evaluate_masks
+    from slotlab.metrics.protocols import get_protocol
 
     unreadable: list[SkippedSample] = []
 

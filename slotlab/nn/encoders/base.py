@@ -81,6 +81,30 @@ class PretrainedEncoderConfig(EncoderConfig):
         if self.tiny and self.path is not None:
             raise ValueError("encoder.tiny=True builds a random twin and takes no encoder.path: set one of them")
 
+    def check_matches_model(self, field: str, model_value: int) -> None:
+        """A size the config sets (``dim``, ``patch_size``) must be the loaded model's."""
+        value = getattr(self, field)
+        if value is not None and value != model_value:
+            raise ValueError(
+                f"encoder.{field}={value} but the {self.name} model has {field} {model_value}: "
+                f"unset encoder.{field} or fix it"
+            )
+
+
+@dataclass
+class CPUEncoderConfig(EncoderConfig):
+    """An encoder that needs no weight files (patch, cnn): one token per ``patch_size`` cell
+    (default 4), ``image_size`` a multiple of it."""
+
+    patch_size: int = CPU_DEFAULT_PATCH_SIZE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.patch_size < 1 or self.image_size % self.patch_size:
+            raise ValueError(
+                f"encoder.image_size={self.image_size} must be a multiple of encoder.patch_size={self.patch_size}"
+            )
+
 
 class Encoder(nn.Module):
     """Base of every encoder: images (B, 3, H, W) in [0, 1] -> tokens (B, h*w, dim).
@@ -170,19 +194,14 @@ def last_blocks(blocks: nn.ModuleList | list[nn.Module], count: int, encoder: st
     return list(blocks)[len(blocks) - count :]
 
 
-def check_matches_model(config: EncoderConfig, field: str, model_value: int) -> None:
-    value = getattr(config, field)
-    if value is not None and value != model_value:
-        raise ValueError(
-            f"encoder.{field}={value} but the {config.name} model has {field} {model_value}: "
-            f"unset encoder.{field} or fix it"
-        )
+class CPUEncoder(Encoder):
+    """Base of the encoders of :class:`CPUEncoderConfig`: pixels mapped to [-1, 1], tokens on
+    the grid of ``patch_size`` cells."""
 
+    def __init__(self, dim: int, image_size: int, patch_size: int):
+        super().__init__(dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
+        self.patch_size = patch_size
 
-def check_cpu_grid(config: EncoderConfig) -> int:
-    """The patch size of the patch/cnn encoders; image_size must be a multiple of it."""
-    if config.patch_size < 1 or config.image_size % config.patch_size:
-        raise ValueError(
-            f"encoder.image_size={config.image_size} must be a multiple of encoder.patch_size={config.patch_size}"
-        )
-    return config.patch_size
+    def grid_size(self) -> tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return side, side

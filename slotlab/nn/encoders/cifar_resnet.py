@@ -14,7 +14,6 @@ from slotlab.nn.encoders.base import (
     IMAGENET_STD,
     Encoder,
     PretrainedEncoderConfig,
-    check_matches_model,
     last_blocks,
 )
 from slotlab.ops.random import fixed_randomness
@@ -194,5 +193,5 @@ def build_cifar_resnet_encoder(config: CifarResNetEncoderConfig, architecture: d
     else:
         network = load_cifar_resnet(config.path)
     encoder = CifarResNetEncoder(network.eval(), config.image_size, config.layer, config.trainable_blocks)
-    check_matches_model(config, "dim", encoder.dim)
+    config.check_matches_model("dim", encoder.dim)
     return encoder

@@ -8,31 +8,20 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.nn.encoders.base import (
-    CPU_DEFAULT_DIM,
-    CPU_DEFAULT_PATCH_SIZE,
-    SYMMETRIC_MEAN,
-    SYMMETRIC_STD,
-    Encoder,
-    EncoderConfig,
-    check_cpu_grid,
-    last_blocks,
-)
+from slotlab.nn.encoders.base import CPU_DEFAULT_DIM, CPUEncoder, CPUEncoderConfig, Encoder, last_blocks
 from slotlab.ops.random import fixed_randomness
 
 
 @dataclass
-class CNNEncoderConfig(EncoderConfig):
+class CNNEncoderConfig(CPUEncoderConfig):
     """The ``cnn`` encoder. patch_size: total stride, a power of 2 (default 4); cnn_layers:
     number of 3x3 conv layers (default 4)."""
 
     name: str = "cnn"
-    patch_size: int = CPU_DEFAULT_PATCH_SIZE
     cnn_layers: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_cpu_grid(self)
         conv_strides(self.cnn_layers, self.patch_size)
 
 
@@ -47,7 +36,7 @@ def conv_strides(num_layers: int, total_stride: int) -> list[int]:
     return [2] * downsamplings + [1] * (num_layers - downsamplings)
 
 
-class CNNEncoder(Encoder):
+class CNNEncoder(CPUEncoder):
     """A small conv net: ``cnn_layers`` 3x3 convs (stride 2 first, to reach the grid), ReLU between.
 
     The last conv has no ReLU so tokens are not clipped at zero. Random and frozen by
@@ -55,8 +44,7 @@ class CNNEncoder(Encoder):
     """
 
     def __init__(self, image_size: int, patch_size: int, dim: int, num_layers: int, trainable_blocks: int, seed: int):
-        super().__init__(dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
-        self.patch_size = patch_size
+        super().__init__(dim, image_size, patch_size)
         strides = conv_strides(num_layers, patch_size)
         with fixed_randomness(seed):
             self.convs = nn.ModuleList(
@@ -64,10 +52,6 @@ class CNNEncoder(Encoder):
                 for i, s in enumerate(strides)
             )
         self.set_trainable(last_blocks(self.convs, trainable_blocks, "cnn"))
-
-    def grid_size(self) -> tuple[int, int]:
-        side = self.image_size // self.patch_size
-        return side, side
 
     def encode(self, pixels: Tensor) -> Tensor:
         x = pixels

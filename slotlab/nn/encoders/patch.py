@@ -8,15 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from slotlab.nn.encoders.base import (
-    CPU_DEFAULT_DIM,
-    CPU_DEFAULT_PATCH_SIZE,
-    SYMMETRIC_MEAN,
-    SYMMETRIC_STD,
-    Encoder,
-    EncoderConfig,
-    check_cpu_grid,
-)
+from slotlab.nn.encoders.base import CPU_DEFAULT_DIM, CPUEncoder, CPUEncoderConfig, Encoder
 from slotlab.nn.encoders.pixel_features import (
     colour_fourier_features,
     edge_context_features,
@@ -31,7 +23,7 @@ PATCH_PROJECTIONS = ("random", "learned", "pixels")
 
 
 @dataclass
-class PatchEncoderConfig(EncoderConfig):
+class PatchEncoderConfig(CPUEncoderConfig):
     """The ``patch`` encoder (see :class:`PatchEncoder`).
 
     Attributes:
@@ -62,7 +54,6 @@ class PatchEncoderConfig(EncoderConfig):
     """
 
     name: str = "patch"
-    patch_size: int = CPU_DEFAULT_PATCH_SIZE
     projection: str = "random"
     colour_frequencies: int = 0
     colour_sigma: float = 1.0
@@ -74,7 +65,6 @@ class PatchEncoderConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_cpu_grid(self)
         if self.trainable_blocks:
             raise ValueError(
                 "the patch encoder has no blocks to fine-tune (encoder.trainable_blocks must be 0): "
@@ -86,7 +76,7 @@ class PatchEncoderConfig(EncoderConfig):
             raise ValueError("encoder.semantic_gain scales encoder.semantic_model's output: set semantic_model or unset it")
 
 
-class PatchEncoder(Encoder):
+class PatchEncoder(CPUEncoder):
     """Non-overlapping patches -> per-patch features, with a fixed random, learned or no projection.
 
     Per pixel: the normalised colour (3 values) plus ``colour_frequencies`` random Fourier
@@ -133,8 +123,7 @@ class PatchEncoder(Encoder):
                 )
             dim = in_dim
         dim = CPU_DEFAULT_DIM if dim is None else dim
-        super().__init__(dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
-        self.patch_size = patch_size
+        super().__init__(dim, image_size, patch_size)
         self.projection_kind = projection
         generator = seeded_generator(seed)
         frequencies = torch.randn(colour_frequencies, 3, generator=generator) * colour_sigma
@@ -151,10 +140,6 @@ class PatchEncoder(Encoder):
         elif projection == "learned":
             self.projection = nn.Linear(in_dim, dim)
         self.set_trainable([self.projection] if self.projection is not None else [])
-
-    def grid_size(self) -> tuple[int, int]:
-        side = self.image_size // self.patch_size
-        return side, side
 
     def architecture(self) -> dict | None:
         if self.semantic_network is None:

@@ -18,7 +18,6 @@ from slotlab.nn.encoders.base import (
     IMAGENET_STD,
     Encoder,
     PretrainedEncoderConfig,
-    check_matches_model,
     last_blocks,
 )
 from slotlab.ops.random import fixed_randomness
@@ -260,8 +259,8 @@ def build_vit_encoder(config: ViTEncoderConfig, architecture: dict | None = None
         model = tiny_vit(config.name, config.patch_size, config.seed)
     else:
         model = load_vit(config.name, config.path)
-        check_matches_model(config, "patch_size", model.config.patch_size)
-    check_matches_model(config, "dim", model.config.hidden_size)
+        config.check_matches_model("patch_size", model.config.patch_size)
+    config.check_matches_model("dim", model.config.hidden_size)
     final_norm = DEFAULT_FINAL_NORM[config.name] if config.final_norm is None else config.final_norm
     encoder_class = {"dinov2": DINOv2Encoder, "dino": ViTEncoder, "mae": MAEEncoder}[config.name]
     return encoder_class(model, config.image_size, final_norm, config.trainable_blocks, config.name)
