@@ -1,6 +1,6 @@
 """SPOT on a CPU: the rows of SPOT Table 1 on the built-in scenes, and the decoder's speed, as JSON.
 
-    python benchmarks/bench_spot.py --out bench-spot.json [--seeds 0 1 2] [--steps N] [--jobs N]
+    python benchmarks/bench_spot.py --out bench-spot.json [--seeds 0 1 2] [--steps N] [--jobs N] [--stage1 DIR]
     python benchmarks/bench_spot.py --speed-only --out bench-spot-speed.json
 
 Table 1 at CPU scale: for every seed, spot-tiny-raster (row a: raster order only) and
@@ -12,7 +12,10 @@ over seeds, next to the K-equal-blocks baseline. ``slot_use`` compares the raste
 reconstruction error with each image's own slots and with another image's: how much the
 decoder reads the slots. Supervision: none (reconstruction of the
 frozen CPU patch encoder's tokens, a stand-in for DINO features; stage 2 adds the teacher's
-masks, which are the model's own). Nothing here was tuned on the test split.
+masks, which are the model's own). Nothing here was tuned on the test split. Every run,
+stage 1 and stage 2, trains for the same ``--steps`` (the preset's warm-up kept).
+``--stage1 DIR`` takes the stage-1 models from DIR/<preset>-<seed>/model (the --workdir of an
+earlier run with the same --steps) instead of training them again.
 
 Speed: forward + backward of slotlab's slot attention (SPOT's configuration) and
 autoregressive decoder at the paper's sizes (196 tokens of 768, 7 slots of 256, 3
@@ -24,7 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -43,8 +46,8 @@ from slotlab.nn.slot_attention import SlotAttention
 
 TEST = "scenes?split=test&size=256"
 METRICS = ("mbo_i", "miou_i", "fg_ari")
-SUPERVISION = ("none: reconstruction of a frozen CPU patch encoder's tokens (colour features, a stand-in for DINO); "
-               "stage 2 adds the stage-1 teacher's own decoder masks")
+SUPERVISION = "none (no labels): reconstruction of a frozen CPU patch encoder's tokens (colour features, a stand-in for DINO)"
+SELF_TRAINING = SUPERVISION + "; plus the stage-1 teacher's decoder masks (the model's own, no labels)"
 
 
 def speed(repeats: int) -> dict:
@@ -125,10 +128,21 @@ def summary(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": values}
 
 
-def table(seeds: list[int], steps: int | None, jobs: int, workdir: Path) -> dict:
+def stage1_model(stage1: Path, preset: str, seed: int) -> Future:
+    """An earlier run's stage-1 model directory, as a finished future (or a clear error)."""
+    model = stage1 / f"{preset}-{seed}" / "model"
+    if not (model / "config.json").is_file():
+        raise SystemExit(f"--stage1 {stage1}: {model} holds no trained model; run without --stage1 to train it")
+    done: Future = Future()
+    done.set_result(str(model))
+    return done
+
+
+def table(seeds: list[int], steps: int | None, jobs: int, workdir: Path, stage1_dir: Path | None = None) -> dict:
     context = get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=die_with_parent) as pool:
-        stage1 = {(preset, seed): pool.submit(train_row, preset, seed, steps, str(workdir / f"{preset}-{seed}"), None)
+        stage1 = {(preset, seed): stage1_model(stage1_dir, preset, seed) if stage1_dir else
+                  pool.submit(train_row, preset, seed, steps, str(workdir / f"{preset}-{seed}"), None)
                   for seed in seeds for preset in ("spot-tiny-raster", "spot-tiny")}
         stage2 = {seed: pool.submit(train_row, "spot-tiny-stage2", seed, steps, str(workdir / f"spot-tiny-stage2-{seed}"),
                                     stage1[("spot-tiny", seed)].result()) for seed in seeds}
@@ -144,7 +158,7 @@ def table(seeds: list[int], steps: int | None, jobs: int, workdir: Path) -> dict
     }
     out = {}
     for row, (preset, masks) in rows.items():
-        out[row] = {"preset": preset, "supervision": SUPERVISION,
+        out[row] = {"preset": preset, "supervision": SELF_TRAINING if preset.endswith("stage2") else SUPERVISION,
                     "decoder": {m: summary([scores[(preset, s)][masks][m] for s in seeds]) for m in METRICS},
                     "slot_attention": {m: summary([scores[(preset, s)]["slot_attention"][m] for s in seeds]) for m in METRICS},
                     "slot_use": {k: summary([scores[(preset, s)]["slot_use"][k] for s in seeds]) for k in scores[(preset, seeds[0])]["slot_use"]}}
@@ -160,16 +174,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the presets')")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--workdir", default=None, help="where runs are written (default: a temporary directory)")
+    parser.add_argument("--stage1", default=None, help="reuse the stage-1 runs in this earlier --workdir (same --steps)")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    report = {"speed": speed(args.repeats)}
-    if not args.speed_only:
+    if args.speed_only:
+        report = {"speed": speed(args.repeats)}
+    else:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(args.workdir or tmp)
-            report["table1"] = table(args.seeds, args.steps, args.jobs, workdir)
-        report["settings"] = {"seeds": args.seeds, "steps": args.steps or "preset", "test": TEST, "protocol": "native"}
+            report = {"table1": table(args.seeds, args.steps, args.jobs, workdir, args.stage1 and Path(args.stage1))}
+        report["settings"] = {"seeds": args.seeds, "steps_per_run": args.steps or "preset", "warmup_steps": "preset",
+                              "stage1_from": args.stage1 or "trained here", "test": TEST, "protocol": "native"}
     report["machine"] = machine_info()
     emit(report, args.out)
 

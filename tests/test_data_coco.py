@@ -17,7 +17,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from slotlab.data.coco import COCOInstances, COCOPanoptic, decode_segmentations, paint_instances
+from slotlab.data.coco import COCOInstances, COCOPanoptic
+from slotlab.data.coco_masks import decode_segmentations, paint_instances
 from slotlab.data.imageio import DatasetError
 
 # pycocotools' decoder (used by annToMask for the reference masks) predates NumPy 2.

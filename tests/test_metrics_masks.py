@@ -14,20 +14,14 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from slotlab.data.sample import one_hot_masks
-from slotlab.metrics.masks import (
-    BindingThresholds,
-    ari,
+from slotlab.metrics.contingency import (
     contingency,
     contingency_from_labels,
-    mask_metrics,
-    mbo,
-    miou,
     single_threaded,
     slot_assignment,
-    slot_binding,
-    slot_binding_counts,
     target_labels,
 )
+from slotlab.metrics.masks import BindingThresholds, ari, mask_metrics, mbo, miou, slot_binding, slot_binding_counts
 
 # ---------------------------------------------------------------------------------------
 # Independent reference: numpy loops over one image, scipy Hungarian, sklearn ARI.

@@ -55,7 +55,7 @@ def one_hot(labels: torch.Tensor, channels: int) -> torch.Tensor:
 def test_registry_and_errors():
     assert set(PROTOCOLS) >= {"spot", "spot-voc", "glass", "glass-authors", "msf", "native"}
     assert get_protocol("glass").name == "glass"
-    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, glass, glass-authors, msf, native"):
+    with pytest.raises(ValueError, match="valid protocols: spot, spot-voc, spot-movi, glass, glass-authors, msf, native"):
         get_protocol("SPOT")
     with pytest.raises(ValueError, match="unknown metrics"):
         Protocol(name="x", summary="", metrics=("mbo",))

@@ -1,6 +1,7 @@
 """Pins slot attention and the MLP decoder at their default options to the numbers slotlab's
 modules gave before the GLASS/SPOT/MSF options existed (tests/golden/, recorded with one
-thread from the module at commit 28e2392): seeded construction, forward and gradients must
+thread from the module at commit 28e2392; the learned_queries case re-recorded when the queries took BO-QSA's
+Xavier bound over the (K, d) matrix): seeded construction, forward and gradients must
 stay bit-identical, so presets that use the defaults (the demo) keep their metrics.
 
 Regenerate only for a change that is meant to alter these numbers:

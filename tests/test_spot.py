@@ -79,6 +79,35 @@ def test_teacher_errors_are_named(tmp_path):
     Spot(tiny_config(teacher=str(tmp_path / "t1"))).save_pretrained(tmp_path / "t2")
     with pytest.raises(ConfigError, match="stage-2 SPOT model"):
         Spot(tiny_config(teacher=str(tmp_path / "t2")))
+    (tmp_path / "run" / "model").mkdir(parents=True)  # a training run's directory instead of its model/
+    Spot(tiny_config()).save_pretrained(tmp_path / "run" / "model")
+    with pytest.raises(ConfigError, match=r"does not exist.*the run's model is in .*run/model"):
+        Spot(tiny_config(teacher=str(tmp_path / "run")))
+    other = tmp_path / "dino"
+    other.mkdir()
+    (other / "config.json").write_text('{"method": "dinosaur", "config": {}}')
+    (other / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="teacher=.*holds a 'dinosaur' model, not a 'spot' model"):
+        Spot(tiny_config(teacher=str(other)))
+    (other / "config.json").write_text("{")
+    with pytest.raises(ConfigError, match="teacher=.*not valid JSON"):
+        Spot(tiny_config(teacher=str(other)))
+    four_slots = {"slot_dim": 16, "num_slots": 4, "iters": 2, "mlp_hidden": 32, "init": "learned_queries"}
+    with pytest.raises(ConfigError, match="has a 4x4 token grid and 3 slots; the student has 4x4 and 4"):
+        Spot(tiny_config(teacher=str(tmp_path / "t1"), slot_attention=four_slots))
+
+
+def test_stage_two_with_a_batch_of_one(tmp_path):
+    """The authors' squeeze() drops the batch axis of one image and their distillation fails; here it trains."""
+    torch.manual_seed(0)
+    Spot(tiny_config()).save_pretrained(tmp_path / "teacher")
+    student = Spot(tiny_config(teacher=str(tmp_path / "teacher"), slot_attention={
+        "slot_dim": 16, "num_slots": 3, "iters": 2, "mlp_hidden": 32, "init": "learned_queries"})).train()
+    out = student(images(1))
+    assert out.logits.shape == out.teacher_attention.shape == (1, 16, 3)
+    loss = student.losses(out, None)
+    assert torch.isfinite(loss["distillation"])
+    loss["loss"].backward()
 
 
 def test_mlp_variant_and_config_errors():
@@ -110,3 +139,15 @@ def test_dino_layer_norm_epsilon_is_the_original_one(tmp_path):
     for encoder_config in (encoder_config(name="dino", path=str(tmp_path / "dino")), encoder_config(name="dino", tiny=True)):
         norms = [m for m in build_encoder(encoder_config).modules() if isinstance(m, torch.nn.LayerNorm)]
         assert norms and all(m.eps == 1e-6 for m in norms)
+
+
+def test_a_saved_model_with_missing_weights_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    Spot(tiny_config()).save_pretrained(tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    del weights["decoder.bos"]
+    save_file(weights, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"(?s)model.safetensors does not fit the 'spot' config.*Missing key.*decoder\.bos"):
+        Spot.from_pretrained(tmp_path / "m")

@@ -60,3 +60,42 @@ def test_preset_trains_a_few_steps(preset, stage_one, tmp_path):
     assert config.optim.grad_clip == 0.3 and config.optim.grad_clip_norm == float("inf")
     if teacher is not None:
         assert "distillation" in result.model.default_loss_weights()
+
+
+MOVI = [p for p in PRESETS if p.startswith("spot-movi-")]
+
+
+def test_movi_presets_score_the_frames_at_128_as_the_paper(tmp_path):
+    """SPOT Supp. D: MOVi masks are evaluated at the frames' full 128x128, not on the 320 grid
+    of the COCO/VOC protocol: the ground truth is scored unresampled and the 14x14 slot masks
+    are resized to it."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from slotlab.data.registry import TRANSFORM_KEYS, build_dataset, parse_spec
+    from slotlab.data.sample import collate
+    from slotlab.metrics.protocols import get_protocol
+
+    assert len(MOVI) == 4
+    rng = np.random.default_rng(0)
+    labels = np.zeros((128, 128), np.uint8)
+    labels[10:50, 20:90], labels[60:127, 5:40], labels[70:100, 70:120] = 1, 2, 3
+    folder = tmp_path / "validation" / "video_0"
+    folder.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (128, 128, 4), np.uint8), "RGBA").save(folder / "rgba_00000.png")
+    Image.fromarray(labels, "L").save(folder / "segmentation_00000.png")
+    for preset in MOVI:
+        config = build_train_config(load_preset(preset), [])
+        assert config.eval_protocol == "spot-movi", preset
+        spec = parse_spec(config.data.val)
+        assert not set(spec.options) & set(TRANSFORM_KEYS), f"{preset}: the validation labels must stay at 128"
+        batch = collate([build_dataset(dataclasses.replace(spec, root=str(tmp_path)))[0]])
+        protocol = get_protocol(config.eval_protocol)
+        assert torch.equal(protocol.prepare_labels(batch).instance[0], torch.from_numpy(labels).long())
+        truth = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), 4).permute(2, 0, 1)[None].float()
+        assert protocol.evaluate_batch(truth, batch)["spot-movi/mbo_i"].item() == 1.0
+        assert protocol.eval_grid(*batch.image.shape[-2:]) == (128, 128)
+    assert get_protocol("spot").eval_grid(128, 128) == (320, 320)  # what the presets used to score on

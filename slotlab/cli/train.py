@@ -62,7 +62,7 @@ def _eval_arguments(p) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--data", default=None, help="dataset spec (default: the val set of the run that wrote the checkpoint, "
                    "else the built-in scenes val split)")
-    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, glass, glass-authors, msf (default: the "
+    p.add_argument("--protocol", default=None, help="metric protocol: native, spot, spot-voc, spot-movi, glass, glass-authors, msf (default: the "
                    "eval_protocol of the run that wrote the checkpoint, else native)")
     p.add_argument("--batch-size", type=int_option(low=1), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the metrics as JSON to this file")

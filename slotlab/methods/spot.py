@@ -16,7 +16,6 @@ variant (raster only).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -106,18 +105,28 @@ class SpotOutput:
 def load_teacher(directory: str) -> "Spot":
     """A stage-1 SPOT model, frozen, from its ``save_pretrained`` directory, or a clear error."""
     path = Path(directory)
-    config_file = path / CONFIG_FILE
-    if not config_file.is_file():
-        raise ConfigError(f"teacher={directory!r}: {config_file} does not exist; point teacher to a trained SPOT model directory")
-    meta = json.loads(config_file.read_text())
-    if meta.get("method") != Spot.method:
-        raise ConfigError(f"teacher={directory!r} holds a {meta.get('method')!r} model, not a SPOT model")
-    if (meta.get("config") or {}).get("teacher"):
+    if not (path / CONFIG_FILE).is_file():
+        hint = f" (the run's model is in {path / 'model'})" if (path / "model" / CONFIG_FILE).is_file() else ""
+        raise ConfigError(f"teacher={directory!r}: {path / CONFIG_FILE} does not exist; point teacher to a trained "
+                          f"stage-1 SPOT model directory{hint}")
+    try:
+        teacher = Spot.from_pretrained(path)
+    except (ConfigError, FileNotFoundError) as err:
+        raise ConfigError(f"teacher={directory!r}: {err}") from err
+    if teacher.config.teacher:
         raise ConfigError(f"teacher={directory!r} is a stage-2 SPOT model; the teacher must be a stage-1 model (teacher: null)")
-    teacher = Spot.from_pretrained(path)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def check_teacher(teacher: "Spot", grid: tuple[int, int], num_slots: int, directory: str) -> None:
+    """The teacher's masks must cover the student's token grid with as many slots (SPOT matches them one to one)."""
+    theirs = (teacher.grid, teacher.config.slot_attention.num_slots)
+    if theirs != (grid, num_slots):
+        raise ConfigError(f"teacher={directory!r} has a {theirs[0][0]}x{theirs[0][1]} token grid and {theirs[1]} slots; "
+                          f"the student has {grid[0]}x{grid[1]} and {num_slots}: train the teacher with the student's "
+                          "encoder and slot count")
 
 
 class Spot(ObjectCentricModel):
@@ -158,6 +167,8 @@ class Spot(ObjectCentricModel):
             self.decoder = MLPDecoder(mlp)
         # The teacher is kept out of the module tree: it is neither trained nor saved.
         self.__dict__["teacher"] = load_teacher(config.teacher) if config.teacher and architectures is None else None
+        if self.teacher is not None:
+            check_teacher(self.teacher, self.grid, sa.num_slots, config.teacher)
 
     def default_loss_weights(self) -> dict[str, float]:
         weights = {"reconstruction": 1.0}

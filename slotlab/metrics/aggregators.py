@@ -13,16 +13,15 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from slotlab.ops.matching import hungarian_match
+from slotlab.metrics.contingency import Contingency, contingency
 from slotlab.metrics.masks import (
     BINDING_KEYS,
     BindingThresholds,
-    Contingency,
     EmptyARI,
     binding_counts_from_contingency,
     binding_shares,
     check_empty_ari,
     check_metric_names,
-    contingency,
     iou_from_contingency,
     scores_from_contingency,
 )

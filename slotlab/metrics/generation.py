@@ -107,13 +107,9 @@ def load_lpips_weights(path: str | Path) -> list[Tensor]:
     hold a layer number, e.g. the reference ``lin0.model.1.weight`` ... ``lin4.model.1.weight``
     of shape (1, C, 1, 1) (file ``lpips/weights/v0.1/vgg.pth`` of the LPIPS package).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS linear weights {path} not found: supply the local file of the LPIPS linear layers "
-            "(e.g. vgg.pth from the LPIPS v0.1 release, or a safetensors copy)"
-        )
-    state = read_state_dict(path)
+    supply = ("the local file of the LPIPS linear layers (e.g. vgg.pth from the LPIPS v0.1 release, or a safetensors "
+              "copy)")
+    state = read_state_dict(path, "LPIPS linear weights", supply)
     layers = {}
     for key, value in state.items():
         found = re.search(r"(\d+)", key)
@@ -152,13 +148,8 @@ class VGG16Features(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "VGG16Features":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"VGG16 weights {path} not found: supply a local VGG16 state dict with keys features.<i>.weight "
-                "(torchvision layout; safetensors or .pth)"
-            )
-        state = read_state_dict(path)
+        supply = "a local VGG16 state dict with keys features.<i>.weight (torchvision layout; safetensors or .pth)"
+        state = read_state_dict(path, "VGG16 weights", supply)
         model = cls()
         trunk = {k: v for k, v in state.items() if k.startswith("features.")}
         missing, _ = model.load_state_dict(trunk, strict=False)

@@ -204,8 +204,12 @@ MIXED: tuple[tuple[str, Callable[[int], InceptionBlock]], ...] = (
 )
 
 
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Tensors of a safetensors file or of a plain ``.pth``/``.pt`` state dict (no unpickling of code)."""
+def read_state_dict(path: str | Path, what: str, supply: str) -> dict[str, Tensor]:
+    """Tensors of a safetensors file or of a plain ``.pth``/``.pt`` state dict (no unpickling of
+    code); a missing file is an error naming ``what`` it should hold and what to ``supply``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found: supply {supply}")
     if path.suffix == ".safetensors":
         return load_file(str(path))
     if path.suffix not in (".pth", ".pt"):
@@ -270,15 +274,11 @@ class FIDInceptionV3(nn.Module):
         ``weights_only=True``) or a safetensors copy of it. BatchNorm batch counters
         (``num_batches_tracked``) may be present or absent; every other tensor must match.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"FID InceptionV3 weights {path} not found: supply {FID_WEIGHTS_FILE} from the PyTorch FID "
-                "release (or a safetensors copy of it); slotlab never downloads it"
-            )
+        supply = (f"{FID_WEIGHTS_FILE} from the PyTorch FID release (or a safetensors copy of it); slotlab never "
+                  "downloads it")
+        state = read_state_dict(path, "FID InceptionV3 weights", supply)
         model = cls()
-        state = read_state_dict(path)
-        check_state_dict(model, state, path)
+        check_state_dict(model, state, Path(path))
         model.load_state_dict(state, strict=True)
         return model.eval().requires_grad_(False)
 

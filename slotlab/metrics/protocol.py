@@ -25,17 +25,14 @@ from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch, one_hot_masks
 from slotlab.ops.resize import center_crop, resize_mask, resize_masks_soft, shorter_side_size
-from slotlab.metrics.masks import (
-    EMPTY_ARI_CHOICES,
-    BindingThresholds,
+from slotlab.metrics.contingency import (
     Contingency,
-    EmptyARI,
     contingency_from_labels,
     images_per_chunk,
-    scores_from_contingency,
     single_threaded,
     slot_assignment,
 )
+from slotlab.metrics.masks import EMPTY_ARI_CHOICES, BindingThresholds, EmptyARI, scores_from_contingency
 
 #: Geometry of the evaluation grid:
 #: "shorter_side_crop"  resize (nearest) so the shorter side is ``eval_size``, then centre crop;

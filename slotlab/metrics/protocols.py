@@ -45,6 +45,16 @@ PROTOCOLS: dict[str, Protocol] = {
             ),
             ignored_pixels="background",
         ),
+        replace(
+            _SPOT,
+            name="spot-movi",
+            summary=(
+                "SPOT on MOVi-C/E: as 'spot' but on the frames' full 128x128 grid (SPOT Supp. D; the authors' "
+                "--val_mask_size 128): ground truth at 128 (nearest if the frames are larger), slot masks "
+                "bilinear to 128 + argmax"
+            ),
+            eval_size=128,
+        ),
         _GLASS,
         replace(
             _GLASS,

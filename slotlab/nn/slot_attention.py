@@ -165,7 +165,10 @@ class SlotInitializer(nn.Module):
             nn.init.xavier_uniform_(self.log_sigma)
         else:
             self.queries = nn.Parameter(torch.empty(1, config.num_slots, d))
-            nn.init.xavier_uniform_(self.queries)
+            # learned_queries: Xavier over the (K, d) matrix, bound sqrt(6 / (K + d)), as BO-QSA and SPOT
+            # initialise their nn.Embedding(K, d); annealed_gaussian keeps the (1, K, d) tensor's
+            # sqrt(6 / ((K + 1) d)).
+            nn.init.xavier_uniform_(self.queries[0] if config.init == "learned_queries" else self.queries)
             # Annealed externally (see set_sigma); a buffer, so it is saved but never trained.
             self.register_buffer("sigma", torch.tensor(float(config.sigma_start)))
 
