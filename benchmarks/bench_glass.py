@@ -157,7 +157,7 @@ def main() -> None:
         data = generate(work / "generated")
         # The presets' encoder reads one segmenter, trained once (seed 0) for every run, as in the demo.
         report["segmenter"] = train_segmenter(work, None, 0, torch.get_num_threads(), progress=False)
-        shared = [f"model.encoder.semantic_model={report['segmenter'].pop('model')}"]
+        shared = [f"model.encoder.semantic_model={work / 'runs' / 'segmenter' / 'model'}"]  # where train_segmenter puts it
         report["decoder"] = pretrain_decoder("glass", work, ["seed=0", f"data.train={data}", *shared], None, False)
         shared.append(f"model.decoder_init={report['decoder'].pop('model')}")
         report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
