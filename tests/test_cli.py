@@ -55,11 +55,13 @@ def test_incompatible_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert "does not fit" in capsys.readouterr().err
 
 
-def test_missing_dataset_root_is_a_clear_error(capsys, tmp_path):
-    code = main(["train", "--preset", "glass-tiny", "--out", str(tmp_path / "g"),
+def test_missing_dataset_root_is_a_clear_error(capsys, tmp_path, glass_preset_overrides):
+    given = [word for override in glass_preset_overrides for word in ("--set", override)]
+    code = main(["train", "--preset", "glass-tiny", "--out", str(tmp_path / "g"), *given,
                  "--set", f"data.train=generated:{tmp_path / 'missing'}"])
     assert code == 2
-    assert str(tmp_path / "missing") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"data.train='generated:{tmp_path / 'missing'}'" in err and "--set data.train=SPEC" in err
 
 
 @pytest.mark.slow
