@@ -1,6 +1,6 @@
 """GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
 
-    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--jobs N] [--skip-ablation]
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--decoder-steps N] [--segmenter DIR] [--jobs N] [--skip-ablation | --skip-speed] [--keep DIR]
 
 Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
@@ -8,6 +8,8 @@ the scenes val split (where settings are chosen) and the test split (which repor
 protocol 'native'; mean and standard deviation over seeds. Every row has L_recon in phase 1
 through the same frozen pretrained decoder. The segmenter the presets' encoder reads and
 that decoder (glass-tiny-decoder) are trained once first (seed 0), as the demo does.
+With --keep the generated data, the segmenter, the pretrained decoder and every trained model
+stay in DIR (e.g. to score the models' reconstructions afterwards).
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
@@ -98,17 +100,20 @@ def ablation_run(preset: str, data: str, shared: list[str], seed: int, steps: in
     overrides = [f"data.train={data}", *shared, f"seed={seed}", *steps_overrides(preset_data, steps)]
     config = build_train_config(preset_data, overrides)
     result = train(config, work / f"{preset}-{seed}", progress=False)
-    run = {"seed": seed, "train_seconds": round(result.train_seconds, 1), "precision": result.precision}
+    run = {"seed": seed, "train_steps": result.steps, "train_seconds": round(result.train_seconds, 1),
+           "precision": result.precision}
     for split, spec in (("val", VAL), ("test", TEST)):
         metrics = evaluate_model(result.model, build_dataset(spec), protocol="native", progress=False)["metrics"]
         run[split] = {k: metrics[k] for k in ("miou_i", "mbo_i", "fg_ari")}
     print(preset, run, flush=True)
+    with open(work / "ablation-runs.jsonl", "a") as log:  # each run as it ends, should the whole not finish
+        log.write(json.dumps({"preset": preset, **run}) + "\n")
     return run
 
 
 def ablation(data: str, shared: list[str], seeds: list[int], steps: int | None, work: Path, jobs: int) -> dict:
     """Every (row, seed) run, ``jobs`` at a time in worker processes; per row the runs and their mean and std."""
-    pairs = [(row, seed) for row in ROWS for seed in seeds]
+    pairs = [(row, seed) for seed in seeds for row in ROWS]  # seed by seed: every row of a seed finishes together
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         futures = [pool.submit(ablation_run, ROWS[row], data, shared, seed, steps, work) for row, seed in pairs]
         results = [future.result() for future in futures]
@@ -143,7 +148,13 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
+    parser.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
+                        help="a trained segmenter checkpoint for the presets' encoder instead of training one")
+    parser.add_argument("--decoder-steps", type=int, default=None,
+                        help="pretraining steps of the decoder every row starts from (default: glass-tiny-decoder's)")
     parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
+    parser.add_argument("--skip-speed", action="store_true", help="run the ablation only")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep what was trained")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="ablation runs trained at once, one process and one core each (default: the CPU count)")
     args = parser.parse_args()
@@ -152,18 +163,26 @@ def main() -> None:
                                    "on description tokens written from the generated scenes' masks and pixels"}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         report["ceilings_by_token_grid"] = oracle_ceilings(TOKEN_GRIDS)
-        data = generate(work / "generated")
-        # The presets' encoder reads one segmenter, trained once (seed 0) for every run, as in the demo.
-        report["segmenter"] = train_segmenter(work, None, 0, torch.get_num_threads(), progress=False)
-        shared = [f"model.encoder.semantic_model={work / 'runs' / 'segmenter' / 'model'}"]  # where train_segmenter puts it
-        report["decoder"] = pretrain_decoder("glass", work, ["seed=0", f"data.train={data}", *shared], None, False)
-        shared.append(f"model.decoder_init={report['decoder'].pop('model')}")
-        report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
-        twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
-        report["speed_paper_modules_tiny_weights"] = stage_speed(twin, "glass-coco", data, 5, work, "speed-paper")
+        # The segmenter the presets' encoder reads (one, seed 0, for every run, as in the demo) trains in a
+        # worker meanwhile: the data and the decoder's pretraining do not read it.
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
+            segmenter = pool.submit(train_segmenter, work, None, 0, 1, False) if args.segmenter is None else None
+            data = generate(work / "generated")
+            # The decoder's pretraining trains no encoder: it goes without the preset's segmenter input.
+            decoder = ["seed=0", f"data.train={data}", "inputs={}"]
+            report["decoder"] = pretrain_decoder("glass", work, decoder, args.decoder_steps, False)
+            report["segmenter"] = segmenter.result() if segmenter else {"given": str(args.segmenter)}
+        shared = [f"model.encoder.semantic_model={args.segmenter or work / 'runs' / 'segmenter' / 'model'}",
+                  f"model.decoder_init={report['decoder'].pop('model')}"]
+        if not args.skip_speed:
+            report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
+            twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]
+            report["speed_paper_modules_tiny_weights"] = stage_speed(twin, "glass-coco", data, 5, work, "speed-paper")
         if not args.skip_ablation:
+            report["ablation_steps"] = args.steps or "the presets'"
+            report["ablation_encoder"] = load_preset(ROWS["full"])["model"]["encoder"]
             report["ablation_table6a"] = ablation(data, shared, args.seeds, args.steps, work, args.jobs)
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["machine"] = machine_info()

@@ -79,16 +79,34 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 
 
 @pytest.fixture(scope="session")
-def glass_preset_overrides(preset_overrides, tmp_path_factory):
-    """preset_overrides plus a random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
+def glass_decoder_dir(preset_overrides, tmp_path_factory):
+    """A random-weight pretrained decoder: what model.decoder_init of the CPU GLASS presets names."""
     from slotlab.config import load_preset
     from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
     torch.manual_seed(0)
     config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
-    decoder = get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("decoder"))
-    return [*preset_overrides, f"model.decoder_init={decoder}"]
+    return get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("decoder"))
+
+
+@pytest.fixture(scope="session")
+def glass_preset_overrides(preset_overrides, glass_decoder_dir):
+    """preset_overrides plus the random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
+    return [*preset_overrides, f"model.decoder_init={glass_decoder_dir}"]
+
+
+@pytest.fixture(scope="session")
+def glass_twin_dir(tmp_path_factory) -> str:
+    """An untrained GLASS of the paper preset on tiny twins: enough for the commands that load one."""
+    from slotlab.config import load_preset
+    from slotlab.methods import get_method
+    from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
+    from slotlab.train.config import build_train_config
+
+    torch.manual_seed(0)
+    config = build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))
+    return str(get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("glass")))
 
 
 @pytest.fixture(scope="session")

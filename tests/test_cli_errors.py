@@ -92,36 +92,21 @@ def test_an_out_that_is_a_file_or_lies_under_one(command, tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "mine"
 
 
-@pytest.fixture(scope="module")
-def glass_dir(tmp_path_factory):
-    """An untrained GLASS on tiny twins: enough for the commands to reach their checks."""
-    import torch
-
-    from slotlab.config import load_preset
-    from slotlab.train.config import build_train_config
-    from slotlab.methods import get_method
-    from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
-
-    torch.manual_seed(0)
-    config = build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))
-    return get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("glass"))
-
-
-def test_compose_interactive_at_the_end_of_input(tmp_path, glass_dir):
+def test_compose_interactive_at_the_end_of_input(tmp_path, glass_twin_dir):
     import numpy as np
     from PIL import Image
 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
-    result = slotlab("compose", "--checkpoint", glass_dir, "--image", tmp_path / "a.png", "--interactive",
+    result = slotlab("compose", "--checkpoint", glass_twin_dir, "--image", tmp_path / "a.png", "--interactive",
                      "--out", tmp_path / "edits", stdin=subprocess.DEVNULL)
     assert_clean_error(result, "--interactive: the input ended before an answer", "--remove")
     assert result.stdout.startswith("slot 0:")  # the list came first
     assert not list((tmp_path / "edits").iterdir())
 
 
-def test_eval_out_that_is_a_directory_is_refused_before_evaluating(tmp_path, glass_dir):
+def test_eval_out_that_is_a_directory_is_refused_before_evaluating(tmp_path, glass_twin_dir):
     (tmp_path / "results").mkdir()
-    result = slotlab("eval", "--checkpoint", glass_dir, "--data", "scenes?split=val&size=2", "--out", tmp_path / "results")
+    result = slotlab("eval", "--checkpoint", glass_twin_dir, "--data", "scenes?split=val&size=2", "--out", tmp_path / "results")
     assert_clean_error(result, f"--out {tmp_path / 'results'} is a directory", "metrics.json")
     assert "protocol:" not in result.stdout  # nothing was evaluated
     assert not list((tmp_path / "results").iterdir()) and not list(tmp_path.glob(".*.tmp"))

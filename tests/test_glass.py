@@ -1,7 +1,5 @@
 """GLASS end to end on tiny models: paper preset path, two phases, resume across the boundary."""
 
-import json
-
 import pytest
 from accelerate.utils import set_seed
 import torch
@@ -9,7 +7,8 @@ from safetensors.torch import load_file
 
 from slotlab.config import load_preset
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import checkpoint_dirs, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.trainer import train
 from slotlab.methods import ObjectCentricModel, get_method
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 
@@ -139,67 +138,6 @@ def test_slots_chosen_by_class_and_listed():
     lines = slot_listing(masks, class_map)
     assert lines[1] == "slot 1: 25.0% of the image; covers class 5 (100%)"
     assert lines[2] == "slot 2: 25.0% of the image; covers class 2 (50%)"
-
-
-def test_reconstruct_and_compose_commands(generated_scenes, tmp_path, capsys, monkeypatch):
-    from PIL import Image
-
-    from slotlab.cli import main
-
-    train(paper_tiny_config(generated_scenes), tmp_path / "run", progress=False)
-    for i in range(2):
-        Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(tmp_path / f"img{i}.png")
-    ckpt = str(tmp_path / "run" / "model")
-    assert main(["reconstruct", "--checkpoint", ckpt, "--images", str(tmp_path / "img0.png"), "--steps", "2",
-                 "--out", str(tmp_path / "out")]) == 0
-    assert Image.open(tmp_path / "out" / "img0-reconstruction.png").size == (512, 256)
-    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "5",
-                 "--batch-size", "2", "--steps", "2", "--out", str(tmp_path / "split")]) == 0
-    split = json.loads((tmp_path / "split" / "metrics.json").read_text())
-    assert split["num_images"] == 5 and 0 < split["ssim"] <= 1 and "fid" not in split
-    from safetensors.torch import save_file
-
-    from slotlab.metrics.inception import FIDInceptionV3
-
-    save_file(FIDInceptionV3().state_dict(), str(tmp_path / "inception.safetensors"))  # random weights
-    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "4",
-                 "--steps", "2", "--fid-weights", str(tmp_path / "inception.safetensors"),
-                 "--out", str(tmp_path / "fid")]) == 0
-    fid = json.loads((tmp_path / "fid" / "metrics.json").read_text())
-    assert fid["fid_num_images"] == 4 and fid["fid"] >= 0
-    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--num-images", "7",
-                 "--out", str(tmp_path / "split")]) == 2  # more images than the split has
-    assert main(["reconstruct", "--checkpoint", ckpt, "--data", "scenes?split=val&size=6", "--lpips-vgg", "v.pth",
-                 "--out", str(tmp_path / "split")]) == 2  # LPIPS needs both files
-    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--with",
-                 str(tmp_path / "img1.png"), "--remove", "1", "--add", "0", "2", "--steps", "2",
-                 "--out", str(tmp_path / "out")]) == 0
-    assert Image.open(tmp_path / "out" / "img0-composition.png").size == (768, 256)
-    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--add", "1",
-                 "--out", str(tmp_path / "out")]) == 2  # --add needs --with
-    labels = torch.zeros(40, 40, dtype=torch.uint8)
-    labels[5:20, 5:20] = 3
-    Image.fromarray(labels.numpy()).save(tmp_path / "classes0.png")
-    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--class-map",
-                 str(tmp_path / "classes0.png"), "--remove-class", "3", "--steps", "2", "--out", str(tmp_path / "c")]) == 0
-    assert (tmp_path / "c" / "img0-composition.png").is_file()
-    Image.fromarray(labels[:30].numpy()).save(tmp_path / "small.png")  # wrong size: a clear error
-    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--class-map",
-                 str(tmp_path / "small.png"), "--remove-class", "3", "--out", str(tmp_path / "c")]) == 2
-    listings = []
-    for _ in range(2):  # the global random stream moves between the calls; the listing must not
-        torch.rand(100)
-        capsys.readouterr()
-        assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--list", "--out",
-                     str(tmp_path / "c")]) == 0
-        listings.append(capsys.readouterr().out)
-    assert listings[0] == listings[1] and listings[0].startswith("slot 0:")
-    answers = iter(["1 2"])
-    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
-    assert main(["compose", "--checkpoint", ckpt, "--image", str(tmp_path / "img0.png"), "--interactive", "--steps",
-                 "2", "--out", str(tmp_path / "i")]) == 0
-    assert capsys.readouterr().out.startswith(listings[0])  # the list, then the edit
-    assert (tmp_path / "i" / "img0-composition.png").is_file()
 
 
 def test_interactive_answers_are_checked():

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from slotlab.config import load_preset
 from slotlab.data.sample import Sample, collate
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import checkpoint_dirs, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.trainer import train
 from slotlab.methods import get_method
 from slotlab.methods.scene_descriptions import segment_features
 
@@ -67,3 +68,24 @@ def test_decoder_init_errors(preset_overrides, tmp_path):
     config = build_train_config(load_preset("glass-tiny"), [*preset_overrides, f"model.decoder_init={tmp_path / 'other'}"])
     with pytest.raises(ValueError, match="do not match"):
         get_method("glass")(config.model)
+
+
+#: GLASS Table 6a rows -> CPU preset and the (lambda_semantic, lambda_instance) its name says.
+TABLE_6A = {"recon": ("glass-tiny-recon", 0.0, 0.0), "recon+semantic": ("glass-tiny-recon-semantic", 0.7, 0.0),
+            "recon+instance": ("glass-tiny-recon-instance", 0.0, 0.9), "full": ("glass-tiny", 0.7, 0.9)}
+
+
+@pytest.mark.parametrize("row", list(TABLE_6A))
+def test_table_6a_presets_hold_exactly_the_losses_their_names_say(row):
+    """Every row: L_recon (weight 1) shapes the slots in phase 1 through the same frozen pretrained
+    decoder; only lambda_s and lambda_i differ, and no stage overrides a loss weight."""
+    name, semantic, instance = TABLE_6A[row]
+    preset = load_preset(name)
+    model = preset["model"]
+    assert (model["lambda_recon"], model["lambda_semantic"], model["lambda_instance"]) == (1.0, semantic, instance)
+    assert "model.decoder_init" in preset["inputs"] and model.get("description") is None
+    phase1, phase2 = preset["stages"]
+    assert "diffusion_decoder" not in phase1["lr"] and phase2["lr"]["diffusion_decoder"] > phase2["lr"]["grouping"]
+    assert all("loss_weights" not in stage for stage in preset["stages"])
+    strip = lambda p: {**p, "model": {k: v for k, v in p["model"].items() if k not in ("lambda_semantic", "lambda_instance")}}  # noqa: E731
+    assert strip(preset) == strip(load_preset("glass-tiny"))  # the same model, data and phases otherwise

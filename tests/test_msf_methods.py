@@ -8,7 +8,7 @@ import torch
 from slotlab.config import ConfigError
 from slotlab.train.config import build_train_config
 from slotlab.train.trainer import train
-from slotlab.methods import ObjectCentricModel
+from slotlab.methods import Method, ObjectCentricModel
 
 DATA = {"train": "scenes?split=train&size=16&resolution=32", "val": "scenes?split=val&size=4&resolution=32",
         "batch_size": 4}
@@ -52,7 +52,7 @@ def test_vqvae_pretraining_lowers_its_loss_and_anneals_its_schedules(tmp_path):
 
 
 def test_slate_trains_on_a_frozen_vqvae_and_reloads(vqvae_dir, tmp_path):
-    frozen = ObjectCentricModel.from_pretrained(vqvae_dir).vqvae.state_dict()
+    frozen = Method.from_pretrained(vqvae_dir).vqvae.state_dict()
     result = train(build_train_config(slate_preset(vqvae_dir)), tmp_path / "slate", progress=False)
     model = result.model
     for key, value in model.vqvae.state_dict().items():

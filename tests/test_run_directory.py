@@ -17,7 +17,8 @@ import yaml
 from slotlab.cli import main
 from slotlab.config import ConfigError
 from slotlab.train.config import build_train_config
-from slotlab.train.trainer import checkpoint_dirs, train
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.train.trainer import train
 from slotlab.io.files import OutputPathError, output_dir, output_file
 from tests.conftest import assert_clean_error, tiny_train_config
 from tests.conftest import run_slotlab as slotlab

@@ -13,6 +13,7 @@ from slotlab.data.sample import collate
 from slotlab.train.config import build_train_config
 from slotlab.train.trainer import build_model, train
 from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.contract import MaskModel, SlotModel, Trainable
 from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.methods.segmenter import Segmenter, SegmenterConfig
 from slotlab.nn.encoders import build_encoder, encoder_config
@@ -40,7 +41,7 @@ def test_segmenter_learns_the_scene_classes(tmp_path):
         before = untrained.losses(untrained(batch), batch)["loss"]
         after = result.model.losses(result.model(batch), batch)["loss"]
     assert before > 1.5 and after < 0.75 * before
-    masks = result.model.masks(result.model(batch.image))
+    masks = result.model.class_probabilities(result.model(batch.image))
     assert masks.shape == (32, 7, 32, 32) and torch.allclose(masks.sum(1), torch.ones(32, 32, 32))
 
 
@@ -62,10 +63,10 @@ def test_segmenter_loss_leaves_ignored_pixels_out_and_names_a_class_overflow():
     assert logits.shape == (2, 7, 32, 32) and torch.isfinite(model.losses(model(larger), larger)["loss"])
 
 
-def test_segmenter_has_no_slots():
+def test_segmenter_is_trainable_but_not_a_slot_model():
     model = Segmenter(SegmenterConfig(image_size=32))
-    with pytest.raises(ValueError, match="no slots"):
-        model.decompose(torch.rand(1, 3, 32, 32))
+    assert isinstance(model, Trainable)
+    assert not isinstance(model, SlotModel) and not isinstance(model, MaskModel)  # its classes are not slots
 
 
 def test_semantic_features_enter_the_tokens(segmenter_dir):

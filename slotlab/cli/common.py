@@ -21,9 +21,9 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, help: str = DEFAUL
 
 def load_model_from_args(args: argparse.Namespace, map_location: str = "cpu"):
     """The model named by the arguments of :func:`add_checkpoint_arguments`."""
-    from slotlab.methods import ObjectCentricModel
+    from slotlab.methods import Method
 
-    return ObjectCentricModel.from_pretrained(args.checkpoint, map_location, args.checkpoint_overrides)
+    return Method.from_pretrained(args.checkpoint, map_location, args.checkpoint_overrides)
 
 
 def command(sub, name: str, help: str, description: str, add_arguments, run):

@@ -7,6 +7,7 @@ from pathlib import Path
 from slotlab.cli.common import add_checkpoint_arguments, command, load_model_from_args
 from slotlab.config import int_option
 from slotlab.io.files import output_file
+from slotlab.io.layout import EVAL_FILE, RUN_CONFIG_FILE
 from slotlab.io.results import results_json, write_results
 
 
@@ -14,7 +15,7 @@ def add_train(sub) -> None:
     command(
         sub, "train", "train a method from a preset",
         "Train a method from a preset (slotlab presets lists them) into --out: checkpoints/, "
-        "metrics.jsonl, config.yaml and, at the end, model/ (load with ObjectCentricModel.from_pretrained). "
+        "metrics.jsonl, config.yaml and, at the end, model/ (load with Method.from_pretrained). "
         "Multi-GPU / multi-node: start the same command with `accelerate launch` or `torchrun`.",
         _train_arguments, _run_train,
     )
@@ -41,11 +42,11 @@ def _run_train(args) -> int:
     resumed = f" (resumed at step {result.start_step} of {result.steps})" if result.start_step else ""
     print(f"trained {result.steps_trained} steps{resumed} in {result.train_seconds:.1f} s ({result.steps_per_second:.2f} steps/s, "
           f"{result.precision}); model in {result.model_dir}")
-    if not args.no_eval and result.model.slot_model:
-        from slotlab.methods import ObjectCentricModel
+    from slotlab.methods import MaskModel, Method
 
-        saved = ObjectCentricModel.from_pretrained(result.model_dir)  # evaluates what was saved
-        _evaluate_and_write(saved, config.data.val, config.eval_protocol, out / "eval.json")
+    if not args.no_eval and isinstance(result.model, MaskModel):
+        saved = Method.from_pretrained(result.model_dir)  # evaluates what was saved
+        _evaluate_and_write(saved, config.data.val, config.eval_protocol, out / EVAL_FILE)
     return 0
 
 
@@ -73,8 +74,10 @@ def _run_eval(args) -> int:
     data = args.data or run.get("data", {}).get("val") or "scenes?split=val&size=256"
     protocol = args.protocol or run.get("eval_protocol") or "native"
     out = output_file(args.out) if args.out else None  # checked before the evaluation, not after
+    from slotlab.methods import MaskModel
+
     model = load_model_from_args(args)
-    if not model.slot_model:
+    if not isinstance(model, MaskModel):
         raise ValueError(
             f"{args.checkpoint} holds a {model.method!r} model, which has no slots: its masks are not scored as slot masks"
         )
@@ -87,7 +90,7 @@ def _run_config(checkpoint: Path) -> dict:
     import yaml
 
     for run in (checkpoint.parent, checkpoint.parent.parent):
-        config = run / "config.yaml"
+        config = run / RUN_CONFIG_FILE
         if config.is_file():
             return yaml.safe_load(config.read_text()) or {}
     return {}

@@ -2,8 +2,9 @@
 
 GLASS decodes slots with Stable Diffusion 2.1: the K slots (B, K, 1024) take the place of the
 77 CLIP text tokens in every cross-attention layer of the UNet (K = 7 tokens instead of 77).
-Training minimises the denoising loss on the frozen autoencoder's latents (``loss``, the image
-reconstruction term L_recon of GLASS Eq. 3; the maths in ``slotlab.diffusion.objective``);
+Training minimises the denoising loss on the frozen autoencoder's latents (``denoising`` runs
+the network, ``slotlab.diffusion.objective.denoising_loss`` is the image reconstruction term
+L_recon of GLASS Eq. 3; ``loss`` composes the two);
 sampling runs DPM-Solver++ with optional classifier-free guidance (``slotlab.diffusion.sampling``).
 
 Four working spaces (``DiffusionDecoderConfig.latent``): ``"vae"`` (AutoencoderKL, the paper),
@@ -16,12 +17,11 @@ size knobs of the config (the CPU configuration and ``tiny`` test twins).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.diffusion.config import DiffusionDecoderConfig
 from slotlab.diffusion.mask_attention import install_mask_biased_attention, pack_slot_masks, uniform_masks
-from slotlab.diffusion.objective import diffusion_target, forward_diffuse
+from slotlab.diffusion.objective import Denoising, denoising_loss, diffusion_target, forward_diffuse
 from slotlab.diffusion.parts import (
     build_autoencoder,
     check_parts,
@@ -222,12 +222,12 @@ class SlotDiffusionDecoder(nn.Module):
         num_steps = self.alphas_cumprod.shape[0]
         return torch.randint(0, num_steps, (batch_size,), generator=generator, device=rand_device).to(device)
 
-    def loss(self, images: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """GLASS Eq. 3, L_recon: the denoising MSE of the slot-conditioned UNet.
+    def denoising(self, images: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Denoising:
+        """The network side of L_recon: the slot-conditioned UNet's prediction and its target.
 
         Images (B, 3, R, R) in [0, 1] are encoded by the frozen autoencoder (scaled latents),
         t ~ U{0..T-1}, x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, and the UNet, cross-attending to
-        the slots (B, K, D) (with ``mask_bias_grid``: the tokens of :meth:`context`), regresses
+        the slots (B, K, D) (with ``mask_bias_grid``: the tokens of :meth:`context`), predicts
         the target of the prediction type (eps, v or x_0).
         Gradients reach the UNet and the slots, never the autoencoder.
         """
@@ -240,8 +240,12 @@ class SlotDiffusionDecoder(nn.Module):
         noisy = forward_diffuse(latents, noise, alpha_bar)
         context = self.drop_conditions(slots, generator)
         prediction = self.denoise(noisy, timesteps, context)
-        target = diffusion_target(latents, noise, alpha_bar, self.prediction_type)
-        return F.mse_loss(prediction.float(), target.float())
+        return Denoising(prediction, diffusion_target(latents, noise, alpha_bar, self.prediction_type))
+
+    def loss(self, images: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """GLASS Eq. 3, L_recon: the denoising MSE of the slot-conditioned UNet
+        (:meth:`denoising`, then :func:`~slotlab.diffusion.objective.denoising_loss`)."""
+        return denoising_loss(self.denoising(images, slots, generator))
 
     # -- sampling ------------------------------------------------------------------------------
 

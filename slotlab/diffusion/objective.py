@@ -4,6 +4,9 @@ prediction type (GLASS Eq. 3, L_recon, as a denoising loss).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch.nn.functional as F
 from torch import Tensor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -33,3 +36,17 @@ def diffusion_target(x0: Tensor, noise: Tensor, alpha_bar: Tensor, prediction_ty
         a = _broadcast(alpha_bar, x0)
         return a.sqrt() * noise - (1.0 - a).sqrt() * x0
     raise ValueError(f"prediction_type {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
+
+
+@dataclass
+class Denoising:
+    """One training step of the denoiser: its prediction at a random t and the target it regresses."""
+
+    prediction: Tensor  # (B, C, h, w) the UNet's output for x_t
+    target: Tensor  # (B, C, h, w) eps, v or x_0 (see diffusion_target)
+
+
+def denoising_loss(denoising: Denoising) -> Tensor:
+    """GLASS Eq. 3, L_recon = MSE(I_gen, I_recon), as latent diffusion trains it: the mean
+    squared error between the denoiser's prediction and its target (in fp32)."""
+    return F.mse_loss(denoising.prediction.float(), denoising.target.float())

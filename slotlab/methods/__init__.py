@@ -1,11 +1,12 @@
-"""Method registry: name -> ObjectCentricModel subclass."""
+"""Method registry: name -> Method subclass (the contract: ``slotlab.methods.contract``)."""
 
 from __future__ import annotations
 
-from slotlab.methods.base import Decomposition, ObjectCentricModel
+from slotlab.methods.base import Method, ObjectCentricModel
+from slotlab.methods.contract import Decomposition, MaskModel, SlotModel, Trainable
 
 
-def _registry() -> dict[str, type[ObjectCentricModel]]:
+def _registry() -> dict[str, type[Method]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
     from slotlab.methods.segmenter import Segmenter
@@ -25,11 +26,12 @@ def method_names() -> list[str]:
     return sorted(_registry())
 
 
-def get_method(name: str) -> type[ObjectCentricModel]:
+def get_method(name: str) -> type[Method]:
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(registry))}")
     return registry[name]
 
 
-__all__ = ["Decomposition", "ObjectCentricModel", "get_method", "method_names"]
+__all__ = ["Decomposition", "MaskModel", "Method", "ObjectCentricModel", "SlotModel", "Trainable", "get_method",
+           "method_names"]

@@ -93,8 +93,13 @@ class Dinosaur(ObjectCentricModel):
         )
 
     def losses(self, outputs: DinosaurOutput, batch: Batch) -> dict[str, Tensor]:
+        """DINOSAUR's one term: the MSE of the MLP decoder's reconstruction of the frozen
+        encoder features (``feature_reconstruction_loss``)."""
         mse = feature_reconstruction_loss(outputs.reconstruction, outputs.features)
         return {"loss": mse, "feature_mse": mse}
+
+    def encoder_tokens(self, outputs: DinosaurOutput) -> Tensor | None:
+        return outputs.features
 
     def masks(self, outputs: DinosaurOutput) -> Tensor:
         if self.config.mask_source == "decoder":

@@ -2,9 +2,10 @@
 
 Frozen encoder -> slot attention (GLASS Eq. 1) -> two decoders: the MLP feature decoder
 (instance guidance, L_instance) and a slot-conditioned diffusion decoder (L_recon); the
-slot-attention masks are guided by pseudo semantic masks (L_semantic, GLASS Eq. 2). The
-total is GLASS Eq. 3: L = L_recon + lambda_s L_semantic + lambda_i L_instance. Masks for
-evaluation are the slot attention of the last iteration (GLASS Sec. 5.1).
+slot-attention masks are guided by pseudo semantic masks (L_semantic, matched by GLASS
+Eq. 2). ``Glass.forward`` runs the networks; ``Glass.losses`` is GLASS Eq. 3, L = L_recon +
+lambda_s L_semantic + lambda_i L_instance, each term one function. Masks for evaluation are
+the slot attention of the last iteration (GLASS Sec. 5.1).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from torch import Tensor
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image, resize_mask, resize_masks_soft
 from slotlab.methods.semantic_guidance import MATCH_COSTS, SEGMENT_KINDS, semantic_guidance_loss
-from slotlab.methods.base import WEIGHTS_FILE, ObjectCentricModel
+from slotlab.io.layout import WEIGHTS_FILE
+from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.dinosaur import feature_reconstruction_loss, fit_to_encoder
 from slotlab.methods.scene_descriptions import DescriptionConfig, SceneDescriber
 from slotlab.diffusion.config import DiffusionDecoderConfig
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
+from slotlab.diffusion.objective import Denoising, denoising_loss
 from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, ViTEncoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoder, MLPDecoderConfig
@@ -128,8 +131,8 @@ class GlassOutput:
     grid: tuple[int, int]
     features: Tensor | None  # (B, N, D) encoder tokens
     feature_reconstruction: Tensor | None = None  # (B, N, D) from the MLP decoder
-    recon_loss: Tensor | None = None  # diffusion decoder's L_recon
-    pretrain_loss: Tensor | None = None  # the decoder's denoising loss on description tokens
+    denoising: Denoising | None = None  # the diffusion decoder conditioned on the slots (L_recon)
+    pretrain_denoising: Denoising | None = None  # the decoder conditioned on description tokens
 
 
 class Glass(ObjectCentricModel):
@@ -171,37 +174,38 @@ class Glass(ObjectCentricModel):
         return {"recon": c.lambda_recon, "semantic": c.lambda_semantic, "instance": c.lambda_instance, "pretrain_recon": 0.0}
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> GlassOutput:
+        """Encoder -> slot attention; in training also the decoders the weighted terms read."""
         w = self.loss_weights
         if self.training and w["pretrain_recon"] and not (w["recon"] or w["semantic"] or w["instance"]):
             # Pretraining the decoder alone: nothing of the slot model is needed.
-            return GlassOutput(None, None, self.grid, None, pretrain_loss=self.pretrain_loss(batch))
+            return GlassOutput(None, None, self.grid, None, pretrain_denoising=self.pretrain_denoising(batch))
         images = batch.image if isinstance(batch, Batch) else batch
         features = self.encoder(images)
         grouping = self.slot_attention(features, self.grid, num_slots=num_slots)
         out = GlassOutput(slots=grouping.slots, attention=grouping.attention, grid=self.grid, features=features)
         if not self.training:
             return out
-        if self.loss_weights["instance"]:
+        if w["instance"]:
             out.feature_reconstruction = self.instance_decoder(grouping.slots_pre_projection).reconstruction
-        if self.loss_weights["recon"]:
+        if w["recon"]:
             size = (self.config.diffusion_decoder.resolution,) * 2
             # With mask_bias_grid the decoder reads where the masks are; it does not reshape them.
             context = self.diffusion_decoder.context(grouping.slots, self.attention_masks(out).detach())
-            out.recon_loss = self.diffusion_decoder.loss(resize_image(images, size).clamp(0, 1), context)
-        if self.loss_weights["pretrain_recon"]:
-            out.pretrain_loss = self.pretrain_loss(batch)
+            out.denoising = self.diffusion_decoder.denoising(resize_image(images, size).clamp(0, 1), context)
+        if w["pretrain_recon"]:
+            out.pretrain_denoising = self.pretrain_denoising(batch)
         return out
 
-    def pretrain_loss(self, batch: Batch | Tensor) -> Tensor:
-        """The diffusion decoder's denoising loss conditioned on the batch's description tokens
-        (its pretraining, before GLASS trains; see ``slotlab.methods.scene_descriptions``)."""
+    def pretrain_denoising(self, batch: Batch | Tensor) -> Denoising:
+        """The diffusion decoder conditioned on the batch's description tokens (its pretraining,
+        before GLASS trains; see ``slotlab.methods.scene_descriptions``)."""
         if self.describer is None or not isinstance(batch, Batch):
             raise ValueError("loss term pretrain_recon needs model.description and batches with pseudo masks")
         decoder = self.diffusion_decoder
         pad = decoder.unconditional_tokens(1, 1)[0, 0]
         tokens = self.describer(batch, pad)
         size = (self.config.diffusion_decoder.resolution,) * 2
-        return decoder.loss(resize_image(batch.image, size).clamp(0, 1), tokens)
+        return decoder.denoising(resize_image(batch.image, size).clamp(0, 1), tokens)
 
     def attention_masks(self, outputs: GlassOutput) -> Tensor:
         a = outputs.attention.transpose(1, 2)
@@ -209,6 +213,9 @@ class Glass(ObjectCentricModel):
 
     def masks(self, outputs: GlassOutput) -> Tensor:
         return self.attention_masks(outputs)
+
+    def encoder_tokens(self, outputs: GlassOutput) -> Tensor | None:
+        return outputs.features
 
     def semantic_loss(self, outputs: GlassOutput, batch: Batch):
         """L_semantic on the batch's pseudo masks (semantic_mask, with ignore_mask as 255)."""
@@ -221,16 +228,31 @@ class Glass(ObjectCentricModel):
         return semantic_guidance_loss(masks, semantic, ignore, c.semantic_cost, c.semantic_background, c.semantic_segments)
 
     def losses(self, outputs: GlassOutput, batch: Batch) -> dict[str, Tensor]:
+        """GLASS Eq. 3: L = L_recon + lambda_s L_semantic + lambda_i L_instance, with
+
+        - L_recon = MSE(I_gen, I_recon): the diffusion decoder's denoising loss, conditioned
+          on the slots (``denoising_loss``);
+        - L_semantic = BCE(P(M_gen, A(S, H))): the slot-attention masks A matched to the
+          pseudo-mask segments by GLASS Eq. 2, BCE on the matched pairs
+          (``semantic_guidance_loss``);
+        - L_instance = MSE(F_inp, F_recon): the MLP decoder's reconstruction of the encoder
+          features (``feature_reconstruction_loss``).
+
+        The weights are ``loss_weights`` ("recon", "semantic", "instance": lambda_recon = 1,
+        lambda_semantic, lambda_instance); a term of weight 0 is skipped. Not in Eq. 3:
+        "pretrain_recon", the decoder's denoising loss on description tokens (its
+        pretraining on the CPU presets, weight 0 unless a stage sets it).
+        """
         w = self.loss_weights
         terms: dict[str, Tensor] = {}
         if w["recon"]:
-            terms["recon"] = outputs.recon_loss
+            terms["recon"] = denoising_loss(outputs.denoising)
         if w["semantic"]:
             terms["semantic"] = self.semantic_loss(outputs, batch).loss
         if w["instance"]:
             terms["instance"] = feature_reconstruction_loss(outputs.feature_reconstruction, outputs.features)
         if w["pretrain_recon"]:
-            terms["pretrain_recon"] = outputs.pretrain_loss
+            terms["pretrain_recon"] = denoising_loss(outputs.pretrain_denoising)
         if not terms:
             raise ValueError("every GLASS loss weight is 0 in this stage: nothing to train")
         total = sum(w[name] * value for name, value in terms.items())

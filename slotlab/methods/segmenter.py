@@ -3,8 +3,9 @@ the frozen semantic part of an encoder (``encoder.semantic_model``; see
 ``slotlab.nn.segmenter``).
 
 It is not object-centric: it has no slots, and it is SUPERVISED on the scenes' class maps.
-Its "masks" are the per-class probabilities; ``slotlab eval`` refuses it (``slot_model``
-is False), so its class channels are never scored as slots.
+It is a :class:`~slotlab.methods.base.Method` but not a slot model (nor a mask model): its
+output is per-class probabilities, and ``slotlab eval`` refuses it, so its class channels
+are never scored as slots.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from slotlab.data.sample import IGNORE_INDEX, Batch
 from slotlab.ops.resize import resize_image, resize_mask
-from slotlab.methods.base import ObjectCentricModel, load_trained
+from slotlab.methods.base import Method, load_trained
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD
 from slotlab.nn.segmenter import SegmenterNetwork, SegmenterNetworkConfig
 
@@ -50,10 +51,9 @@ def normalise_pixels(images: Tensor) -> Tensor:
     return (images - mean) / std
 
 
-class Segmenter(ObjectCentricModel):
+class Segmenter(Method):
     method = "segmenter"
     config_class = SegmenterConfig
-    slot_model = False  # a supervised per-pixel classifier: its class channels are not slots
 
     def __init__(self, config: SegmenterConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
@@ -80,11 +80,9 @@ class Segmenter(ObjectCentricModel):
         loss = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_INDEX)
         return {"loss": loss, "cross_entropy": loss}
 
-    def masks(self, outputs: SegmenterOutput) -> Tensor:
+    def class_probabilities(self, outputs: SegmenterOutput) -> Tensor:
+        """(B, C, S, S) per-pixel class probabilities."""
         return outputs.logits.float().softmax(dim=1)
-
-    def slots(self, outputs: SegmenterOutput) -> Tensor:
-        raise ValueError("the segmenter is a per-pixel classifier and has no slots (use it as encoder.semantic_model)")
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"network": list(self.network.parameters())}

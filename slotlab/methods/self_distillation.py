@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from slotlab.data.sample import Batch
 from slotlab.ops.resize import resize_image
-from slotlab.methods.base import ObjectCentricModel, load_trained
+from slotlab.methods.base import Method, load_trained
 from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
 from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
 
@@ -118,13 +118,23 @@ def ema_momentum(base: float, step: int, total_steps: int) -> float:
 
 
 @dataclass
+class StudentView:
+    """The student's heads on one augmented view, and where the teacher's targets lie."""
+
+    token_logits: Tensor | None  # (B, h, w, K) token head (global views; None without the token loss)
+    token_targets: Tensor | None  # (B, h, w, K) the teacher's probabilities at the same image points
+    inside: Tensor | None  # (B, h, w) the points of the view that lie inside the image
+    image_logits: Tensor | None  # (B, K_img) image head on the mean token (None without the image loss)
+
+
+@dataclass
 class SelfDistillationOutput:
-    token_loss: Tensor  # () mean over the valid student tokens of every view
-    image_loss: Tensor  # () mean over the student views
+    views: list[StudentView]  # empty outside training
+    image_targets: Tensor  # (B, K_img) the teacher's image-level probabilities
     teacher_tokens: Tensor  # (B, K, h, w) token prototype logits of the teacher (for masks)
 
 
-class SelfDistillation(ObjectCentricModel):
+class SelfDistillation(Method):
     method = "self_distillation"
     config_class = SelfDistillationConfig
 
@@ -153,32 +163,28 @@ class SelfDistillation(ObjectCentricModel):
         images = resize_image(images, (size, size))
         with torch.no_grad():
             teacher_map = self.teacher.network(normalise(colour_jitter(images, self.config.views)))
-            token_logits = self.teacher.token_head(teacher_map.permute(0, 2, 3, 1))
-            image_logits = self.teacher.image_head(teacher_map.mean((2, 3)))
-            token_targets = teacher_probabilities(token_logits, self.token_center, self.config.teacher_temperature)
-            image_targets = teacher_probabilities(image_logits, self.image_center, self.config.teacher_temperature)
+            teacher_token_logits = self.teacher.token_head(teacher_map.permute(0, 2, 3, 1))
+            teacher_image_logits = self.teacher.image_head(teacher_map.mean((2, 3)))
+            temperature = self.config.teacher_temperature
+            teacher_token_probs = teacher_probabilities(teacher_token_logits, self.token_center, temperature)
+            image_targets = teacher_probabilities(teacher_image_logits, self.image_center, temperature)
             if self.training:
-                self.update_centers(token_logits, image_logits)
-        token_losses, image_losses = [], []
+                self.update_centers(teacher_token_logits, teacher_image_logits)
+        views = []
         if self.training:
             for view in random_views(images, self.config.views):
                 student_map = self.student.network(normalise(view.pixels))
+                token_logits = targets = inside = image_logits = None
                 if self.loss_weights["token"] and view.is_global:
                     points = image_points(view.theta, tuple(student_map.shape[-2:]))
-                    targets = F.grid_sample(token_targets.permute(0, 3, 1, 2), points, align_corners=False)
+                    targets = F.grid_sample(teacher_token_probs.permute(0, 3, 1, 2), points,
+                                            align_corners=False).permute(0, 2, 3, 1)
                     inside = (points.abs() <= 1).all(-1)
-                    logits = self.student.token_head(student_map.permute(0, 2, 3, 1))
-                    per_token = distillation_loss(logits, targets.permute(0, 2, 3, 1), self.config.student_temperature)
-                    token_losses.append(per_token[inside].mean() if inside.any() else per_token.sum() * 0)
+                    token_logits = self.student.token_head(student_map.permute(0, 2, 3, 1))
                 if self.loss_weights["image"]:
-                    logits = self.student.image_head(student_map.mean((2, 3)))
-                    image_losses.append(distillation_loss(logits, image_targets, self.config.student_temperature).mean())
-        zero = images.new_zeros(())
-        return SelfDistillationOutput(
-            token_loss=torch.stack(token_losses).mean() if token_losses else zero,
-            image_loss=torch.stack(image_losses).mean() if image_losses else zero,
-            teacher_tokens=token_logits.permute(0, 3, 1, 2),
-        )
+                    image_logits = self.student.image_head(student_map.mean((2, 3)))
+                views.append(StudentView(token_logits, targets, inside, image_logits))
+        return SelfDistillationOutput(views, image_targets, teacher_token_logits.permute(0, 3, 1, 2))
 
     @torch.no_grad()
     def update_centers(self, token_logits: Tensor, image_logits: Tensor) -> None:
@@ -188,9 +194,24 @@ class SelfDistillation(ObjectCentricModel):
         self.image_center.mul_(m).add_(image_logits.float().mean(0), alpha=1 - m)
 
     def losses(self, outputs: SelfDistillationOutput, batch: Batch) -> dict[str, Tensor]:
+        """DINO Eq. 1, H(P_t, P_s), at two levels, each averaged over the student's views:
+        token level (iBOT's patch loss: each student token against the teacher token at the
+        same image point, over the points inside the image) and image level (the mean token
+        against the teacher's whole image); total token_weight x token + image_weight x image."""
+        temperature = self.config.student_temperature
+        token_losses, image_losses = [], []
+        for view in outputs.views:
+            if view.token_logits is not None:
+                per_token = distillation_loss(view.token_logits, view.token_targets, temperature)
+                token_losses.append(per_token[view.inside].mean() if view.inside.any() else per_token.sum() * 0)
+            if view.image_logits is not None:
+                image_losses.append(distillation_loss(view.image_logits, outputs.image_targets, temperature).mean())
+        zero = torch.zeros((), device=outputs.image_targets.device)
+        token = torch.stack(token_losses).mean() if token_losses else zero
+        image = torch.stack(image_losses).mean() if image_losses else zero
         weights = self.loss_weights
-        total = weights["token"] * outputs.token_loss + weights["image"] * outputs.image_loss
-        return {"loss": total, "token": outputs.token_loss, "image": outputs.image_loss}
+        total = weights["token"] * token + weights["image"] * image
+        return {"loss": total, "token": token, "image": image}
 
     @torch.no_grad()
     def on_step(self, step: int, total_steps: int) -> None:
@@ -201,11 +222,10 @@ class SelfDistillation(ObjectCentricModel):
             teacher.mul_(momentum).add_(student.detach(), alpha=1 - momentum)
 
     def masks(self, outputs: SelfDistillationOutput) -> Tensor:
-        """The teacher's token assignment to the prototypes, one soft mask per prototype."""
+        """The teacher's token assignment to the prototypes, one soft mask per prototype: a
+        grouping without slots (a :class:`~slotlab.methods.contract.MaskModel`), which
+        ``slotlab eval`` scores."""
         return outputs.teacher_tokens.float().softmax(dim=1)
-
-    def slots(self, outputs: SelfDistillationOutput) -> Tensor:
-        raise ValueError("self-distillation trains an encoder and has no slots (use it as encoder name 'ssl')")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"student": list(self.student.parameters())}

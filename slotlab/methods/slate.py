@@ -114,6 +114,9 @@ class Slate(GuidedByVQVAE):
                            self.grid, self.token_grid)
 
     def losses(self, outputs: SlateOutput, batch: Batch) -> dict[str, Tensor]:
+        """SLATE's one term: the cross-entropy of the AR decoder's prediction of each token's
+        code index; with an MSF VQ-VAE one cross-entropy per codebook, summed (MSF Sec. 3.1,
+        ``grouped_cross_entropy``)."""
         ce = grouped_cross_entropy(outputs.logits, outputs.targets, self.groups)
         return {"loss": ce, "cross_entropy": ce}
 

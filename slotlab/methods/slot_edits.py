@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from slotlab.methods.base import Decomposition, ObjectCentricModel
+from slotlab.methods.base import ObjectCentricModel
+from slotlab.methods.contract import Decomposition, generative_decoder
 from slotlab.ops.random import seeded_generator
 
 REMOVE_MODES = ("drop", "zero")
@@ -108,13 +109,6 @@ def check_indices(indices: list[int], k: int, source: str = "slot index") -> Non
     bad = [i for i in indices if not 0 <= i < k]
     if bad:
         raise ValueError(f"{source} {bad} out of range: this image has {k} slots (0..{k - 1})")
-
-
-def generative_decoder(model: ObjectCentricModel):
-    decoder = getattr(model, "diffusion_decoder", None)
-    if decoder is None:
-        raise ValueError(f"a {model.method!r} model without a diffusion decoder cannot generate images")
-    return decoder
 
 
 def decoder_tokens(model: ObjectCentricModel, decomposition: Decomposition) -> Tensor:

@@ -4,6 +4,7 @@ encoder -> slot attention -> slots; the slot-conditioned latent diffusion decode
 uses, a UNet trained from scratch here) learns to predict the noise added to the VQ-VAE's
 scale-1 representation (4 channels; with MSF the fused one), conditioned on the slots:
 L = || eps - eps_theta(x_t, t, S) ||^2 (noise prediction, the default DDPM scheduler).
+``forward`` runs the UNet in training, ``losses`` takes the mean squared error.
 Masks: the slot attention's.
 """
 
@@ -23,6 +24,7 @@ from slotlab.methods.vqvae import GuidedByVQVAE
 from slotlab.nn.autoencoders import ImageAutoencoder
 from slotlab.diffusion.config import DiffusionDecoderConfig
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
+from slotlab.diffusion.objective import Denoising, denoising_loss
 from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.nn.encoders import EncoderConfig, PatchEncoderConfig
 from slotlab.nn.quantize.vqvae import DOWNSAMPLING, VQVAE
@@ -78,7 +80,7 @@ class SlotDiffusionOutput:
     slots: Tensor
     attention: Tensor  # (B, N, K)
     grid: tuple[int, int]
-    images: Tensor
+    denoising: Denoising | None = None  # the decoder conditioned on the slots (training only)
 
 
 class SlotDiffusion(GuidedByVQVAE):
@@ -115,14 +117,20 @@ class SlotDiffusion(GuidedByVQVAE):
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SlotDiffusionOutput:
         images = batch.image if isinstance(batch, Batch) else batch
         grouping = self.slot_attention(self.encoder(images), self.grid, num_slots=num_slots)
-        return SlotDiffusionOutput(grouping.slots, grouping.attention, self.grid, images)
+        outputs = SlotDiffusionOutput(grouping.slots, grouping.attention, self.grid)
+        if self.training:
+            size = self.decoder.config.resolution
+            if images.shape[-2:] != (size, size):
+                images = resize_image(images, (size, size)).clamp(0, 1)
+            outputs.denoising = self.decoder.denoising(images, grouping.slots)
+        return outputs
 
     def losses(self, outputs: SlotDiffusionOutput, batch: Batch) -> dict[str, Tensor]:
-        size = self.decoder.config.resolution
-        images = outputs.images
-        if images.shape[-2:] != (size, size):
-            images = resize_image(images, (size, size)).clamp(0, 1)
-        mse = self.decoder.loss(images, outputs.slots)
+        """SlotDiffusion's one term: the denoising MSE of the slot-conditioned UNet on the
+        VQ-VAE latent (``denoising_loss``; the noise eps with the default scheduler)."""
+        if outputs.denoising is None:
+            raise ValueError("the denoising loss needs the decoder's prediction: compute the outputs in training mode")
+        mse = denoising_loss(outputs.denoising)
         return {"loss": mse, "denoising_mse": mse}
 
     def masks(self, outputs: SlotDiffusionOutput) -> Tensor:

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from slotlab.config import ConfigError
 from slotlab.data.sample import Batch
-from slotlab.methods.base import CONFIG_FILE, ObjectCentricModel
+from slotlab.io.checkpoints import is_model_dir
+from slotlab.io.layout import MODEL_CONFIG_FILE, MODEL_DIR
+from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.spot_losses import attention_distillation, reconstruction_loss
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig, xavier_linear
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER, PatchOrders, check_order_names
@@ -105,9 +107,9 @@ class SpotOutput:
 def load_teacher(directory: str) -> "Spot":
     """A stage-1 SPOT model, frozen, from its ``save_pretrained`` directory, or a clear error."""
     path = Path(directory)
-    if not (path / CONFIG_FILE).is_file():
-        hint = f" (the run's model is in {path / 'model'})" if (path / "model" / CONFIG_FILE).is_file() else ""
-        raise ConfigError(f"teacher={directory!r}: {path / CONFIG_FILE} does not exist; point teacher to a trained "
+    if not is_model_dir(path):
+        hint = f" (the run's model is in {path / MODEL_DIR})" if is_model_dir(path / MODEL_DIR) else ""
+        raise ConfigError(f"teacher={directory!r}: {path / MODEL_CONFIG_FILE} does not exist; point teacher to a trained "
                           f"stage-1 SPOT model directory{hint}")
     try:
         teacher = Spot.from_pretrained(path)
@@ -250,7 +252,10 @@ class Spot(ObjectCentricModel):
 
     # ---- the contract -----------------------------------------------------------------
     def losses(self, outputs: SpotOutput, batch: Batch) -> dict[str, Tensor]:
-        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone)."""
+        """SPOT Eq. 7: L = L_REC + lambda L_ATT (stage 1: L_REC alone), with L_REC the token
+        reconstruction of SPOT Eq. 1 (``reconstruction_loss``) and L_ATT the distillation of
+        the teacher's decoder masks into the student's slot attention, SPOT Eq. 5, 6
+        (``attention_distillation``); lambda is ``distill_weight``."""
         rec = reconstruction_loss(outputs.reconstruction, outputs.targets)
         terms = {"reconstruction": rec}
         weight = self.loss_weights.get("distillation", 0.0)
@@ -260,6 +265,9 @@ class Spot(ObjectCentricModel):
             terms["distillation"] = attention_distillation(outputs.logits, outputs.attention, outputs.teacher_attention).loss
         total = sum(self.loss_weights[name] * value for name, value in terms.items())
         return {"loss": total, **terms}
+
+    def encoder_tokens(self, outputs: SpotOutput) -> Tensor | None:
+        return outputs.features
 
     def masks(self, outputs: SpotOutput) -> Tensor:
         m = outputs.decoder_attention if self.config.mask_source == "decoder" else outputs.attention

@@ -6,22 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.config import ConfigError, from_dict
 from slotlab.data.sample import Batch
-from slotlab.methods.base import ObjectCentricModel
+from slotlab.io.checkpoints import is_model_dir
+from slotlab.io.layout import MODEL_CONFIG_FILE
+from slotlab.methods.base import Method, ObjectCentricModel
+from slotlab.nn.quantize.vq import vq_losses
 from slotlab.nn.quantize.vqvae import VQVAE, VQVAEConfig, VQVAEOutput
 from slotlab.ops.schedules import cosine_ramp
 
 
-class VQVAEPretraining(ObjectCentricModel):
+class VQVAEPretraining(Method):
     """Trains a :class:`VQVAE` with its reconstruction and quantisation losses; no slots."""
 
     method = "vqvae"
     config_class = VQVAEConfig
-    slot_model = False
 
     def __init__(self, config: VQVAEConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
@@ -32,10 +34,27 @@ class VQVAEPretraining(ObjectCentricModel):
         return self.vqvae(images)
 
     def losses(self, outputs: VQVAEOutput, batch: Batch) -> dict[str, Tensor]:
-        return self.vqvae.losses(outputs)
-
-    def masks(self, outputs: VQVAEOutput) -> Tensor:
-        raise NotImplementedError("a VQ-VAE has no slots and no masks: train SLATE or SlotDiffusion on it")
+        """MSF Sec. 3.2: N sets of reconstruction and quantisation losses, one per scale,
+        summed: the reconstruction MSE to the pyramid level T_n, VQ-VAE's codebook and
+        commitment losses (``vq_losses``, commitment weighted by ``commitment_weight``) and,
+        with ``encoding_norm_weight``, the public code's pull of the encodings towards their
+        group-normalised values."""
+        c = self.config
+        recon = codebook = commitment = norm = 0.0
+        for target, scale, rec in zip(outputs.pyramid, outputs.scales, outputs.reconstructions):
+            if rec.shape[-2:] != target.shape[-2:]:
+                target = F.interpolate(target, size=rec.shape[-2:], mode="bilinear")
+            recon = recon + F.mse_loss(rec, target)
+            for encoding, codes, residual in scale.parts:
+                book, commit = vq_losses(encoding, codes, residual)
+                codebook, commitment = codebook + book, commitment + commit
+            if c.encoding_norm_weight:
+                norm = norm + F.mse_loss(scale.encoding, F.group_norm(scale.encoding.detach(), 1))
+        total = recon + codebook + c.commitment_weight * commitment + c.encoding_norm_weight * norm
+        terms = {"loss": total, "reconstruction": recon, "codebook": codebook, "commitment": commitment}
+        if c.encoding_norm_weight:
+            terms["encoding_norm"] = norm
+        return terms
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         # The projected codebook's random codes are frozen: they stay out of every group.
@@ -55,10 +74,10 @@ def load_frozen_vqvae(path: str | None, architecture: Mapping | None, setting: s
         raise ConfigError(f"{setting} is not set: train a VQ-VAE first (slotlab train --preset vqvae-...) "
                           f"and set {setting} to its model directory")
     directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"{setting}={path}: no VQ-VAE checkpoint there (config.json missing); train one with "
+    if not is_model_dir(directory):
+        raise ConfigError(f"{setting}={path}: no VQ-VAE checkpoint there ({MODEL_CONFIG_FILE} missing); train one with "
                           f"slotlab train --preset vqvae-... --out DIR and set {setting}=DIR/model")
-    model = ObjectCentricModel.from_pretrained(directory)
+    model = Method.from_pretrained(directory)
     if not isinstance(model, VQVAEPretraining):
         raise ConfigError(f"{setting}={path} holds a {model.method!r} model, not a VQ-VAE (method 'vqvae')")
     return freeze(model.vqvae)

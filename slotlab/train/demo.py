@@ -27,6 +27,7 @@ from slotlab.data.sample import collate
 from slotlab.train.config import build_train_config, to_dict
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.trainer import train
+from slotlab.methods.contract import can_generate
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -232,7 +233,7 @@ def run_method(
         metrics["supervision"] = "; ".join([*seen, DECODER_SUPERVISION])
     if "probe" in tasks:
         metrics |= _probe(result.model, seed)
-    if "generation" in tasks and hasattr(result.model, "diffusion_decoder"):
+    if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]

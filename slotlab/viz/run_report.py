@@ -14,15 +14,20 @@ from pathlib import Path
 import yaml
 
 from slotlab.config import ConfigError
-from slotlab.train.trainer import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, MODEL_DIR, checkpoint_dirs
+from slotlab.io.checkpoints import checkpoint_dirs
+from slotlab.io.layout import (
+    DEMO_METRICS_FILE,
+    EVAL_FILE,
+    LOG_FILE,
+    MODEL_DIR,
+    OVERLAYS_FILE,
+    REPORT_FILE,
+    RUN_CONFIG_FILE,
+    RUNS_DIR,
+    TASKS_DIR,
+)
 from slotlab.viz.report import MethodSection, Report, write_report
 
-#: What `slotlab train` writes after training (the evaluation on data.val) and `slotlab demo` at the end.
-EVAL_FILE = "eval.json"
-DEMO_METRICS = "metrics.json"
-DEMO_OVERLAYS = "overlays.png"
-DEMO_RUNS, DEMO_TASKS = "runs", "tasks"
-REPORT_FILE = "report.html"
 NUM_SHOWN = 8  # validation images in a run's overlay picture
 
 
@@ -95,7 +100,7 @@ def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path]
 
 def training_run(run: Path, name: str | None = None, overlays: bool = True) -> MethodSection:
     """The section of one `slotlab train` run directory."""
-    config = yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+    config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {}
     section = MethodSection(name or run.name)
     _log_section(section, run)
     progress = _progress_note(run, config, section.log)
@@ -122,28 +127,28 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
     """The report of a demo output ``out``: ``results`` are its metrics rows (default: read
     from its metrics.json); curves from runs/NAME/, pictures from overlays.png and tasks/NAME/."""
     if results is None:
-        results = json.loads((out / DEMO_METRICS).read_text())
+        results = json.loads((out / DEMO_METRICS_FILE).read_text())
     sections = []
     for name, row in results.items():
         section = MethodSection(name, metrics=dict(row))
-        run = out / DEMO_RUNS / name
-        if (run / CONFIG_FILE).is_file():
+        run = out / RUNS_DIR / name
+        if (run / RUN_CONFIG_FILE).is_file():
             _log_section(section, run)
-        section.pictures = sorted((out / DEMO_TASKS / name).glob("*.png"))
+        section.pictures = sorted((out / TASKS_DIR / name).glob("*.png"))
         sections.append(section)
-    shared = [out / DEMO_OVERLAYS] if (out / DEMO_OVERLAYS).is_file() else []
+    shared = [out / OVERLAYS_FILE] if (out / OVERLAYS_FILE).is_file() else []
     return Report("slotlab demo: object discovery on built-in scenes", sections, shared, list(notes))
 
 
 def _kind(path: Path) -> str:
-    if (path / DEMO_METRICS).is_file() and (path / DEMO_RUNS).is_dir():
+    if (path / DEMO_METRICS_FILE).is_file() and (path / RUNS_DIR).is_dir():
         return "demo"
-    if (path / CONFIG_FILE).is_file():
+    if (path / RUN_CONFIG_FILE).is_file():
         return "run"
-    if path.is_dir() and (path / DEMO_RUNS).is_dir() and not (path / DEMO_METRICS).exists():
-        raise ConfigError(f"{path} looks like a demo still running or stopped ({DEMO_RUNS}/ but no {DEMO_METRICS}): "
-                          f"report its runs instead, e.g. slotlab report {path / DEMO_RUNS}/*")
-    what = "is not a directory" if not path.is_dir() else f"holds neither {CONFIG_FILE} nor {DEMO_METRICS}"
+    if path.is_dir() and (path / RUNS_DIR).is_dir() and not (path / DEMO_METRICS_FILE).exists():
+        raise ConfigError(f"{path} looks like a demo still running or stopped ({RUNS_DIR}/ but no {DEMO_METRICS_FILE}): "
+                          f"report its runs instead, e.g. slotlab report {path / RUNS_DIR}/*")
+    what = "is not a directory" if not path.is_dir() else f"holds neither {RUN_CONFIG_FILE} nor {DEMO_METRICS_FILE}"
     raise ConfigError(f"{path} {what}: give the directory of a training run (slotlab train --out) or of a "
                       f"demo (slotlab demo --out)")
 

@@ -30,6 +30,7 @@ from slotlab.nn.decoders.autoregressive import AutoregressiveDecoderConfig
 from slotlab.nn.decoders.mlp import MLPDecoderConfig
 from slotlab.nn.decoders.orders import ORDER_NAMES, RASTER
 from slotlab.nn.encoders import EncoderConfig, encoder_config
+from slotlab.nn.encoders.vit import ViTEncoder
 
 # The authors' training-script defaults for what a checkpoint does not store.
 AUTHORS_DEFAULTS = {"num_iterations": 3, "num_heads": 6, "sa_heads": 1, "vit_heads": None, "image_size": 224}
@@ -179,7 +180,7 @@ def spot_state(state: Mapping[str, Tensor], model: Spot) -> tuple[dict[str, Tens
         module = getattr(model, target[:-1])
         if not vit:
             continue
-        if module is None or not hasattr(module, "model"):
+        if not isinstance(module, ViTEncoder):  # the authors' ViT maps onto a transformers ViT only
             unused += [source + k for k in vit]
             continue
         mapped, vit_unused = vit_state(vit, module.model.state_dict())

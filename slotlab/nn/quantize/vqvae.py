@@ -20,7 +20,7 @@ from slotlab.ops.resize import resize_image
 from slotlab.nn.autoencoders import tiny_autoencoder_decoder, tiny_autoencoder_encoder
 from slotlab.nn.quantize.msf import MSFConfig, MultiScaleQuantizer, ScaleQuantized
 from slotlab.ops.schedules import cosine_ramp
-from slotlab.nn.quantize.vq import CODEBOOKS, VectorQuantizer, annealed_residual, straight_through, vq_losses
+from slotlab.nn.quantize.vq import CODEBOOKS, VectorQuantizer, annealed_residual, straight_through
 
 BACKBONES = ("cnn", "taesd")
 QUANTIZERS = ("single", "msf")
@@ -217,24 +217,4 @@ class VQVAE(nn.Module):
 
     def vector_quantizers(self) -> list[VectorQuantizer]:
         return [m for m in self.quantizer.modules() if isinstance(m, VectorQuantizer)]
-
-    def losses(self, output: VQVAEOutput) -> dict[str, Tensor]:
-        """Per scale: reconstruction MSE to T_n, codebook and commitment losses (MSF Sec. 3.2:
-        N sets of reconstruction and quantisation losses), summed over scales."""
-        c = self.config
-        recon = codebook = commitment = norm = 0.0
-        for target, scale, rec in zip(output.pyramid, output.scales, output.reconstructions):
-            if rec.shape[-2:] != target.shape[-2:]:
-                target = F.interpolate(target, size=rec.shape[-2:], mode="bilinear")
-            recon = recon + F.mse_loss(rec, target)
-            for encoding, codes, residual in scale.parts:
-                book, commit = vq_losses(encoding, codes, residual)
-                codebook, commitment = codebook + book, commitment + commit
-            if c.encoding_norm_weight:
-                norm = norm + F.mse_loss(scale.encoding, F.group_norm(scale.encoding.detach(), 1))
-        total = recon + codebook + c.commitment_weight * commitment + c.encoding_norm_weight * norm
-        terms = {"loss": total, "reconstruction": recon, "codebook": codebook, "commitment": commitment}
-        if c.encoding_norm_weight:
-            terms["encoding_norm"] = norm
-        return terms
 
