@@ -1,7 +1,7 @@
 """The CPU encoders side by side on the scenes test split, as JSON.
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
-        [--encoders patch segmenter ssl] [--ssl DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
+        [--encoders patch segmenter ssl regions] [--ssl DIR] [--regions DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder without a semantic part (colour and random Fourier
@@ -9,7 +9,9 @@ Encoders (each row says what supervision it saw):
 - segmenter: the same plus the class probabilities of the segmenter (segmenter-scenes-tiny,
   trained WITH the scenes' class labels);
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
-  (ssl-scenes-tiny).
+  (ssl-scenes-tiny);
+- regions: the network trained by region contrast on the colour regions of scenes train
+  images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features.
 
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), the left-neighbour copy
@@ -52,8 +54,14 @@ SUPERVISION = {
     "patch": "none: fixed colour features",
     "segmenter": "scenes class labels (supervised segmenter-scenes-tiny)",
     "ssl": "none: self-distillation on scenes train images (ssl-scenes-tiny)",
+    "regions": "none: region contrast over the colour regions of scenes train images (ssl-regions-scenes-tiny)"
+               " + each token's colour features",
 }
-PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": 16, "colour_sigma": 3.0}
+PATCH_COLOUR_FREQUENCIES, PATCH_COLOUR_SIGMA = 16, 3.0
+PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PATCH_COLOUR_FREQUENCIES,
+         "colour_sigma": PATCH_COLOUR_SIGMA}
+#: The colour features the regions encoder appends to its network's tokens (the patch encoder's).
+REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
 def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path]) -> dict:
@@ -62,6 +70,9 @@ def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path])
         return PATCH | {"patch_size": patch_size}
     if name == "segmenter":
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
+    if name == "regions":
+        return {"name": "ssl", "image_size": 64, "path": str(prerequisites["regions"]), "patch_size": patch_size,
+                **REGION_COLOUR}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
 
@@ -105,7 +116,8 @@ def ar_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
 def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
     """The trained segmenter and ssl runs the encoders read (given, or trained with ``seed``)."""
     found, seconds = {}, {}
-    for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny")):
+    for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny"),
+                                ("regions", args.regions, "ssl-regions-scenes-tiny")):
         if name not in args.encoders:
             continue
         if given is not None:
@@ -133,6 +145,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--encoders", nargs="+", default=list(SUPERVISION), choices=list(SUPERVISION))
     parser.add_argument("--ssl", type=Path, default=None, help="a trained ssl-scenes-tiny model directory")
+    parser.add_argument("--regions", type=Path, default=None, help="a trained ssl-regions-scenes-tiny model directory")
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")

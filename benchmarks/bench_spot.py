@@ -40,7 +40,9 @@ from slotlab.train.config import build_train_config
 from slotlab.train.demo import die_with_parent, steps_overrides
 from slotlab.train.evaluate import evaluate_blocks, evaluate_model
 from slotlab.train.trainer import train
+from slotlab.io.checkpoints import is_model_dir
 from slotlab.io.importers.spot import slot_attention_config
+from slotlab.io.layout import MODEL_DIR
 from slotlab.nn.decoders.autoregressive import AutoregressiveDecoder, AutoregressiveDecoderConfig
 from slotlab.nn.slot_attention import SlotAttention
 
@@ -130,8 +132,8 @@ def summary(values: list[float]) -> dict:
 
 def stage1_model(stage1: Path, preset: str, seed: int) -> Future:
     """An earlier run's stage-1 model directory, as a finished future (or a clear error)."""
-    model = stage1 / f"{preset}-{seed}" / "model"
-    if not (model / "config.json").is_file():
+    model = stage1 / f"{preset}-{seed}" / MODEL_DIR
+    if not is_model_dir(model):
         raise SystemExit(f"--stage1 {stage1}: {model} holds no trained model; run without --stage1 to train it")
     done: Future = Future()
     done.set_result(str(model))

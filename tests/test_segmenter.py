@@ -113,3 +113,11 @@ def test_missing_or_wrong_semantic_model_is_a_clear_error(tmp_path, segmenter_di
         build_encoder(encoder_config(**PATCH, semantic_model=str(segmenter_dir)))
     with pytest.raises(ValueError, match="does not apply to the cnn"):
         build_encoder(encoder_config(name="cnn", image_size=32, semantic_model=str(segmenter_dir)))
+
+
+def test_eval_refuses_the_segmenter(segmenter_dir, capsys):
+    """Its class channels are not slot masks: `slotlab eval` says so instead of scoring them."""
+    from slotlab.cli import main
+
+    assert main(["eval", "--checkpoint", str(segmenter_dir), "--data", "scenes?split=val&size=2"]) == 2
+    assert "has no slots" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from slotlab.cli.common import add_checkpoint_arguments, command, load_model_fro
 from slotlab.config import float_option, int_option
 from slotlab.data.imageio import read_image
 from slotlab.io.files import output_dir
+from slotlab.io.layout import EXAMPLES_FILE, METRICS_FILE
 from slotlab.io.results import results_json, write_results
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.slot_edits import (
@@ -131,10 +132,10 @@ def _run_reconstruct_split(args, model: ObjectCentricModel, options: SamplingOpt
     examples = min(8, len(real))
     size = max(128, *real.shape[-2:])
     rows = [np.asarray(side_by_side([real[i], recon[i]], [None, None], size)) for i in range(examples)]
-    save_image(Image.fromarray(np.concatenate(rows, axis=0)), out / "examples.png")
-    write_results(out / "metrics.json", metrics)
+    save_image(Image.fromarray(np.concatenate(rows, axis=0)), out / EXAMPLES_FILE)
+    write_results(out / METRICS_FILE, metrics)
     print(results_json(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'examples.png'} (image | reconstruction)")
+    print(f"wrote {out / METRICS_FILE} and {out / EXAMPLES_FILE} (image | reconstruction)")
     return 0
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 #: Label value for pixels whose class is unknown (VOC borders, uncertain pseudo-mask pixels).
 IGNORE_INDEX = 255
+
+
+@runtime_checkable
+class NamedClasses(Protocol):
+    """A dataset that names its classes: ``class_names[i]`` names class id i."""
+
+    class_names: list[str]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from slotlab.data.generated import (
     sample_seed,
     write_summary,
 )
-from slotlab.data.sample import IGNORE_INDEX
+from slotlab.data.sample import IGNORE_INDEX, NamedClasses
 from slotlab.datagen.backends.base import PROMPT_STREAM, Backend, Generation
 from slotlab.datagen.backends.scenes import ScenesBackend
 from slotlab.datagen.backends.sd import SDBackend
@@ -68,9 +68,8 @@ def source_class_names(dataset: Dataset, spec: str) -> list[str]:
     """Class names of a source dataset indexed by class id (0 = background)."""
     from slotlab.data.registry import parse_spec
 
-    names = getattr(dataset, "class_names", None)
-    if names is not None:
-        return list(names)
+    if isinstance(dataset, NamedClasses):
+        return list(dataset.class_names)
     if parse_spec(spec).name == "scenes":
         from slotlab.data.scene_words import SCENE_CLASSES
 

@@ -16,6 +16,7 @@ A training run (``slotlab train --out RUN``)::
 
 A demo (``slotlab demo --out DIR``): metrics.json, overlays.png, report.html and the
 folders runs/ (one training run per method), generated/ (generated data), tasks/.
+``slotlab reconstruct --out DIR``: metrics.json and examples.png.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ STATE_FILE = "state.json"  # step and stage of a checkpoint; written last, so it
 STEP_PREFIX = "step-"
 TMP_MODEL_DIR = ".tmp-model"  # the final model while it is written
 
-# ---- a demo -----------------------------------------------------------------------------
-DEMO_METRICS_FILE = "metrics.json"
+# ---- a demo or a reconstruction -------------------------------------------------------------
+METRICS_FILE = "metrics.json"
+EXAMPLES_FILE = "examples.png"
 OVERLAYS_FILE = "overlays.png"
 REPORT_FILE = "report.html"
 RUNS_DIR = "runs"

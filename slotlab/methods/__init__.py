@@ -9,6 +9,7 @@ from slotlab.methods.contract import Decomposition, MaskModel, SlotModel, Traina
 def _registry() -> dict[str, type[Method]]:
     from slotlab.methods.dinosaur import Dinosaur
     from slotlab.methods.glass import Glass
+    from slotlab.methods.region_contrast import RegionContrast
     from slotlab.methods.segmenter import Segmenter
     from slotlab.methods.self_distillation import SelfDistillation
     from slotlab.methods.slate import Slate
@@ -18,7 +19,7 @@ def _registry() -> dict[str, type[Method]]:
 
     return {
         cls.method: cls
-        for cls in (Dinosaur, Glass, Segmenter, SelfDistillation, Slate, SlotDiffusion, Spot, VQVAEPretraining)
+        for cls in (Dinosaur, Glass, RegionContrast, Segmenter, SelfDistillation, Slate, SlotDiffusion, Spot, VQVAEPretraining)
     }
 
 

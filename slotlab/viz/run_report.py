@@ -16,9 +16,9 @@ import yaml
 from slotlab.config import ConfigError
 from slotlab.io.checkpoints import checkpoint_dirs
 from slotlab.io.layout import (
-    DEMO_METRICS_FILE,
     EVAL_FILE,
     LOG_FILE,
+    METRICS_FILE,
     MODEL_DIR,
     OVERLAYS_FILE,
     REPORT_FILE,
@@ -127,7 +127,7 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
     """The report of a demo output ``out``: ``results`` are its metrics rows (default: read
     from its metrics.json); curves from runs/NAME/, pictures from overlays.png and tasks/NAME/."""
     if results is None:
-        results = json.loads((out / DEMO_METRICS_FILE).read_text())
+        results = json.loads((out / METRICS_FILE).read_text())
     sections = []
     for name, row in results.items():
         section = MethodSection(name, metrics=dict(row))
@@ -141,14 +141,14 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
 
 
 def _kind(path: Path) -> str:
-    if (path / DEMO_METRICS_FILE).is_file() and (path / RUNS_DIR).is_dir():
+    if (path / METRICS_FILE).is_file() and (path / RUNS_DIR).is_dir():
         return "demo"
     if (path / RUN_CONFIG_FILE).is_file():
         return "run"
-    if path.is_dir() and (path / RUNS_DIR).is_dir() and not (path / DEMO_METRICS_FILE).exists():
-        raise ConfigError(f"{path} looks like a demo still running or stopped ({RUNS_DIR}/ but no {DEMO_METRICS_FILE}): "
+    if path.is_dir() and (path / RUNS_DIR).is_dir() and not (path / METRICS_FILE).exists():
+        raise ConfigError(f"{path} looks like a demo still running or stopped ({RUNS_DIR}/ but no {METRICS_FILE}): "
                           f"report its runs instead, e.g. slotlab report {path / RUNS_DIR}/*")
-    what = "is not a directory" if not path.is_dir() else f"holds neither {RUN_CONFIG_FILE} nor {DEMO_METRICS_FILE}"
+    what = "is not a directory" if not path.is_dir() else f"holds neither {RUN_CONFIG_FILE} nor {METRICS_FILE}"
     raise ConfigError(f"{path} {what}: give the directory of a training run (slotlab train --out) or of a "
                       f"demo (slotlab demo --out)")
 

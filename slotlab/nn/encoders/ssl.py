@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from slotlab.config import from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
+from slotlab.nn.encoders.pixel_features import colour_fourier_features
+from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
 GROUPS = 8  # GroupNorm groups: channels must be multiples of it
@@ -93,15 +95,30 @@ class ConvNet(nn.Module):
 
 
 class SSLEncoder(Encoder):
-    """A trained, frozen :class:`ConvNet` as an encoder: tokens in raster order."""
+    """A trained, frozen :class:`ConvNet` as an encoder: tokens in raster order.
 
-    def __init__(self, network: ConvNet, image_size: int):
+    Tokens lie on the ``image_size / patch_size`` grid (the network's map is resized to it
+    when ``patch_size`` is finer than the network's stride). With ``colour_frequencies`` set,
+    each token also carries the mean colour of its cell and that many random Fourier
+    features of it (as the patch encoder's): the network is trained to ignore colour, while
+    on the scenes colour is what tells two objects of one class apart.
+    """
+
+    def __init__(self, network: ConvNet, image_size: int, patch_size: int | None = None,
+                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0):
         stride = network.config.output_stride
-        if image_size % 4:
-            raise ValueError(f"encoder.image_size={image_size} must be a multiple of 4 for the ssl encoder")
-        super().__init__(network.config.dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
+        patch_size = stride if patch_size is None else patch_size
+        if image_size % 4 or image_size % patch_size:
+            raise ValueError(f"encoder.image_size={image_size} must be a multiple of 4 and of encoder.patch_size={patch_size}")
+        if stride % patch_size:
+            raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride}")
+        colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
+        super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
-        self.patch_size = stride
+        self.patch_size = patch_size
+        self.with_colour = colour_frequencies is not None
+        frequencies = torch.randn(colour_frequencies or 0, 3, generator=seeded_generator(seed)) * colour_sigma
+        self.register_buffer("colour_frequencies", frequencies)
         self.set_trainable([])
 
     def grid_size(self) -> tuple[int, int]:
@@ -112,7 +129,14 @@ class SSLEncoder(Encoder):
         return {"network": asdict(self.network.config)}
 
     def encode(self, pixels: Tensor) -> Tensor:
-        return self.network(pixels).flatten(2).transpose(1, 2)
+        grid = self.grid_size()
+        tokens = self.network(pixels)
+        if tuple(tokens.shape[-2:]) != grid:
+            tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
+        if self.with_colour:
+            colours = F.avg_pool2d(pixels, self.patch_size)
+            tokens = torch.cat([tokens, colours, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
+        return tokens.flatten(2).transpose(1, 2)
 
 
 @dataclass
@@ -123,15 +147,26 @@ class SSLEncoderConfig(EncoderConfig):
         path: the run's model directory (``slotlab train --preset ssl-scenes-tiny``); the
             method that builds the encoder loads it and hands the network over
             (``build_encoder(..., network=...)``).
-        patch_size: checked against the trained network's output stride.
+        patch_size: token cell side in pixels; default the network's stride, which it must
+            divide (a finer grid resizes the network's map).
+        colour_frequencies: null (tokens are the network's alone) or ``k >= 0``: each token
+            also gets its cell's mean colour and ``k`` random Fourier colour features
+            (``dim`` then grows by ``3 + 2 k``).
+        colour_sigma: std of those frequencies.
     """
 
     name: str = "ssl"
     path: str | None = None
     patch_size: int | None = None
+    colour_frequencies: int | None = None
+    colour_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.colour_frequencies is not None and self.colour_frequencies < 0:
+            raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
+        if self.patch_size is not None and self.patch_size < 1:
+            raise ValueError(f"encoder.patch_size={self.patch_size} must be >= 1")
         if self.trainable_blocks:
             raise ValueError("the ssl encoder is frozen (encoder.trainable_blocks must be 0): train it with its own preset")
 
@@ -150,8 +185,9 @@ def build_ssl_encoder(
             "directory (slotlab train --preset ssl-scenes-tiny --out DIR gives DIR/model); the method that "
             "builds the encoder loads it and passes it as network"
         )
-    for field, value in (("dim", network.config.dim), ("patch_size", network.config.output_stride)):
-        wanted = getattr(config, field)
-        if wanted is not None and wanted != value:
-            raise ValueError(f"encoder.{field}={wanted} but the ssl network at {config.path} has {value}: unset it or fix it")
-    return SSLEncoder(network, config.image_size)
+    encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
+                         config.colour_sigma, config.seed)
+    if config.dim is not None and config.dim != encoder.dim:
+        raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
+                         f"gives {encoder.dim}: unset it or fix it")
+    return encoder

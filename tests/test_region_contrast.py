@@ -1,0 +1,101 @@
+"""Region-level contrast (DetCon) on unsupervised colour regions, and the ssl encoder reading it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slotlab.config import load_preset
+from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.methods.region_contrast import RegionContrast, colour_regions, pool_regions, region_contrastive_loss
+from slotlab.nn.encoders import encoder_config
+from slotlab.train.config import build_train_config
+from slotlab.train.trainer import train
+from tests.label_free import losses_with_and_without_labels
+
+SMALL_NETWORK = {"channels": 16, "skip_channels": 8, "dim": 16, "dilations": [1, 2], "output_stride": 4}
+
+
+def small_preset(steps: int) -> dict:
+    preset = load_preset("ssl-regions-scenes-tiny")
+    preset["model"]["network"] = dict(SMALL_NETWORK)
+    preset["model"]["projector_hidden"] = 32
+    preset["data"] = {"train": "scenes?split=train&size=16", "val": "scenes?split=val&size=4", "batch_size": 8}
+    preset["stages"][0].update(steps=steps, warmup_steps=1)
+    preset["checkpoint_every"] = steps
+    return preset
+
+
+def two_squares() -> torch.Tensor:
+    image = torch.full((1, 3, 16, 16), 0.1)
+    image[0, 0, 2:6, 2:6] = 0.9  # red square, 16 px
+    image[0, 2, 9:14, 9:14] = 0.9  # blue square, 25 px
+    image[0, :, 0, 15] = 1.0  # a white speck: too small to be a region
+    return image
+
+
+def test_colour_regions_are_the_flat_colour_components():
+    regions = colour_regions(two_squares(), levels=4, min_pixels=4)[0]
+    assert int(regions.max()) + 1 == 3  # background, red, blue
+    assert regions[0, 15] == -1
+    assert len(set(regions[2:6, 2:6].flatten().tolist())) == 1
+    assert regions[3, 3] != regions[10, 10] != regions[0, 0]
+
+
+def test_regions_are_pooled_at_the_image_points_of_a_view():
+    """Under the identity transform a region's pooled feature is the mean over its pixels."""
+    regions = colour_regions(two_squares(), levels=4, min_pixels=4)
+    features = torch.randn(1, 5, 16, 16)
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    pooled, counts = pool_regions(features, regions, identity, 3)
+    for region in range(3):
+        inside = regions[0] == region
+        assert counts[0, region] == inside.sum()
+        assert torch.allclose(pooled[0, region], features[0][:, inside].mean(1), atol=1e-5)
+
+
+def test_contrastive_loss_is_low_when_regions_find_themselves():
+    codes = torch.eye(4) * 5
+    assert region_contrastive_loss(codes, codes, 0.1) < 1e-3
+    assert region_contrastive_loss(codes, codes.roll(1, 0), 0.1) > 10
+
+
+def test_training_reads_no_labels_and_the_ssl_encoder_reads_the_network(tmp_path):
+    result = train(build_train_config(small_preset(3)), tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records and all("regions" in record for record in records if "loss" in record)
+    with_labels, blank = losses_with_and_without_labels(result.model.train())
+    assert torch.isfinite(with_labels) and torch.equal(with_labels, blank)
+
+    encoder = build_method_encoder(encoder_config(name="ssl", path=str(result.model_dir), image_size=32))
+    network = RegionContrast.from_pretrained(result.model_dir).network
+    images = torch.rand(2, 3, 32, 32)
+    assert encoder(images).shape == (2, 64, 16)
+    assert torch.allclose(encoder(images), network(images * 2 - 1).flatten(2).transpose(1, 2), atol=1e-6)
+
+
+def test_bad_views_are_refused():
+    from slotlab.methods.region_contrast import RegionContrastConfig
+    from slotlab.methods.ssl_views import ViewsConfig
+
+    with pytest.raises(ValueError, match="exactly two views"):
+        RegionContrastConfig(views=ViewsConfig(global_views=2, local_views=2))
+
+
+def test_ssl_encoder_adds_each_cells_colour_on_a_finer_grid(tmp_path):
+    from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig, SSLEncoder
+
+    torch.manual_seed(0)
+    network = ConvNet(ConvNetConfig(channels=16, skip_channels=8, dim=16, dilations=(1,), output_stride=4))
+    encoder = SSLEncoder(network, image_size=32, patch_size=2, colour_frequencies=2, colour_sigma=1.0)
+    images = torch.rand(2, 3, 32, 32)
+    tokens = encoder(images).transpose(1, 2).reshape(2, -1, 16, 16)
+    assert encoder.dim == 16 + 3 + 4 and encoder.grid_size() == (16, 16)
+    learned = torch.nn.functional.interpolate(network(images * 2 - 1), size=(16, 16), mode="bilinear",
+                                              align_corners=False)
+    assert torch.allclose(tokens[:, :16], learned, atol=1e-5)
+    assert torch.allclose(tokens[:, 16:19], torch.nn.functional.avg_pool2d(images * 2 - 1, 2), atol=1e-5)
+    with pytest.raises(ValueError, match="must divide"):
+        SSLEncoder(network, image_size=32, patch_size=8)
