@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,7 +43,8 @@ from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
 from slotlab.train.config import build_train_config
-from slotlab.train.demo import die_with_parent, pretrain_decoder, steps_overrides, train_segmenter
+from slotlab.train.demo import die_with_parent, pretrain, steps_overrides, train_segmenter
+from slotlab.train.demo_methods import select_methods
 from slotlab.train.evaluate import evaluate_model
 from slotlab.train.trainer import train
 from slotlab.datagen.config import GenerateConfig
@@ -170,9 +172,9 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
             segmenter = pool.submit(train_segmenter, work, None, 0, 1, False) if args.segmenter is None else None
             data = generate(work / "generated")
-            # The decoder's pretraining trains no encoder: it goes without the preset's segmenter input.
-            decoder = ["seed=0", f"data.train={data}", "inputs={}"]
-            report["decoder"] = pretrain_decoder("glass", work, decoder, args.decoder_steps, False)
+            # The encoder without the segmenter: the decoder's pretraining does not read it.
+            glass = replace(select_methods(["glass"])[0], segmenter=False)
+            report["decoder"] = pretrain(glass, work, ["seed=0", f"data.train={data}"], args.decoder_steps, False)
             report["segmenter"] = segmenter.result() if segmenter else {"given": str(args.segmenter)}
         shared = [f"model.encoder.semantic_model={args.segmenter or work / 'runs' / 'segmenter' / 'model'}",
                   f"model.decoder_init={report['decoder'].pop('model')}"]

@@ -13,9 +13,20 @@ import torch
 from slotlab.io.results import results_json
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "load_average_at_end": os.getloadavg()}
 
 
 def median_seconds(fn, repeat: int) -> tuple[float, float]:

@@ -84,8 +84,18 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
         assert 0.0 < metrics[name]["probe_mask_mass_on_object"] <= 1.0
         assert 0.0 <= metrics[name]["probe_object_features_class_accuracy"] <= 1.0
         assert 0.0 <= metrics[name]["probe_image_features_class_accuracy"] <= 1.0
+    # every row says what its features and training saw, read off the run's saved config
+    assert metrics["segmenter"]["supervision"] == "training: supervised on scenes class maps"
+    assert metrics["dinosaur"]["supervision"].startswith("features: colour + supervised segmenter on scenes class maps")
+    assert "the scenes generator's ground-truth class masks" in metrics["glass"]["supervision"]
+    assert "decoder: pretrained on description tokens" in metrics["glass"]["supervision"]
+    assert metrics["blocks"]["supervision"] == "none (no learning)"
+    assert metrics["glass"]["decoder_train_steps"] == 8 and metrics["glass"]["decoder_preset"] == "glass-tiny-decoder"
     assert (out / "overlays.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
+    from slotlab.viz.report import UNKNOWN_SUPERVISION
+
+    assert UNKNOWN_SUPERVISION not in html
     assert "data:image/png;base64" in html and "glass" in html
     # 8 steps teach the decoder nothing: the report says why the removal rates are n/a
     assert metrics["glass"]["removal_objects"] == 0 and "glass-tiny-compose trains a decoder" in html
@@ -116,7 +126,8 @@ def test_demo_rejects_unknown_tasks(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_demo_methods_in_worker_processes_match_in_process(tmp_path, segmenter_dir):
-    from slotlab.train.demo import DemoMethod, run_demo
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import DemoMethod
 
     methods = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("again", "dinosaur-tiny"))
     parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
@@ -173,7 +184,7 @@ def test_killed_demo_leaves_no_worker_behind(tmp_path, segmenter_dir):
 
 
 def test_demo_preset_replaces_a_method_preset_of_the_same_method():
-    from slotlab.train.demo import DEMO_METHODS, with_presets
+    from slotlab.train.demo_methods import DEMO_METHODS, with_presets
 
     methods = with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"])
     assert [m.name for m in methods] == [m.name for m in DEMO_METHODS]
@@ -195,7 +206,8 @@ def test_demo_bad_preset_assignment_is_a_clear_error(capsys, tmp_path, assignmen
 
 @pytest.mark.slow
 def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
-    from slotlab.train.demo import DEMO_METHODS, run_demo, with_presets
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import DEMO_METHODS, with_presets
 
     glass = [m for m in with_presets(DEMO_METHODS, ["glass=glass-tiny-compose"]) if m.name == "glass"]
     metrics = run_demo(tmp_path / "d", steps=6, methods=tuple(glass), tasks=("generation",), jobs=1, progress=False)
@@ -206,7 +218,7 @@ def test_demo_with_the_compose_preset_runs_the_removal_test(tmp_path):
 
 
 def test_demo_methods_are_chosen_by_name(capsys, tmp_path):
-    from slotlab.train.demo import DEMO_METHODS, select_methods
+    from slotlab.train.demo_methods import DEMO_METHODS, select_methods
 
     assert select_methods(None) == DEMO_METHODS
     assert [m.preset for m in select_methods(["spot", "dinosaur", "spot"])] == ["spot-tiny", "dinosaur-tiny"]
@@ -214,10 +226,33 @@ def test_demo_methods_are_chosen_by_name(capsys, tmp_path):
     assert "msff" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
-@pytest.mark.slow
-def test_demo_runs_spot(tmp_path):
-    from slotlab.train.demo import run_demo, select_methods
+def test_every_slot_method_is_in_the_demo_and_pretrains_what_its_preset_starts_from():
+    from slotlab.config import load_preset
+    from slotlab.methods import method_names
+    from slotlab.train.demo_methods import ALL_METHODS
 
-    metrics = run_demo(tmp_path / "d", steps=2, methods=select_methods(["spot"]), tasks=(), jobs=1, progress=False)
-    assert set(metrics) == {"spot", "blocks"} and metrics["spot"]["preset"] == "spot-tiny"
-    assert 0.0 <= metrics["spot"]["mbo_i"] <= 1.0 and "spot" in (tmp_path / "d" / "report.html").read_text()
+    trained = {load_preset(m.preset)["method"] for m in ALL_METHODS}
+    without_slots = {"segmenter", "self_distillation", "region_contrast", "vqvae"}  # encoders and the VQ-VAE
+    assert trained == set(method_names()) - without_slots  # every slot method
+    for method in (m for m in ALL_METHODS if m.pretrain):
+        node = load_preset(method.preset)
+        for part in method.pretrain.key.split("."):
+            node = node[part]
+        assert node is not None, f"{method.preset} does not start from {method.pretrain.key}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spot", "slate-msf", "slotdiffusion-msf", "dinosaur-no-segmenter"])
+def test_demo_runs_each_method(tmp_path, name):
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import select_methods
+
+    (method,) = select_methods([name])
+    metrics = run_demo(tmp_path / "d", steps=2, methods=(method,), tasks=("probe",), jobs=1, progress=False)
+    assert set(metrics) == {name, "blocks"} and metrics[name]["preset"] == method.preset
+    assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and name in (tmp_path / "d" / "report.html").read_text()
+    assert metrics[name]["supervision"].startswith("features: none") and "training: none" in metrics[name]["supervision"]
+    # the probes run where decompose gives encoder tokens to compare the slots with, else the row says why not
+    assert ("probe_class_accuracy" in metrics[name]) != ("probe_skipped" in metrics[name])
+    if method.pretrain:  # e.g. the MSF VQ-VAE, trained first and named in the row
+        assert metrics[name]["vqvae_train_steps"] == 2 and (tmp_path / "d" / "runs" / f"{name}-vqvae" / "model").is_dir()

@@ -79,7 +79,8 @@ def test_a_killed_demo_leaves_the_earlier_outputs_and_the_users_runs(tmp_path):
 
 @pytest.mark.slow
 def test_a_complete_demo_replaces_its_earlier_outputs_and_names_final_paths(tmp_path, segmenter_dir):
-    from slotlab.train.demo import DemoMethod, run_demo
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import DemoMethod
 
     out = tmp_path / "out"
     _earlier_demo(out)

@@ -14,8 +14,9 @@ What a preset names that a test machine does not have is swapped, and only that:
   writes them, saved with ``save_pretrained``: the preset under test needs their
   architecture and a loadable directory, not trained weights.
 
-A preset with two stages trains one step in each. The ``generate-*`` presets configure the
-data engine, not training (tests/test_guidance_engine.py runs the engine).
+A preset with two stages trains one step in each. The ``generate-*`` presets run the data
+engine instead: two samples at 32 px, Stable Diffusion and BLIP-2 as tiny twins and the
+source images from the built-in scenes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from slotlab.train.trainer import train
 from tests.twins import twin_overrides
 
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if "method" in load_preset(p.stem))
+GENERATE_PRESETS = sorted(p.stem for p in PRESET_DIR.glob("generate-*.yaml"))
 SCENES = ["data.train=scenes?split=train&size=8&resolution=32", "data.val=scenes?split=val&size=4&resolution=32",
           "data.batch_size=2", "data.num_workers=0", "mixed_precision=fp32", "eval_every=0", "log_every=1"]
 EARLIER_RUN = re.compile(r"--preset (\S+)")  # in an input's command: the preset whose run it reads
@@ -89,6 +91,32 @@ def test_preset_trains_two_steps(preset, untrained, segmenter_dir, glass_decoder
         assert math.isfinite(record["loss"]), record
     if "model.teacher" in (raw.get("inputs") or {}):  # SPOT's second stage distils its teacher's attention
         assert "distillation" in log[0], log[0]
+
+
+@pytest.fixture(scope="module")
+def engine_twins(tmp_path_factory) -> list[str]:
+    """Overrides of the sd backend: tiny Stable Diffusion and BLIP-2 twins, 32 px, 2 denoising steps."""
+    from slotlab.datagen.backends.sd import tiny_engine_sd
+    from slotlab.datagen.prompts import save_tiny_blip2
+
+    root = tmp_path_factory.mktemp("engine-twins")
+    sd, blip2 = tiny_engine_sd(seed=0).save(root / "sd"), save_tiny_blip2(root / "blip2")
+    return [f"sd.weights={sd}", f"prompts.captioner_weights={blip2}", "sd.image_size=32", "sd.num_inference_steps=2",
+            "sd.batch_size=2", "sd.dtype=float32", "sd.capture.cross_resolutions=[8]", "sd.capture.self_resolution=16"]
+
+
+@pytest.mark.parametrize("preset", GENERATE_PRESETS)
+def test_generate_preset_writes_two_samples(preset, engine_twins, tmp_path):
+    from slotlab.cli.generate import main
+    from slotlab.data.generated import GeneratedDataset
+
+    raw = load_preset(preset)
+    twins = engine_twins if raw["backend"] == "sd" else [f"{raw['backend']}.resolution=32"]
+    overrides = ["num=2", "shard_size=2", "prompts.dataset=scenes?split=train&size=4&resolution=32", *twins]
+    assert main(["--preset", preset, "--out", str(tmp_path / "out"), "--no-progress",
+                 *[a for o in overrides for a in ("--set", o)]]) == 0
+    dataset = GeneratedDataset(tmp_path / "out")
+    assert len(dataset) == 2 and dataset[1].image.shape == (3, 32, 32)
 
 
 # CPU presets whose loss falls within 60 steps at batch 4 (mean of the last 5 over the first 5,

@@ -11,18 +11,14 @@ from slotlab.data.sample import IGNORE_INDEX, collate
 from slotlab.methods import get_method
 from slotlab.methods.dinosaur import DinosaurConfig
 from slotlab.cli.probe import add_arguments, run
-from slotlab.metrics.probe import (
+from slotlab.metrics.probe import evaluate_probe, prior_baselines, run_probes, split_pairs, train_probe
+from slotlab.metrics.slot_pairs import (
     SlotPairs,
     batch_slot_pairs,
-    evaluate_probe,
-    reference_features,
     mask_mass_on_objects,
     match_slots_to_objects,
-    prior_baselines,
-    run_probes,
+    reference_features,
     semantic_objects,
-    split_pairs,
-    train_probe,
 )
 from tests.conftest import tiny_train_config
 

@@ -15,7 +15,7 @@ from PIL import Image
 from slotlab.config import ConfigError
 from slotlab.viz.curves import curves_png, loss_terms, stage_starts
 from slotlab.viz.overlays import image_caption, save_image
-from slotlab.viz.report import COMPACT_COLUMNS, MethodSection, Report, render, write_report
+from slotlab.viz.report import COMPACT_COLUMNS, UNKNOWN_SUPERVISION, MethodSection, Report, render, write_report
 from slotlab.viz.run_report import demo_report, read_log, runs_report, write_runs_report
 
 from tests.browser import CHROMIUM, visit
@@ -115,7 +115,7 @@ def test_page_opens_with_the_compact_table_and_puts_every_other_number_in_its_se
     assert list(rows) == ["dinosaur", "glass", "blocks", "half-run"]
     assert rows["glass"][:3] == ["0.412", "0.377", "0.610"] and rows["glass"][4:] == ["2 min 11 s", "600"]
     assert rows["glass"][3].startswith("features: encoder reads a segmenter")
-    assert rows["dinosaur"][3] == "not recorded"  # a row without supervision says so
+    assert rows["dinosaur"][3] == UNKNOWN_SUPERVISION  # a row from outside slotlab without supervision says so
     glass = page.sections["m-glass"]
     compact = {key for key, _ in COMPACT_COLUMNS}
     for key in ("train_precision", "recon_psnr", "probe_object_features_class_accuracy", "counts.mbo_i"):
@@ -167,13 +167,15 @@ def test_a_half_written_last_log_line_is_skipped_and_said(tmp_path):
     assert [r["step"] for r in records] == [1, 2] and "line(s) [3]" in notes[0]
 
 
-def write_run(run, steps=6, logged=6, model=True, evaluation=True, log=True):
-    """A run directory in the layout slotlab train writes (without training)."""
+def write_run(run, steps=6, logged=6, model=True, evaluation=True, log=True, timed=True):
+    """A run directory in the layout slotlab train writes (without training); its log says
+    10 s a step (``timed``, as slotlab logs since it records train_seconds)."""
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(tiny_train_config(steps=steps)))
     if log:
-        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "stage": "train", "loss": 1 / s}) + "\n"
-                                                   for s in range(1, logged + 1)))
+        time = (lambda s: {"train_seconds": 10.0 * s}) if timed else (lambda s: {})
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "stage": "train", "loss": 1 / s} | time(s))
+                                                   + "\n" for s in range(1, logged + 1)))
     if model:
         (run / "model").mkdir()
     if evaluation:
@@ -200,13 +202,22 @@ def test_directories_that_are_not_runs_are_refused_before_anything_is_written(tm
 def test_runs_without_logs_evaluation_or_final_model_say_what_is_missing(tmp_path):
     report = runs_report([write_run(tmp_path / "nolog", log=False, model=False, evaluation=False),
                           write_run(tmp_path / "running", steps=20, logged=7, model=False, evaluation=False),
-                          write_run(tmp_path / "noeval", evaluation=False)], overlays=False)
-    nolog, running, noeval = report.methods
-    assert any("no training log yet" in n for n in nolog.notes) and not nolog.log
+                          write_run(tmp_path / "noeval", evaluation=False),
+                          write_run(tmp_path / "untimed", timed=False)], overlays=False)
+    nolog, running, noeval, untimed = report.methods
+    assert any("no training log yet" in n and "train time" in n for n in nolog.notes) and not nolog.log
     assert "step 7 of 20" in running.notes[0] and "--resume" in running.notes[0] and len(running.log) == 7
     assert any("slotlab eval --checkpoint" in n for n in noeval.notes)
+    assert any("no train time" in n for n in untimed.notes) and "train_seconds" not in untimed.metrics
     page = Page(render(report))
     assert "step 7 of 20" in page.sections["m-running"]
+    rows = {row[0].rstrip(" !"): row[1:] for row in page.tables[0]["rows"]}
+    assert rows["running"][4:] == ["1 min 10 s", "7 of 20 (unfinished)"]  # the time so far, said to be partial
+    assert rows["noeval"][4:] == ["1 min 00 s", "6"]
+    assert rows["nolog"][4:] == ["n/a", "n/a"] and rows["untimed"][4:] == ["n/a", "6"]
+    # every row says what its run saw, read off its config: the tiny patch encoder alone, DINOSAUR's loss
+    assert {row[3] for row in rows.values()} == {"features: none (fixed pixel and colour features); "
+                                                 "training: none (reconstructs its encoder's features)"}
 
 
 def test_a_trained_run_gets_its_metrics_curves_and_overlays(tmp_path):
@@ -220,6 +231,9 @@ def test_a_trained_run_gets_its_metrics_curves_and_overlays(tmp_path):
     assert out == run / "report.html"
     page = Page(out.read_text())
     assert page.tables[0]["rows"][0][:2] == ["dino", "0.300"]  # finished and evaluated: no "!" flag
+    logged = [json.loads(line)["train_seconds"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(logged) and logged[0] > 0
+    assert page.tables[0]["rows"][0][5:] == [f"{logged[-1]:.1f} s", "4"]
     images = [decoded(src) for section, src in page.images if section == "m-dino"]
     assert len(images) == 2  # curves, then the overlay picture of its model on data.val
     assert "slot masks on the first 8 images" in page.sections["m-dino"]
@@ -262,3 +276,12 @@ def test_slotlab_report_command(tmp_path, capsys):
     assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
     page = Page((run / "report.html").read_text())
     assert "step 7 of 20" in page.sections["m-run"] and "no overlay picture" in page.sections["m-run"]
+
+
+def test_a_resumed_run_s_clock_continues_from_its_log(tmp_path):
+    from slotlab.train.tracking import logged_seconds
+
+    log = tmp_path / "metrics.jsonl"
+    assert logged_seconds(log) == 0.0
+    log.write_text('{"step": 1, "train_seconds": 4.5}\n{"step": 2, "eval": {}, "train_seconds": 9.25}\n{"step": 3')
+    assert logged_seconds(log) == 9.25  # the last complete record's, a cut line skipped

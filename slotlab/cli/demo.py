@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 from pathlib import Path
 
 from slotlab.cli.common import command
 from slotlab.config import int_option
 from slotlab.io.results import results_json
+from slotlab.train.demo_methods import DEMO_METHODS, methods_help
+
+HELP_WIDTH = 78
 
 
 def add_command(sub) -> None:
-    command(
+    p = command(
         sub, "demo", "train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
-        "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
-        "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
-        "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
-        "minutes on a 2-core CPU.",
+        textwrap.fill(
+            "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
+            "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
+            "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
+            "minutes on a 2-core CPU.", HELP_WIDTH),
         _demo_arguments, _run_demo,
     )
+    p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines
 
 
 def _demo_arguments(p) -> None:
@@ -30,11 +37,10 @@ def _demo_arguments(p) -> None:
                    "of object class and centre on frozen slots), 'generation' (GLASS reconstructions, the removal test and "
                    "pictures of a removal and an addition), 'all' or 'none' (default: %(default)s)")
     p.add_argument("--methods", default=None, metavar="LIST",
-                   help="methods to train, comma-separated: dinosaur (dinosaur-tiny), glass (glass-tiny, on data its "
-                   "engine generates first), spot (spot-tiny, SPOT's first stage; its time on 2 cores is not measured "
-                   "yet) (default: dinosaur,glass)")
+                   help=f"methods to train, comma-separated: any of those listed below with the time each takes "
+                   f"(default: {','.join(m.name for m in DEMO_METHODS)})")
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
-                   help="train demo method NAME ('dinosaur' or 'glass') with another preset of the same method, e.g. "
+                   help="train demo method NAME (one of --methods) with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
                    "then sees objects removed; about 20 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
@@ -54,7 +60,8 @@ def _demo_tasks(text: str) -> tuple[str, ...]:
 
 
 def _run_demo(args) -> int:
-    from slotlab.train.demo import run_demo, select_methods, with_presets
+    from slotlab.train.demo import run_demo
+    from slotlab.train.demo_methods import select_methods, with_presets
 
     names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = with_presets(select_methods(names), args.preset)

@@ -8,7 +8,8 @@ import sys
 from slotlab.cli.common import add_checkpoint_arguments, command, load_model_from_args
 from slotlab.config import float_option, int_option
 from slotlab.io.results import results_json, write_results
-from slotlab.metrics.probe import DEFAULT_VAL_FRACTION, MATCH_TARGETS, PAPER_PATIENCE, run_probes
+from slotlab.metrics.probe import DEFAULT_VAL_FRACTION, PAPER_PATIENCE, run_probes
+from slotlab.metrics.slot_pairs import MATCH_TARGETS
 
 
 def add_command(sub) -> None:

@@ -40,12 +40,13 @@ def artefact_dir(kind: str, config: dict, seed: int) -> Path:
     return cache_root() / kind / hashlib.sha256(made_of.encode()).hexdigest()[:20]
 
 
-def store(source: Path, target: Path) -> Path:
-    """Copy directory ``source`` to ``target`` whole or not at all (a temporary copy, renamed)."""
+def store(source: Path, target: Path, ignore: tuple[str, ...] = ()) -> Path:
+    """Copy directory ``source`` to ``target`` whole or not at all (a temporary copy, renamed),
+    leaving out the entries named in ``ignore`` (e.g. checkpoints)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*ignore))
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return target

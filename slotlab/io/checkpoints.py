@@ -31,6 +31,7 @@ from slotlab.io.layout import (
     checkpoint_step,
     step_dir_name,
 )
+from slotlab.io.model_format import FORMAT_KEY, MODEL_FORMAT, migrate_model_record
 from slotlab.io.weights import CheckpointError, load_optimizer_state, load_weights
 
 
@@ -45,11 +46,11 @@ def is_model_dir(directory: str | Path) -> bool:
 
 
 def write_model_dir(directory: str | Path, record: dict, state: dict[str, Tensor]) -> Path:
-    """Write ``record`` as the config file and ``state`` as the weights of ``directory``
-    (atomically per file)."""
+    """Write ``record`` as the config file (with the format it is in) and ``state`` as the
+    weights of ``directory`` (atomically per file)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / MODEL_CONFIG_FILE, json.dumps(record, indent=2))
+    write_atomic(directory / MODEL_CONFIG_FILE, json.dumps({FORMAT_KEY: MODEL_FORMAT} | record, indent=2))
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(directory / WEIGHTS_FILE)
@@ -57,8 +58,9 @@ def write_model_dir(directory: str | Path, record: dict, state: dict[str, Tensor
 
 
 def read_model_record(directory: str | Path) -> tuple[dict, Path]:
-    """The config record of a model directory (with its "method" and "config" entries) and
-    the path of its weights, or an error that says what is missing or damaged."""
+    """The config record of a model directory (with its "method" and "config" entries, in
+    today's format: older files are migrated, ``slotlab.io.model_format``) and the path of its
+    weights, or an error that says what is missing or damaged."""
     directory = Path(directory)
     config_path, weights_path = directory / MODEL_CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -77,7 +79,7 @@ def read_model_record(directory: str | Path) -> tuple[dict, Path]:
                           "written by save_pretrained")
     if not isinstance(record["config"], dict):
         raise ConfigError(f"{config_path}: 'config' must be a mapping of the model's settings, got {record['config']!r}")
-    return record, weights_path
+    return migrate_model_record(record, config_path), weights_path
 
 
 # ---- training checkpoints ---------------------------------------------------------------

@@ -17,9 +17,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from slotlab.data.sample import collate
-from slotlab.metrics.probe import (
-    SlotPairs, evaluate_probe, object_targets, reference_features, split_pairs, train_probe,
-)
+from slotlab.metrics.probe import evaluate_probe, split_pairs, train_probe
+from slotlab.metrics.slot_pairs import SlotPairs, object_targets, reference_features
 
 
 def token_map(encoder: nn.Module, images: Tensor) -> Tensor:

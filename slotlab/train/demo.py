@@ -11,23 +11,28 @@ function of the seed alone, whichever process runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+import yaml
 
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.train.config import build_train_config, to_dict
+from slotlab.train.demo_methods import DEMO_METHODS, DemoMethod
+from slotlab.train.supervision import describe_supervision
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.trainer import train
 from slotlab.methods.contract import can_generate
+from slotlab.io.layout import CHECKPOINT_DIR, MODEL_CONFIG_FILE, MODEL_DIR, RUN_CONFIG_FILE
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
@@ -38,43 +43,14 @@ from slotlab.viz.report import write_report
 from slotlab.viz.run_report import demo_report
 
 
-@dataclass(frozen=True)
-class DemoMethod:
-    """One entry of the demo: its name in metrics.json, its training preset and, for methods
-    that train on data-engine images, the generation preset."""
-
-    name: str
-    preset: str
-    generate_preset: str | None = None
-
-
-#: GLASS trains on images of its data engine (scenes backend) and is evaluated on real scenes val.
-DEMO_METHODS = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("glass", "glass-tiny", "generate-scenes-tiny"))
-#: Methods the demo can run beside the default ones (``--methods``): SPOT's first stage.
-EXTRA_METHODS = (DemoMethod("spot", "spot-tiny"),)
-
-
-def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
-    """The demo methods named in ``names`` (None: the default ones), in the order given."""
-    if names is None:
-        return DEMO_METHODS
-    known = {m.name: m for m in DEMO_METHODS + EXTRA_METHODS}
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise ValueError(f"--methods {','.join(names)}: choose one or more of {list(known)}")
-    return tuple(known[n] for n in dict.fromkeys(names))
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
 #: The frozen per-pixel classifier the presets' encoders read (their input ``SEGMENTER_INPUT``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 SEGMENTER_INPUT = "model.encoder.semantic_model"
-SEGMENTER_SUPERVISION = "supervised on the scenes' ground-truth class maps"
 PROTOCOL = "native"
-#: The pretraining of the diffusion decoder the CPU GLASS presets start from (their input ``DECODER_INPUT``).
-DECODER_PRESET = "glass-tiny-decoder"
-DECODER_INPUT = "model.decoder_init"
-DECODER_SUPERVISION = "diffusion decoder pretrained on description tokens read off the generated scenes' masks and pixels"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
+BLOCKS_SUPERVISION = "none (no learning)"
 NUM_SHOWN = 8  # validation images in the overlay picture
 FILES = ("metrics.json", "overlays.png", "report.html")
 #: Folders holding one entry per method (and runs/segmenter); other entries there are not the demo's.
@@ -111,22 +87,6 @@ def steps_overrides(preset: dict, steps: int | None) -> list[str]:
     return [f"stages.{i}.steps={max(1, round(steps * n / total))}" for i, n in enumerate(lengths)]
 
 
-def with_presets(methods: tuple[DemoMethod, ...], assignments: list[str]) -> tuple[DemoMethod, ...]:
-    """``methods`` with presets replaced by ``NAME=PRESET`` assignments (``--preset``); the new
-    preset must train the same method, so a variant (e.g. ``glass=glass-tiny-compose``) takes
-    the place of the CPU preset."""
-    by_name = {m.name: m for m in methods}
-    for assignment in assignments:
-        name, sep, preset = assignment.partition("=")
-        if not sep or name not in by_name or not preset:
-            raise ValueError(f"--preset {assignment!r}: write NAME=PRESET with NAME one of {list(by_name)}")
-        expected, found = load_preset(by_name[name].preset)["method"], load_preset(preset).get("method")
-        if found != expected:
-            raise ValueError(f"--preset {assignment!r}: preset {preset!r} trains method {found!r}, not {expected!r}")
-        by_name[name] = replace(by_name[name], preset=preset)
-    return tuple(by_name[m.name] for m in methods)
-
-
 def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     unknown = sorted(set(tasks) - set(DEMO_TASKS))
     if unknown:
@@ -136,7 +96,7 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
 
 def demo_products(methods) -> list[str]:
     """Every path (relative to the output directory) a demo of ``methods`` may write."""
-    names = ["segmenter", *(m.name for m in methods)]
+    names = ["segmenter", *(m.name for m in methods), *(pretraining_run(m) for m in methods if m.pretrain)]
     return [*FILES, *(f"{folder}/{name}" for folder in FOLDERS for name in names)]
 
 
@@ -155,45 +115,74 @@ def _summary(result: dict) -> dict:
 
 
 def reads(preset: dict, key: str) -> bool:
-    """Does this preset read setting ``key`` from an earlier run (is it one of its ``inputs``)?"""
+    """Does ``preset`` read the dotted setting ``key`` from an earlier run (one of its ``inputs``)?"""
     return key in (preset.get("inputs") or {})
 
 
+def uses_segmenter(preset: dict) -> bool:
+    """Does this preset's encoder read a segmenter?"""
+    return reads(preset, SEGMENTER_INPUT)
+
+
+def reads_segmenter(method: DemoMethod) -> bool:
+    """Does the demo hand ``method`` (or what it pretrains) the segmenter?"""
+    presets = [method.preset] + ([method.pretrain.preset] if method.pretrain else [])
+    return method.segmenter and any(uses_segmenter(load_preset(p)) for p in presets)
+
+
+def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]:
+    """Point the preset's encoder at the demo's segmenter, or, for a method without it, drop that
+    input and leave the encoder reading none."""
+    if not uses_segmenter(preset):
+        return []
+    if method.segmenter:
+        return [f"{SEGMENTER_INPUT}={out / 'runs' / 'segmenter' / 'model'}"]
+    return [f"inputs={json.dumps({k: v for k, v in preset['inputs'].items() if k != SEGMENTER_INPUT})}"]
+
+
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
-    """The presets' segmenter in ``out/runs/segmenter/model``: copied from the cache when one was
-    trained from the same preset, steps, seed and code (:mod:`slotlab.io.cache`), else trained
-    with ``threads`` torch threads (``steps``: its preset's own when None) and cached; returns its
-    metrics row (``train_steps`` 0 when it came from the cache)."""
+    """The presets' segmenter in ``out/runs/segmenter`` (its config, log and ``model/``): copied
+    from the cache when one was trained from the same preset, steps, seed and code
+    (:mod:`slotlab.io.cache`), else trained with ``threads`` torch threads (``steps``: its
+    preset's own when None) and cached; returns its metrics row (``train_steps`` 0 when it
+    came from the cache)."""
     preset = load_preset(SEGMENTER_PRESET)
     config = build_train_config(preset, [f"seed={seed}", *steps_overrides(preset, steps)])
     cached = artefact_dir("segmenter", to_dict(config), seed)
-    row = {"preset": SEGMENTER_PRESET, "supervision": SEGMENTER_SUPERVISION, "cache": str(cached)}
-    if (cached / "config.json").is_file():
+    supervision = describe_supervision(to_dict(config))
+    row = {"preset": SEGMENTER_PRESET, "supervision": supervision, "cache": str(cached)}
+    run = out / "runs" / "segmenter"
+    if (cached / MODEL_DIR / MODEL_CONFIG_FILE).is_file():
         print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
-        store(cached, out / "runs" / "segmenter" / "model")
+        store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
     print(f"segmenter: training {SEGMENTER_PRESET} for {config.total_steps} steps first, a small per-pixel classifier "
-          f"{SEGMENTER_SUPERVISION} that the CPU presets' encoder reads (the preset's 3,000 steps take about 2.5 "
+          f"({supervision}) that the CPU presets' encoder reads (the preset's 3,000 steps take about 2.5 "
           f"minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = train(config, out / "runs" / "segmenter", progress=progress)
+        result = train(config, run, progress=progress)
     finally:
         torch.set_num_threads(previous)
-    store(result.model_dir, cached)
+    store(run, cached, ignore=(CHECKPOINT_DIR,))
     print(f"segmenter: trained in {result.train_seconds:.0f} s", flush=True)
     return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
 
-def pretrain_decoder(name: str, out: Path, overrides: list[str], steps: int | None, progress: bool) -> dict:
-    """Pretrain the diffusion decoder a GLASS preset starts from (``DECODER_PRESET``, on the same
-    data and encoder settings ``overrides`` give) into ``out/runs/<name>-decoder``; its metrics row."""
-    preset = load_preset(DECODER_PRESET)
-    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
-    result = train(config, out / "runs" / f"{name}-decoder", progress=progress)
+def pretrain(method: DemoMethod, out: Path, overrides: list[str], steps: int | None, progress: bool) -> dict:
+    """Train what ``method`` starts from (``method.pretrain``; ``overrides`` as the method's,
+    e.g. its data) into ``out/runs/<name>-<run>``; its metrics row, ``model`` its weights."""
+    preset = load_preset(method.pretrain.preset)
+    config = build_train_config(
+        preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
+    result = train(config, out / "runs" / pretraining_run(method), progress=progress)
     return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
-            "preset": DECODER_PRESET, "model": str(result.model_dir)}
+            "preset": method.pretrain.preset, "model": str(result.model_dir)}
+
+
+def pretraining_run(method: DemoMethod) -> str:
+    return f"{method.name}-{method.pretrain.run}"
 
 
 def run_method(
@@ -205,40 +194,43 @@ def run_method(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     preset = load_preset(method.preset)
-    overrides = [f"seed={seed}"]  # shared with the decoder pretraining; the steps are the preset's own
-    if reads(preset, SEGMENTER_INPUT):
-        overrides.append(f"{SEGMENTER_INPUT}={out / 'runs' / 'segmenter' / 'model'}")
+    overrides, timed = [f"seed={seed}"], {}  # overrides shared with the pretraining; steps are each preset's own
     if method.generate_preset is not None:
         data = _generate(method.generate_preset, out / "generated" / method.name, seed, progress and bar_position == 0)
         overrides.append(f"data.train={data}")
-    decoder_row = None
-    if reads(preset, DECODER_INPUT):
-        decoder_row = pretrain_decoder(method.name, out, overrides, steps, progress)
-        overrides.append(f"{DECODER_INPUT}={decoder_row['model']}")
-    config = build_train_config(preset, [*overrides, *steps_overrides(preset, steps)])
+        timed["generate_seconds"] = round(time.perf_counter() - start, 1)
+    pretrained = None
+    if method.pretrain is not None and reads(preset, method.pretrain.key):
+        pretrained = pretrain(method, out, overrides, steps, progress)
+        overrides.append(f"{method.pretrain.key}={pretrained['model']}")
+    config = build_train_config(
+        preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
     result = train(config, out / "runs" / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
     metrics = _summary(evaluation) | {
+        "supervision": describe_supervision(to_dict(config)),
         "train_seconds": round(result.train_seconds, 2),
         "train_steps": result.steps,
         "train_precision": result.precision,
         "protocol": evaluation["protocol"],
         "preset": method.preset,
-    }
-    if decoder_row is not None:
-        metrics |= {"decoder_train_seconds": decoder_row["train_seconds"], "decoder_train_steps": decoder_row["train_steps"],
-                    "decoder_preset": DECODER_PRESET}
-        seen = [metrics["supervision"]] if metrics.get("supervision") else []
-        metrics["supervision"] = "; ".join([*seen, DECODER_SUPERVISION])
-    if "probe" in tasks:
+    } | timed
+    if pretrained is not None:
+        run = method.pretrain.run
+        metrics |= {f"{run}_train_seconds": pretrained["train_seconds"], f"{run}_train_steps": pretrained["train_steps"],
+                    f"{run}_preset": pretrained["preset"]}
+    shown = collate([val[i] for i in range(NUM_SHOWN)])
+    decomposition = result.model.decompose(shown.image, seed=seed)
+    if "probe" in tasks and decomposition.features is None:  # the probes' references pool encoder tokens
+        metrics["probe_skipped"] = f"{type(result.model).__name__}.decompose gives no encoder tokens"
+    elif "probe" in tasks:
         metrics |= _probe(result.model, seed)
     if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
         metrics |= run_generation_tasks(result.model, val, out / "tasks" / method.name, seed)[0]
-    shown = collate([val[i] for i in range(NUM_SHOWN)])
-    shown_segmentation = segmentation(result.model.decompose(shown.image, seed=seed).masks)
+    shown_segmentation = segmentation(decomposition.masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation)
 
@@ -319,13 +311,23 @@ def run_demo(
     return results
 
 
+def _given_segmenter(model, path: Path, run: Path) -> dict:
+    """The ``--segmenter`` checkpoint in ``run/model``, with the training config saved beside it
+    (if any: it says what the segmenter was trained on); its metrics row."""
+    model.save_pretrained(run / MODEL_DIR)
+    config = {"method": "segmenter"}
+    if (path.parent / RUN_CONFIG_FILE).is_file():
+        shutil.copy(path.parent / RUN_CONFIG_FILE, run / RUN_CONFIG_FILE)
+        config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or config
+    return {"train_steps": 0, "train_seconds": 0.0, "model": str(path), "supervision": describe_supervision(config)}
+
+
 def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks, jobs, given, segmenter) -> dict:
     """The body of :func:`run_demo`: everything written into ``staging``, paths reported as in ``out``."""
     segmenter_row = None
-    if any(reads(load_preset(m.preset), SEGMENTER_INPUT) for m in methods):
+    if any(reads_segmenter(m) for m in methods):
         if given is not None:
-            given.save_pretrained(staging / "runs" / "segmenter" / "model")
-            segmenter_row = {"train_steps": 0, "train_seconds": 0.0, "model": str(segmenter)}
+            segmenter_row = _given_segmenter(given, segmenter, staging / "runs" / "segmenter")
         else:
             # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
             segmenter_row = train_segmenter(staging, steps, seed, os.cpu_count() or 1, progress)
@@ -341,7 +343,8 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
-    results["blocks"] = _summary(blocks) | {"train_seconds": 0.0, "protocol": blocks["protocol"]}
+    results["blocks"] = _summary(blocks) | {"supervision": BLOCKS_SUPERVISION, "train_seconds": 0.0,
+                                            "protocol": blocks["protocol"]}
     if segmenter_row is not None:
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},

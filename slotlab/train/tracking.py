@@ -7,6 +7,7 @@ the overlay picture.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,18 +59,39 @@ def flat_config(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+#: The field of every log record holding the wall time spent training so far.
+SECONDS = "train_seconds"
+
+
+def logged_seconds(path: Path) -> float:
+    """The training time the log at ``path`` reached (0 for a new run): where a resumed run's
+    clock continues."""
+    if not path.is_file():
+        return 0.0
+    seconds = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            seconds = float(json.loads(line).get(SECONDS, seconds))
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue
+    return seconds
+
+
 class RunLog:
-    """The run's log on the main process: :meth:`record` appends a JSONL line and sends its
-    scalars to the trackers; :meth:`picture` sends an image to the trackers that take images."""
+    """The run's log on the main process: :meth:`record` appends a JSONL line, stamped with the
+    training time so far (``train_seconds``, carried over a resume), and sends its scalars to
+    the trackers; :meth:`picture` sends an image to the trackers that take images."""
 
     def __init__(self, accelerator: Accelerator, path: Path, config: dict, trackers: tuple[str, ...]):
         self.accelerator, self.path, self.trackers = accelerator, path, trackers
+        self.started, self.seconds_before = time.perf_counter(), logged_seconds(path)
         if trackers:
             accelerator.init_trackers(PROJECT, config=flat_config(config))
 
     def record(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
             return
+        record = record | {SECONDS: round(self.seconds_before + time.perf_counter() - self.started, 2)}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.trackers:

@@ -11,8 +11,10 @@ import math
 
 from matplotlib.figure import Figure
 
+from slotlab.train.tracking import SECONDS
+
 #: Log fields that are not loss terms.
-NOT_LOSSES = ("step", "stage", "lr")
+NOT_LOSSES = ("step", "stage", "lr", SECONDS)
 PANEL_INCHES = (3.0, 2.2)
 MAX_COLUMNS = 4  # four panels are about 1200 px wide at DPI
 DPI = 100

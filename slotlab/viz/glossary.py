@@ -27,6 +27,9 @@ GLOSSARY: dict[str, str] = {
     "train_steps": "optimiser steps taken, summed over the preset's stages.",
     "train_precision": "what mixed precision resolved to on this machine (bf16 where the CPU computes it natively).",
     "seconds": "wall time of the method's whole demo job: data generation, training, evaluation and tasks.",
+    "generate_seconds": "wall time of the data engine making the method's training images (GLASS).",
+    "decoder_train_seconds": "wall time of pretraining the diffusion decoder GLASS starts from (glass-tiny-decoder).",
+    "vqvae_train_seconds": "wall time of pretraining the VQ-VAE that guides SLATE / SlotDiffusion.",
     "preset": "the training preset (slotlab presets lists them).",
     "model": "where the trained weights are.",
     "images": "images scored.",
@@ -39,6 +42,8 @@ GLOSSARY: dict[str, str] = {
                  "encoder appends its class probabilities, standing in for the semantics a pretrained encoder brings.",
     "probe_class_accuracy": "top-1 accuracy of a linear probe reading an object's class from its matched slot "
                             "(slots matched to objects by mask IoU; GLASS Table 8 protocol).",
+    "probe_skipped": "why the slot probes did not run for this method: they compare slots with encoder features "
+                     "pooled under each object, which its decompose does not return.",
     "probe_centre_mse": "mean squared error of a linear probe reading the object's box centre (in [0, 1]) from its slot.",
     "probe_class_accuracy_majority_baseline": "accuracy of always answering the most frequent class: a probe near "
                                               "it read nothing from the slots.",

@@ -27,6 +27,8 @@ COMPACT_COLUMNS = (
     ("train_steps", "steps"),
 )
 HIGHER_IS_BETTER = ("mbo_i", "miou_i", "fg_ari")
+#: A row from outside slotlab whose supervision nothing says (its section's notes say why).
+UNKNOWN_SUPERVISION = "unknown (see its section)"
 
 
 @dataclass
@@ -97,7 +99,7 @@ def compact_table(methods: list[MethodSection]) -> str:
         cells = []
         for key, _ in COMPACT_COLUMNS:
             value = m.metrics.get(key)
-            text = "not recorded" if key == "supervision" and value is None else format_value(key, value)
+            text = UNKNOWN_SUPERVISION if key == "supervision" and value is None else format_value(key, value)
             css = "text" if key == "supervision" else "num"
             if key in best and value == best[key]:
                 css += " best"

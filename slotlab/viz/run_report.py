@@ -26,6 +26,8 @@ from slotlab.io.layout import (
     RUNS_DIR,
     TASKS_DIR,
 )
+from slotlab.train.supervision import describe_supervision
+from slotlab.train.tracking import SECONDS
 from slotlab.viz.report import MethodSection, Report, write_report
 
 NUM_SHOWN = 8  # validation images in a run's overlay picture
@@ -54,19 +56,45 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
 def _log_section(section: MethodSection, run: Path) -> None:
     log = run / LOG_FILE
     if not log.is_file():
-        section.notes.append(f"no training log yet ({log} is missing): no curves")
+        section.notes.append(f"no training log yet ({log} is missing): no curves, train time or steps")
         return
     section.log, notes = read_log(log)
     section.notes += notes
     if not section.log:
-        section.notes.append(f"{log} holds no complete record yet: no curves")
+        section.notes.append(f"{log} holds no complete record yet: no curves, train time or steps")
+
+
+def _training_time(section: MethodSection, run: Path) -> None:
+    """Train time and steps from the log (its last record), where the row lacks them."""
+    if not section.log:
+        return
+    section.metrics.setdefault("train_steps", section.log[-1]["step"])
+    timed = [r[SECONDS] for r in section.log if isinstance(r.get(SECONDS), (int, float))]
+    if timed:
+        section.metrics.setdefault("train_seconds", timed[-1])
+    elif "train_seconds" not in section.metrics:
+        section.notes.append(f"no train time: {run / LOG_FILE} was written before slotlab logged {SECONDS}")
+
+
+def _supervision(section: MethodSection, config: dict) -> None:
+    """What the run saw besides images, read off its saved config, where the row lacks it."""
+    if "supervision" in section.metrics:
+        return
+    try:
+        section.metrics["supervision"] = describe_supervision(config)
+    except (ValueError, KeyError, TypeError) as err:  # a config slotlab did not write
+        section.notes.append(f"supervision unknown: {err}")
+
+
+def _total_steps(config: dict) -> int:
+    return sum(stage.get("steps", 0) for stage in config.get("stages", []))
 
 
 def _progress_note(run: Path, config: dict, log: list[dict]) -> str | None:
     """None for a finished run (its model/ exists), else how far it got."""
     if (run / MODEL_DIR).is_dir():
         return None
-    total = sum(stage.get("steps", 0) for stage in config.get("stages", []))
+    total = _total_steps(config)
     logged = log[-1]["step"] if log else 0
     checkpoints = checkpoint_dirs(run)
     saved = f"last checkpoint {checkpoints[-1].name}" if checkpoints else "no checkpoint yet"
@@ -114,8 +142,10 @@ def training_run(run: Path, name: str | None = None, overlays: bool = True) -> M
         section.notes.append(f"not evaluated ({evaluation} is missing): slotlab eval --checkpoint {run / MODEL_DIR} "
                              f"--out {evaluation}")
     section.metrics = {"method": config.get("method")} | section.metrics
-    if section.log:
-        section.metrics |= {"train_steps": section.log[-1]["step"]}
+    _supervision(section, config)
+    _training_time(section, run)
+    if progress and section.log:
+        section.metrics["train_steps"] = f"{section.log[-1]['step']} of {_total_steps(config)} (unfinished)"
     if overlays:
         pictures, notes = _overlays(run, section.name, config, int(config.get("seed", 0)))
         section.pictures += pictures
@@ -134,6 +164,7 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
         run = out / RUNS_DIR / name
         if (run / RUN_CONFIG_FILE).is_file():
             _log_section(section, run)
+            _supervision(section, yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {})
         section.pictures = sorted((out / TASKS_DIR / name).glob("*.png"))
         sections.append(section)
     shared = [out / OVERLAYS_FILE] if (out / OVERLAYS_FILE).is_file() else []

@@ -1,0 +1,115 @@
+"""The methods `slotlab demo` can train, what each needs first, and how long each takes.
+
+Light on purpose: the CLI builds ``slotlab demo --help`` from this module before importing
+anything heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """A model the method's preset starts from, trained first by the demo when the preset sets
+    ``key``: ``preset`` is trained into ``runs/<method>-<run>`` and its model directory given
+    to the method as ``key`` (e.g. GLASS's pretrained decoder, SLATE's VQ-VAE)."""
+
+    preset: str
+    key: str
+    run: str
+
+
+@dataclass(frozen=True)
+class DemoMethod:
+    """One entry of the demo: its name in metrics.json, its training preset, for methods that
+    train on data-engine images the generation preset, what it pretrains first, and whether
+    its encoder reads the demo's segmenter (where the preset's encoder names one)."""
+
+    name: str
+    preset: str
+    generate_preset: str | None = None
+    pretrain: Pretraining | None = None
+    segmenter: bool = True
+
+
+GLASS_DECODER = Pretraining("glass-tiny-decoder", "model.decoder_init", "decoder")
+
+#: What the default demo trains. GLASS trains on images of its data engine (scenes backend)
+#: and is evaluated on real scenes val.
+DEMO_METHODS = (
+    DemoMethod("dinosaur", "dinosaur-tiny"),
+    DemoMethod("glass", "glass-tiny", "generate-scenes-tiny", GLASS_DECODER),
+)
+#: Every other method slotlab implements, at its CPU preset on the scenes (``--methods``).
+EXTRA_METHODS = (
+    DemoMethod("spot", "spot-tiny"),
+    DemoMethod("slate", "slate-scenes-tiny", pretrain=Pretraining("vqvae-scenes-tiny", "model.vqvae", "vqvae")),
+    DemoMethod("slate-msf", "slate-msf-scenes-tiny",
+               pretrain=Pretraining("vqvae-msf-scenes-tiny", "model.vqvae", "vqvae")),
+    DemoMethod("slotdiffusion", "slotdiffusion-scenes-tiny",
+               pretrain=Pretraining("vqvae-c4-scenes-tiny", "model.vqvae", "vqvae")),
+    DemoMethod("slotdiffusion-msf", "slotdiffusion-msf-scenes-tiny",
+               pretrain=Pretraining("vqvae-msf-c4-scenes-tiny", "model.vqvae", "vqvae")),
+    # The same with the patch encoder alone: what the segmenter's supervision adds.
+    DemoMethod("dinosaur-no-segmenter", "dinosaur-tiny", segmenter=False),
+    DemoMethod("glass-no-segmenter", "glass-tiny", "generate-scenes-tiny", GLASS_DECODER, segmenter=False),
+)
+ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
+
+#: Minutes each method's demo job took (data generation, pretraining, training, evaluation
+#: and the default tasks; the segmenter apart), one method at a time on one torch thread, as
+#: each demo worker runs: ``python benchmarks/bench_demo.py --each`` (TIMED_ON says where).
+MINUTES: dict[str, float] = {}
+#: The segmenter that dinosaur and glass read, trained first on every core (then cached).
+SEGMENTER_MINUTES = None
+TIMED_ON = ""
+
+
+def _minutes(name: str) -> str:
+    return f"{MINUTES[name]:.0f} min" if name in MINUTES else "not timed"
+
+
+def _recipe(method: DemoMethod) -> str:
+    first = [p for p in (method.generate_preset, method.pretrain and method.pretrain.preset) if p]
+    recipe = method.preset + (f" after {' + '.join(first)}" if first else "")
+    return recipe + ("" if method.segmenter else ", patch encoder alone")
+
+
+def methods_help() -> str:
+    """The table of what ``--methods`` offers and how long each takes (``slotlab demo --help``)."""
+    width = max(len(m.name) for m in ALL_METHODS)
+    rows = [f"  {m.name:<{width}}  {_minutes(m.name):>9}  {_recipe(m)}" for m in ALL_METHODS]
+    return "\n".join([
+        f"methods (--methods; default {','.join(m.name for m in DEMO_METHODS)}), with the time each takes alone on "
+        f"one thread, as a demo worker runs it ({TIMED_ON}):", *rows,
+        f"dinosaur and glass first need the segmenter: {SEGMENTER_MINUTES} min on every core, then cached."])
+
+
+def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
+    """The demo methods named in ``names`` (None: the default ones), in the order given."""
+    if names is None:
+        return DEMO_METHODS
+    known = {m.name: m for m in ALL_METHODS}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--methods {','.join(names)}: choose one or more of {list(known)}")
+    return tuple(known[n] for n in dict.fromkeys(names))
+
+
+def with_presets(methods: tuple[DemoMethod, ...], assignments: list[str]) -> tuple[DemoMethod, ...]:
+    """``methods`` with presets replaced by ``NAME=PRESET`` assignments (``--preset``); the new
+    preset must train the same method, so a variant (e.g. ``glass=glass-tiny-compose``) takes
+    the place of the CPU preset."""
+    from slotlab.config import load_preset
+
+    by_name = {m.name: m for m in methods}
+    for assignment in assignments:
+        name, sep, preset = assignment.partition("=")
+        if not sep or name not in by_name or not preset:
+            raise ValueError(f"--preset {assignment!r}: write NAME=PRESET with NAME one of {list(by_name)}")
+        expected, found = load_preset(by_name[name].preset)["method"], load_preset(preset).get("method")
+        if found != expected:
+            raise ValueError(f"--preset {assignment!r}: preset {preset!r} trains method {found!r}, not {expected!r}")
+        by_name[name] = replace(by_name[name], preset=preset)
+    return tuple(by_name[m.name] for m in methods)

@@ -1,0 +1,79 @@
+"""Every row says what supervision its run saw, read off the run's saved config."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slotlab.config import load_preset
+from slotlab.methods import method_names
+from slotlab.nn.encoders import ENCODERS
+from slotlab.train.config import build_train_config, to_dict
+from slotlab.train.supervision import ENCODER_FEATURES, describe_supervision
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "slotlab" / "presets").glob("*.yaml")
+                 if "method" in load_preset(p.stem))
+
+
+def saved(preset: str, *overrides: str) -> dict:
+    """The config as `slotlab train` saves it (RUN/config.yaml)."""
+    return yaml.safe_load(yaml.safe_dump(to_dict(build_train_config(load_preset(preset), list(overrides)))))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_says_what_its_features_and_training_saw(preset):
+    text = describe_supervision(saved(preset))
+    assert "training: " in text and "not recorded" not in text
+    assert ("features: " in text) == ("encoder" in load_preset(preset)["model"])
+
+
+def test_every_encoder_family_and_method_is_described():
+    assert set(ENCODERS) <= set(ENCODER_FEATURES)
+    for method in method_names():  # a method without a description would fail here, not in a report
+        describe_supervision({"method": method, "model": {}, "data": {}})
+    with pytest.raises(ValueError, match="add it to ENCODER_FEATURES"):
+        describe_supervision({"method": "dinosaur", "model": {"encoder": {"name": "resnet"}}})
+
+
+def run_dir(root: Path, config: dict) -> Path:
+    (root / "model").mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root / "model"
+
+
+def generated(root: Path, preset: str, **extra) -> str:
+    """A generated run's directory as far as its run.json (settings of ``preset``, as slotlab generate writes)."""
+    from slotlab.config import from_dict
+    from slotlab.datagen.config import GenerateConfig
+
+    root.mkdir()
+    settings = load_preset(preset)
+    for section, values in extra.items():
+        settings[section] = settings[section] | values
+    config = to_dict(from_dict(GenerateConfig, settings))
+    (root / "run.json").write_text(json.dumps({"num": 4, "shard_size": 4, "config": config}))
+    return f"generated:{root}"
+
+
+def test_glass_names_its_segmenter_its_pseudo_masks_and_its_decoder(tmp_path):
+    segmenter = run_dir(tmp_path / "segmenter", saved("segmenter-scenes-tiny"))
+    decoder = run_dir(tmp_path / "decoder", saved("glass-tiny-decoder"))
+    data = generated(tmp_path / "scenes-data", "generate-scenes-tiny")
+    text = describe_supervision(saved("glass-tiny", f"model.encoder.semantic_model={segmenter}",
+                                      f"model.decoder_init={decoder}", f"data.train={data}"))
+    assert text == ("features: colour + supervised segmenter on scenes class maps; training: GLASS pseudo masks from "
+                    "the scenes generator's ground-truth class masks (prompts: a template filled with the source's "
+                    "annotation statistics); decoder: pretrained on description tokens read off the generated "
+                    "scenes' ground truth (class, mean colour, box)")
+    sd = generated(tmp_path / "sd-data", "generate-coco", prompts={"captioner_weights": "blip2"})
+    text = describe_supervision(saved("glass-coco", f"data.train={sd}"))
+    assert "DINOv2, self-supervised" in text and "Stable Diffusion attention maps (prompts: BLIP-2 captions)" in text
+    assert "decoder: Stable Diffusion, pretrained on web image-text pairs" in text
+
+
+def test_without_a_segmenter_the_features_saw_no_labels(tmp_path):
+    text = describe_supervision(saved("dinosaur-tiny", "model.encoder.semantic_model=null"))
+    assert text.startswith("features: none (fixed pixel and colour features)")
+    missing = describe_supervision(saved("glass-tiny", f"data.train=generated:{tmp_path / 'gone'}"))
+    assert f"generated data in {tmp_path / 'gone'} (its run.json, which says how, is unreadable)" in missing
