@@ -235,10 +235,9 @@ def test_every_slot_method_is_in_the_demo_and_pretrains_what_its_preset_starts_f
     without_slots = {"segmenter", "self_distillation", "region_contrast", "vqvae"}  # encoders and the VQ-VAE
     assert trained == set(method_names()) - without_slots  # every slot method
     for method in (m for m in ALL_METHODS if m.pretrain):
-        node = load_preset(method.preset)
-        for part in method.pretrain.key.split("."):
-            node = node[part]
-        assert node is not None, f"{method.preset} does not start from {method.pretrain.key}"
+        inputs = load_preset(method.preset).get("inputs") or {}
+        assert method.pretrain.key in inputs, f"{method.preset} does not start from {method.pretrain.key}"
+        assert f"--preset {method.pretrain.preset} " in inputs[method.pretrain.key]["make"] + " "
 
 
 @pytest.mark.slow
