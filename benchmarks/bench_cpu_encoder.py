@@ -82,7 +82,8 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
 
 
 def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
-    overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
+    # The encoder replaces the preset's, segmenter input included: this row gives its own inputs.
+    overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)
     row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps}

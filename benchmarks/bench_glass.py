@@ -1,6 +1,6 @@
 """GLASS on a CPU: the Table 6a ablation on built-in scenes and training speed, as JSON.
 
-    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--decoder-steps N] [--segmenter DIR] [--jobs N] [--skip-ablation | --skip-speed] [--keep DIR]
+    python benchmarks/bench_glass.py --out bench-glass.json [--seeds 0 1 2] [--steps N] [--decoder-steps N | --decoder DIR] [--segmenter DIR] [--jobs N] [--skip-ablation | --skip-speed] [--keep DIR]
 
 Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + instance, full)
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
     parser.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
                         help="a trained segmenter checkpoint for the presets' encoder instead of training one")
+    parser.add_argument("--decoder", type=Path, default=None, metavar="DIR",
+                        help="a decoder pretrained with glass-tiny-decoder (its model directory) instead of pretraining one")
     parser.add_argument("--decoder-steps", type=int, default=None,
                         help="pretraining steps of the decoder every row starts from (default: glass-tiny-decoder's)")
     parser.add_argument("--skip-ablation", action="store_true", help="measure speed only")
@@ -174,7 +176,8 @@ def main() -> None:
             data = generate(work / "generated")
             # The encoder without the segmenter: the decoder's pretraining does not read it.
             glass = replace(select_methods(["glass"])[0], segmenter=False)
-            report["decoder"] = pretrain(glass, work, ["seed=0", f"data.train={data}"], args.decoder_steps, False)
+            report["decoder"] = ({"given": str(args.decoder), "model": str(args.decoder)} if args.decoder else
+                                 pretrain(glass, work, ["seed=0", f"data.train={data}"], args.decoder_steps, False))
             report["segmenter"] = segmenter.result() if segmenter else {"given": str(args.segmenter)}
         shared = [f"model.encoder.semantic_model={args.segmenter or work / 'runs' / 'segmenter' / 'model'}",
                   f"model.decoder_init={report['decoder'].pop('model')}"]

@@ -96,21 +96,59 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
+    """``X | None`` -> (X, True); other types -> (type, whether None is one of its members)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else tp), len(rest) < len(args)
     return tp, False
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML value to the annotated type, or raise ConfigError naming ``where``."""
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def _parse_text(text: str, inner: Any, optional: bool, where: str) -> Any:
+    """Text (a dataset spec's ``key=value``, a quoted YAML scalar) read as type ``inner``."""
+    if optional and text.lower() in ("none", "null"):
+        return None
+    if inner is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{where} must be true or false, got {text!r}")
+        return text.lower() in _TRUE
+    if inner is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be int, got {text!r}") from None
+    if inner is float:  # YAML 1.1 reads "1e-8" (no dot) as a string
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {text!r}") from None
+    if inner is Path or (typing.get_origin(inner) in (typing.Union, types.UnionType) and Path in typing.get_args(inner)):
+        return str(Path(text).expanduser())
+    return text
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """The one conversion of a config value to its annotated type ``tp`` (YAML presets, ``--set``
+    overrides, saved configs and dataset specs): typed values are checked, text is parsed by the
+    type (``true``/``false``, numbers, ``none`` for an optional value). Raises ConfigError
+    naming ``where``."""
     inner, optional = _unwrap_optional(tp)
     if value is None:
         if optional or tp is Any:
             return None
         raise ConfigError(f"{where} may not be null")
+    if isinstance(value, str) and inner is not str:
+        value = _parse_text(value, inner, optional, where)
+        if value is None:
+            return None
+    if typing.get_origin(inner) is typing.Literal:
+        choices = typing.get_args(inner)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(inner):
         if isinstance(value, inner):
             return value
@@ -128,22 +166,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         args = typing.get_args(inner)
         item = args[0] if args else Any
-        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         _, vt = typing.get_args(inner) or (Any, Any)
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if inner is Any:
-        return value
-    if inner is float and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:  # YAML 1.1 reads "1e-8" (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        return {str(k): coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if inner is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if inner is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if inner in (int, str, float) and not isinstance(value, inner) or (inner is int and isinstance(value, bool)):
@@ -158,12 +189,14 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
     for f in dataclasses.fields(cls):
         if "range" in f.metadata and f.name in kwargs:
             f.metadata["range"].check(kwargs[f.name], f"{where}.{f.name}")
     try:
         return cls(**kwargs)
+    except ConfigError:  # it names its field already
+        raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from err
 

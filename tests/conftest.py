@@ -87,7 +87,7 @@ def glass_decoder_dir(preset_overrides, tmp_path_factory):
 
     torch.manual_seed(0)
     config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
-    return get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("decoder"))
+    return get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("decoder"))
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +106,7 @@ def glass_twin_dir(tmp_path_factory) -> str:
 
     torch.manual_seed(0)
     config = build_train_config(load_preset("glass-coco"), list(PAPER_TWIN_OVERRIDES))
-    return str(get_method("glass")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("glass")))
+    return str(get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("glass")))
 
 
 @pytest.fixture(scope="session")

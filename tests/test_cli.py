@@ -55,11 +55,13 @@ def test_incompatible_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert "does not fit" in capsys.readouterr().err
 
 
-def test_missing_dataset_root_is_a_clear_error(capsys, tmp_path):
-    code = main(["train", "--preset", "glass-tiny", "--out", str(tmp_path / "g"),
+def test_missing_dataset_root_is_a_clear_error(capsys, tmp_path, glass_preset_overrides):
+    given = [word for override in glass_preset_overrides for word in ("--set", override)]
+    code = main(["train", "--preset", "glass-tiny", "--out", str(tmp_path / "g"), *given,
                  "--set", f"data.train=generated:{tmp_path / 'missing'}"])
     assert code == 2
-    assert str(tmp_path / "missing") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"data.train='generated:{tmp_path / 'missing'}'" in err and "--set data.train=SPEC" in err
 
 
 @pytest.mark.slow
@@ -107,7 +109,7 @@ def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segment
     assert main(["demo", "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
     assert "none" in capsys.readouterr().err
     config = build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"])
-    get_method("dinosaur")(config.model_config()).save_pretrained(tmp_path / "dino")
+    get_method("dinosaur")(config.model).save_pretrained(tmp_path / "dino")
     assert main(["demo", "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
     assert "not a segmenter" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
@@ -234,10 +236,9 @@ def test_every_slot_method_is_in_the_demo_timed_and_pretrains_what_its_preset_st
     without_slots = {"segmenter", "self_distillation", "region_contrast", "vqvae"}  # encoders and the VQ-VAE
     assert trained == set(method_names()) - without_slots  # every slot method
     for method in (m for m in ALL_METHODS if m.pretrain):
-        node = load_preset(method.preset)
-        for part in method.pretrain.key.split("."):
-            node = node[part]
-        assert node is not None, f"{method.preset} does not start from {method.pretrain.key}"
+        inputs = load_preset(method.preset).get("inputs") or {}
+        assert method.pretrain.key in inputs, f"{method.preset} does not start from {method.pretrain.key}"
+        assert f"--preset {method.pretrain.preset} " in inputs[method.pretrain.key]["make"] + " "
 
 
 @pytest.mark.slow

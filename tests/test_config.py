@@ -16,7 +16,7 @@ def test_every_preset_validates():
 def test_overrides_reach_nested_fields_and_list_items():
     config = build_train_config(tiny_train_config(), ["stages.0.steps=11", "model.slot_attention.num_slots=3", "seed=5"])
     assert config.stages[0].steps == 11 and config.seed == 5
-    assert config.model_config().slot_attention.num_slots == 3
+    assert config.model.slot_attention.num_slots == 3
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,8 @@ def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
     assert compose["stages"][0]["loss_weights"] == {"recon": 0.0} and "decoder_init" not in compose["model"]
     ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps",
                "stages.0.loss_weights")
-    assert _without(compose, *ignored) == _without(base, "stages.1.steps", "model.decoder_init")
+    assert compose["inputs"] == {key: made for key, made in base["inputs"].items() if key != "model.decoder_init"}
+    assert _without(compose, *ignored, "inputs") == _without(base, "stages.1.steps", "model.decoder_init", "inputs")
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
@@ -98,3 +99,82 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     assert engine_config.resolve_precision("auto") == "bf16"
     monkeypatch.setattr(engine_config, "bf16_is_native", lambda: False)
     assert engine_config.resolve_precision("auto") == "fp32"
+
+
+def test_one_coercion_reads_text_by_the_field_type():
+    """YAML, --set and dataset specs share :func:`coerce`: text becomes the annotated type."""
+    from typing import Literal
+
+    from slotlab.config import coerce
+    from slotlab.data.imageio import DatasetError
+    from slotlab.data.registry import build_dataset
+
+    assert coerce("3", int, "x") == 3 and coerce("1e-8", float, "x") == 1e-8 and coerce("no", bool, "x") is False
+    assert coerce("none", int | None, "x") is None
+    assert coerce("none", str | None, "x") == "none"  # text for a string stays text (slot_attention.truncation: none)
+    with pytest.raises(ConfigError, match="x must be true or false, got 'maybe'"):
+        coerce("maybe", bool, "x")
+    with pytest.raises(ConfigError, match="x must be one of a, b, got 'c'"):
+        coerce("c", Literal["a", "b"], "x")
+    with pytest.raises(DatasetError, match="scenes\\?size must be int, got 'many'"):
+        build_dataset("scenes?size=many")
+
+
+def test_the_model_section_is_parsed_once_into_the_method_config_and_round_trips():
+    import yaml
+
+    from slotlab.config import to_dict
+    from slotlab.methods.dinosaur import DinosaurConfig
+
+    config = build_train_config(tiny_train_config(), ["model.slot_attention.num_slots=3"])
+    assert isinstance(config.model, DinosaurConfig) and config.model.slot_attention.num_slots == 3
+    saved = yaml.safe_load(yaml.safe_dump(to_dict(config)))  # what a run's config.yaml holds
+    assert from_dict(TrainConfig, saved) == config
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['slots'\] in model.slot_attention"):
+        build_train_config(tiny_train_config(), ["model.slot_attention.slots=3"])
+
+
+def test_presets_name_no_run_outputs_but_list_them_as_inputs():
+    import re
+
+    from slotlab.config import to_dict
+
+    def strings(node):
+        if isinstance(node, dict):
+            return [s for value in node.values() for s in strings(value)]
+        return [node] if isinstance(node, str) else []
+
+    for name in list_presets():
+        config = build_train_config(load_preset(name))
+        assert not [s for s in strings(to_dict(config.model)) if s.startswith("runs/")], name
+        for key, made in config.inputs.items():
+            assert config.setting(key) is None, (name, key)
+            load_preset(re.search(r"--preset (\S+)", made.make).group(1))  # the command names a preset
+    assert set(build_train_config(load_preset("glass-tiny")).inputs) == {"model.encoder.semantic_model",
+                                                                         "model.decoder_init"}
+
+
+def test_inputs_name_settings_of_the_config():
+    with pytest.raises(ConfigError, match="inputs: 'model.nope' names no setting"):
+        build_train_config(tiny_train_config(inputs={"model.nope": {"make": "slotlab train", "value": "x"}}))
+
+
+def test_an_unset_input_stops_training_before_anything_is_written(tmp_path):
+    from slotlab.train.trainer import train
+
+    config = build_train_config(load_preset("dinosaur-tiny"))
+    with pytest.raises(ConfigError) as caught:
+        train(config, tmp_path / "run", progress=False)
+    assert "model.encoder.semantic_model is not set" in str(caught.value)
+    assert "`slotlab train --preset segmenter-scenes-tiny --out runs/segmenter`" in str(caught.value)
+    assert "--set model.encoder.semantic_model=runs/segmenter/model" in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_that_cannot_be_built_names_the_setting(tmp_path):
+    from slotlab.data.imageio import DatasetError
+    from slotlab.train.trainer import train
+
+    config = build_train_config(tiny_train_config(), [f"data.train=generated:{tmp_path / 'absent'}"])
+    with pytest.raises(DatasetError, match=r"data.train='generated:.*absent'.*\n.*--set data.train=SPEC"):
+        train(config, tmp_path / "run", progress=False)

@@ -189,7 +189,7 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(glass_preset_over
 
     config = build_train_config(load_preset("glass-tiny"), glass_preset_overrides)
     torch.manual_seed(0)
-    model = get_method("glass")(config.model_config()).eval()
+    model = get_method("glass")(config.model).eval()
     batch = collate([build_dataset("scenes?split=val&size=3")[i] for i in range(3)])
     results = []
     for _ in range(2):

@@ -21,7 +21,7 @@ from tests.conftest import tiny_train_config
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     config = build_train_config(tiny_train_config())
-    return get_method("dinosaur")(config.model_config()).save_pretrained(tmp_path_factory.mktemp("model"))
+    return get_method("dinosaur")(config.model).save_pretrained(tmp_path_factory.mktemp("model"))
 
 
 def _folder(root, names, truncated=()):

@@ -24,7 +24,7 @@ def paper_tiny_config(generated: str, extra=()):
 def test_paper_preset_runs_both_phases_on_tiny_twins(generated_scenes, tmp_path):
     config = paper_tiny_config(generated_scenes)
     set_seed(config.seed)  # the trainer builds its model after the same seeding
-    model = get_method("glass")(config.model_config())
+    model = get_method("glass")(config.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert type(model.encoder).__name__ == "DINOv2Encoder"
     assert type(model.diffusion_decoder.unet).__name__ == "UNet2DConditionModel"

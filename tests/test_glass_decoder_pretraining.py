@@ -36,7 +36,7 @@ def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes,
     shared = [*preset_overrides, f"data.train={generated_scenes}", *SHORT]
     decoder_config = build_train_config(load_preset("glass-tiny-decoder"), [*shared, "stages.0.steps=2"])
     torch.manual_seed(0)
-    before = get_method("glass")(decoder_config.model_config()).state_dict()
+    before = get_method("glass")(decoder_config.model).state_dict()
     pretrained = train(decoder_config, tmp_path / "decoder", progress=False)
     weights = load_file(str(pretrained.model_dir / "model.safetensors"))
     changed = lambda prefix, a, b: any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))  # noqa: E731
@@ -48,7 +48,7 @@ def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes,
         *shared, f"model.decoder_init={pretrained.model_dir}", "stages.0.steps=2", "stages.1.steps=1",
         "checkpoint_every=2",
     ])  # fmt: skip
-    model = get_method("glass")(config.model_config())
+    model = get_method("glass")(config.model)
     start = model.state_dict()
     for key in start:
         if key.startswith("diffusion_decoder."):
@@ -62,12 +62,12 @@ def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes,
 def test_decoder_init_errors(preset_overrides, tmp_path):
     config = build_train_config(load_preset("glass-tiny"), [*preset_overrides, f"model.decoder_init={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="glass-tiny-decoder"):
-        get_method("glass")(config.model_config())
+        get_method("glass")(config.model)
     other = build_train_config(load_preset("glass-tiny-decoder"), [*preset_overrides, "model.diffusion_decoder.block_out_channels=[32,32]"])
-    get_method("glass")(other.model_config()).save_pretrained(tmp_path / "other")
+    get_method("glass")(other.model).save_pretrained(tmp_path / "other")
     config = build_train_config(load_preset("glass-tiny"), [*preset_overrides, f"model.decoder_init={tmp_path / 'other'}"])
     with pytest.raises(ValueError, match="do not match"):
-        get_method("glass")(config.model_config())
+        get_method("glass")(config.model)
 
 
 #: GLASS Table 6a rows -> CPU preset and the (lambda_semantic, lambda_instance) its name says.
@@ -83,7 +83,7 @@ def test_table_6a_presets_hold_exactly_the_losses_their_names_say(row):
     preset = load_preset(name)
     model = preset["model"]
     assert (model["lambda_recon"], model["lambda_semantic"], model["lambda_instance"]) == (1.0, semantic, instance)
-    assert model["decoder_init"] and model.get("description") is None
+    assert "model.decoder_init" in preset["inputs"] and model.get("description") is None
     phase1, phase2 = preset["stages"]
     assert "diffusion_decoder" not in phase1["lr"] and phase2["lr"]["diffusion_decoder"] > phase2["lr"]["grouping"]
     assert all("loss_weights" not in stage for stage in preset["stages"])

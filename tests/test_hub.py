@@ -118,5 +118,6 @@ def test_the_cli_flag_and_the_config_flag_allow_downloads(offline_cache, tmp_pat
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE=1 forbids"):  # the config allowed it; offline forbids
         build_model(build_train_config(preset))
     assert main(["--allow-download", "train", "--preset", "dinosaur-tiny", "--out", str(tmp_path / "r"),
-                 "--set", "model.encoder={name: dinov2, path: facebook/dinov2-absent, image_size: 56}"]) == 2
+                 "--set", "model.encoder={name: dinov2, path: facebook/dinov2-absent, image_size: 56}",
+                 "--set", "inputs={}"]) == 2
     assert "HF_HUB_OFFLINE=1 forbids" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from slotlab.train.config import build_train_config
 from slotlab.train.trainer import build_model
 
 #: glass-tiny without the inputs of other runs (the segmenter, the pretrained decoder).
-STANDALONE = ["model.encoder.semantic_model=null", "model.decoder_init=null", "mixed_precision=fp32"]
+STANDALONE = ["inputs={}", "mixed_precision=fp32"]
 
 
 def glass_tiny(*extra: str):

@@ -38,7 +38,7 @@ PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if "method" in load_p
 GENERATE_PRESETS = sorted(p.stem for p in PRESET_DIR.glob("generate-*.yaml"))
 SCENES = ["data.train=scenes?split=train&size=8&resolution=32", "data.val=scenes?split=val&size=4&resolution=32",
           "data.batch_size=2", "data.num_workers=0", "mixed_precision=fp32", "eval_every=0", "log_every=1"]
-EARLIER_RUN = re.compile(r"runs/(.+)/model")  # where a preset expects the run of another preset
+EARLIER_RUN = re.compile(r"--preset (\S+)")  # in an input's command: the preset whose run it reads
 
 
 def two_steps(raw: dict) -> list[str]:
@@ -61,24 +61,17 @@ def untrained(tmp_path_factory):
             raw = load_preset(preset)
             config = build_train_config(raw, [*SCENES, *twin_overrides(raw)])
             torch.manual_seed(0)
-            done[preset] = str(get_method(config.method)(config.model_config()).save_pretrained(root / preset))
+            done[preset] = str(get_method(config.method)(config.model).save_pretrained(root / preset))
         return done[preset]
 
     return get
 
 
 def earlier_runs(raw: dict, untrained, segmenter_dir, glass_decoder_dir) -> list[str]:
-    """Overrides pointing the preset's inputs from earlier runs at stand-ins."""
-    model = raw["model"]
-    out = []
-    if (model.get("encoder") or {}).get("semantic_model"):
-        out.append(f"model.encoder.semantic_model={segmenter_dir}")
-    if model.get("decoder_init"):
-        out.append(f"model.decoder_init={glass_decoder_dir}")
-    for key in ("vqvae", "teacher"):
-        if model.get(key):
-            out.append(f"model.{key}={untrained(EARLIER_RUN.fullmatch(model[key]).group(1))}")
-    return out
+    """Overrides giving the preset's inputs from earlier runs (its ``inputs``) as stand-ins."""
+    given = {"model.encoder.semantic_model": segmenter_dir, "model.decoder_init": glass_decoder_dir}
+    return [f"{key}={given.get(key) or untrained(EARLIER_RUN.search(made['make']).group(1))}"
+            for key, made in (raw.get("inputs") or {}).items()]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -96,7 +89,7 @@ def test_preset_trains_two_steps(preset, untrained, segmenter_dir, glass_decoder
     assert [r["stage"] for r in log] == (stages * 2)[:2]  # a step in each stage when there are two
     for record in log:
         assert math.isfinite(record["loss"]), record
-    if raw["model"].get("teacher"):  # SPOT's second stage distils its teacher's attention
+    if "model.teacher" in (raw.get("inputs") or {}):  # SPOT's second stage distils its teacher's attention
         assert "distillation" in log[0], log[0]
 
 

@@ -114,7 +114,8 @@ def test_a_model_on_the_ssl_encoder_reloads_without_its_run(tmp_path, ssl_run):
     moved = tmp_path / "ssl"
     shutil.copytree(ssl_run, moved)
     preset = load_preset("dinosaur-tiny")
-    model = build_model(build_train_config(preset, [f"model.encoder={{name: ssl, path: {moved}, image_size: 64}}"]))
+    model = build_model(build_train_config(preset, [f"model.encoder={{name: ssl, path: {moved}, image_size: 64}}",
+                                                    "inputs={}"]))
     model.save_pretrained(tmp_path / "model")
     shutil.rmtree(moved)
     loaded = ObjectCentricModel.from_pretrained(tmp_path / "model")

@@ -15,7 +15,8 @@ Examples::
 
 The keys of a dataset are the parameters of its constructor (``slotlab data inspect
 --help`` lists them); values are parsed by the parameter's type (``true``/``false`` for
-booleans, ``none`` for an optional value left unset; percent-escapes are decoded). Four
+booleans, ``none`` for an optional number or flag left unset; percent-escapes are decoded),
+as config values are (:func:`slotlab.config.coerce`). Four
 keys apply to every dataset and build its sample transform, in this order:
 ``resize=S`` (shorter side to S), ``crop=S`` (centre S x S) or ``random_crop=S``, and
 ``flip=P`` (horizontal flip with probability P). An unknown name or key is an error that
@@ -27,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, quote
 
 from torch.utils.data import Dataset
 
+from slotlab.config import ConfigError, coerce
 from slotlab.data.imageio import DatasetError
 from slotlab.data.sample import Sample
 from slotlab.data.sample_transforms import (
@@ -140,42 +141,17 @@ def _entry(name: str) -> _Entry:
     return DATASETS[name]
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return (args[0] if len(args) == 1 else tp), type(None) in typing.get_args(tp)
-    return tp, False
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Parse a spec string into the annotated type ``tp``; errors name ``where``."""
-    if not isinstance(value, str):
-        return value
-    inner, optional = _unwrap_optional(tp)
-    if optional and value.lower() == "none":
-        return None
-    if typing.get_origin(inner) is typing.Literal:
-        choices = typing.get_args(inner)
-        if value not in choices:
-            raise DatasetError(f"{where}={value!r} is not valid; choose one of {', '.join(map(str, choices))}")
-        return value
-    if inner is bool:
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise DatasetError(f"{where}={value!r} must be true or false")
-        return value.lower() in ("true", "1", "yes")
-    if inner in (int, float):
-        try:
-            return inner(value)
-        except ValueError:
-            raise DatasetError(f"{where}={value!r} must be a number ({inner.__name__})") from None
-    if inner is Path or typing.get_origin(inner) in (typing.Union, types.UnionType):  # str | Path
-        return str(Path(value).expanduser())
-    return value
+def _typed(options: dict[str, Any], types_: dict[str, Any], name: str) -> dict[str, Any]:
+    """Spec values parsed by their keys' types (:func:`slotlab.config.coerce`); errors name ``NAME?key``."""
+    try:
+        return {k: coerce(v, types_[k], f"{name}?{k}") for k, v in options.items()}
+    except ConfigError as err:
+        raise DatasetError(str(err)) from None
 
 
 def spec_transform(options: dict[str, Any], name: str) -> SampleTransform | None:
     """The transform described by the TRANSFORM_KEYS of ``options`` (None when there are none)."""
-    values = {k: coerce(options[k], t, f"{name}?{k}") for k, t in TRANSFORM_KEYS.items() if k in options}
+    values = _typed({k: options[k] for k in TRANSFORM_KEYS if k in options}, TRANSFORM_KEYS, name)
     if "crop" in values and "random_crop" in values:
         raise DatasetError(f"{name}: give either crop= or random_crop=, not both")
     steps = []
@@ -230,9 +206,7 @@ def build_dataset(
     if unknown:
         raise DatasetError(f"unknown key(s) {unknown} for dataset {spec.name!r}; valid keys: {', '.join(types_)}")
     transform = _chain(spec_transform(spec.options, spec.name), transform)
-    kwargs = {
-        k: coerce(v, types_[k], f"{spec.name}?{k}") for k, v in spec.options.items() if k not in TRANSFORM_KEYS
-    }
+    kwargs = _typed({k: v for k, v in spec.options.items() if k not in TRANSFORM_KEYS}, types_, spec.name)
     if spec.name == "scenes":
         return _build_scenes(kwargs, transform)
     return _target(entry)(spec.root, **kwargs, transform=transform, strict=strict)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from slotlab.config import ConfigError, apply_overrides, bounded, from_dict, to_dict
+from slotlab.config import ConfigError, apply_overrides, bounded, coerce, from_dict, to_dict
 
 SCHEDULES = ("constant", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -38,6 +39,19 @@ class DataConfig:
     val: str = "scenes?split=val&size=256"
     batch_size: int = bounded(32, low=1)  # per process
     num_workers: int = bounded(0, low=0)
+
+    def dataset(self, split: str):
+        """The dataset ``data.<split>`` names (``split``: "train" or "val"); one that cannot be
+        built (a missing folder...) is an error naming that setting and how to give another."""
+        from slotlab.data.imageio import DatasetError
+        from slotlab.data.registry import build_dataset
+
+        spec = getattr(self, split)
+        try:
+            return build_dataset(spec)
+        except (ValueError, FileNotFoundError) as err:  # DatasetError, GeneratedDataError, a missing file
+            raise DatasetError(f"data.{split}={spec!r}: {err}\nGive other data with --set data.{split}=SPEC "
+                               "(`slotlab data inspect --help` lists the dataset specs)") from err
 
 
 @dataclass
@@ -78,9 +92,28 @@ class OptimConfig:
 
 
 @dataclass
+class RunInput:
+    """A setting a preset leaves unset because its value is the output of an earlier run (a
+    trained segmenter, a pretrained decoder, a stage-1 model): how to make it and what to give.
+
+    make:   the command that makes it, e.g. ``slotlab train --preset segmenter-scenes-tiny --out runs/segmenter``.
+    value:  the value that command's output gives, e.g. ``runs/segmenter/model``.
+    """
+
+    make: str
+    value: str
+
+
+@dataclass
 class TrainConfig:
+    """A training run. ``model`` is the method's own config dataclass
+    (``get_method(method).config_class``): a mapping (a preset's model section) is parsed into
+    it here, once, with errors naming ``model.<field>``. ``inputs`` names the settings, by
+    dotted key, that the run reads from earlier runs and the preset leaves unset (see
+    :meth:`require_inputs`)."""
+
     method: str = "dinosaur"
-    model: dict[str, Any] = field(default_factory=dict)  # the method's own config (validated by it)
+    model: Any = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
@@ -93,6 +126,7 @@ class TrainConfig:
     allow_download: bool = False  # fetch pretrained parts named by hub ids (slotlab.io.hub); --allow-download too
     log_with: list[str] = field(default_factory=list)  # experiment trackers beside metrics.jsonl (engine.tracking)
     eval_every: int = 0  # evaluate on data.val every N steps and at the end (0: never while training)
+    inputs: dict[str, RunInput] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
@@ -104,26 +138,48 @@ class TrainConfig:
         from slotlab.train.tracking import check_trackers
 
         check_trackers(tuple(self.log_with))
+        self.model = parse_model_config(self.method, self.model)
+        for key in self.inputs:
+            self.setting(key)  # names a setting of this config
 
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
-    def model_config(self) -> Any:
-        from slotlab.methods import get_method
+    def setting(self, key: str) -> Any:
+        """The value of dotted ``key`` (e.g. ``model.encoder.semantic_model``)."""
+        node: Any = self
+        for part in key.split("."):
+            if not (dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}):
+                raise ConfigError(f"inputs: {key!r} names no setting of this {self.method} config; where a --set "
+                                  "replaced the section it was in, drop the inputs too: --set inputs={}")
+            node = getattr(node, part)
+        return node
 
-        return from_dict(get_method(self.method).config_class, self.model, "model")
+    def require_inputs(self) -> None:
+        """Raise a ConfigError naming every input still unset, the command that makes it and the
+        ``--set`` that gives it."""
+        missing = [(key, made) for key, made in self.inputs.items() if self.setting(key) is None]
+        if missing:
+            raise ConfigError("\n".join(
+                f"{key} is not set: it is the output of an earlier run. Make one with `{made.make}`, then give it "
+                f"with --set {key}={made.value}" for key, made in missing))
+
+
+def parse_model_config(method: str, model: Any) -> Any:
+    """``model`` (a mapping, or already the method's config) as ``method``'s config dataclass."""
+    from slotlab.methods import get_method
+
+    try:
+        config_class = get_method(method).config_class
+    except ValueError as err:  # unknown method
+        raise ConfigError(str(err)) from None
+    return coerce(model, config_class, "model")
 
 
 def build_train_config(data: dict, overrides: list[str] | None = None) -> TrainConfig:
-    """Validate a preset dict (+ overrides) into a TrainConfig, model section included."""
-    data = apply_overrides(data, overrides or [])
-    config = from_dict(TrainConfig, data)
-    try:
-        config.model_config()
-    except ValueError as err:  # unknown method
-        raise ConfigError(str(err)) from err
-    return config
+    """A preset dict with ``--set`` overrides applied, parsed (model section included) into a TrainConfig."""
+    return from_dict(TrainConfig, apply_overrides(data, overrides or []))
 
 
-__all__ = ["DataConfig", "StageConfig", "OptimConfig", "TrainConfig", "build_train_config", "to_dict"]
+__all__ = ["DataConfig", "StageConfig", "OptimConfig", "RunInput", "TrainConfig", "build_train_config", "to_dict"]

@@ -11,6 +11,7 @@ function of the seed alone, whichever process runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -44,8 +45,9 @@ from slotlab.viz.run_report import demo_report
 
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
-#: The frozen per-pixel classifier the presets' encoders read (``encoder.semantic_model``).
+#: The frozen per-pixel classifier the presets' encoders read (their input ``SEGMENTER_INPUT``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
+SEGMENTER_INPUT = "model.encoder.semantic_model"
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 BLOCKS_SUPERVISION = "none (no learning)"
@@ -112,9 +114,14 @@ def _summary(result: dict) -> dict:
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
 
+def reads(preset: dict, key: str) -> bool:
+    """Does ``preset`` read the dotted setting ``key`` from an earlier run (one of its ``inputs``)?"""
+    return key in (preset.get("inputs") or {})
+
+
 def uses_segmenter(preset: dict) -> bool:
-    """Does this preset's encoder read a segmenter (``model.encoder.semantic_model``)?"""
-    return (preset.get("model", {}).get("encoder") or {}).get("semantic_model") is not None
+    """Does this preset's encoder read a segmenter?"""
+    return reads(preset, SEGMENTER_INPUT)
 
 
 def reads_segmenter(method: DemoMethod) -> bool:
@@ -124,10 +131,13 @@ def reads_segmenter(method: DemoMethod) -> bool:
 
 
 def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]:
-    """Point the preset's encoder at the demo's segmenter, or at none for a method without it."""
+    """Point the preset's encoder at the demo's segmenter, or, for a method without it, drop that
+    input and leave the encoder reading none."""
     if not uses_segmenter(preset):
         return []
-    return [f"model.encoder.semantic_model={out / 'runs' / 'segmenter' / 'model' if method.segmenter else 'null'}"]
+    if method.segmenter:
+        return [f"{SEGMENTER_INPUT}={out / 'runs' / 'segmenter' / 'model'}"]
+    return [f"inputs={json.dumps({k: v for k, v in preset['inputs'].items() if k != SEGMENTER_INPUT})}"]
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
@@ -175,14 +185,6 @@ def pretraining_run(method: DemoMethod) -> str:
     return f"{method.name}-{method.pretrain.run}"
 
 
-def _sets(preset: dict, key: str) -> bool:
-    """Does ``preset`` set the dotted ``key`` (e.g. ``model.vqvae``) to a value?"""
-    node = preset
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node is not None
-
-
 def run_method(
     method: DemoMethod, out: Path, steps: int | None, seed: int, tasks: tuple[str, ...], progress: bool,
     threads: int | None = None, bar_position: int = 0,
@@ -198,7 +200,7 @@ def run_method(
         overrides.append(f"data.train={data}")
         timed["generate_seconds"] = round(time.perf_counter() - start, 1)
     pretrained = None
-    if method.pretrain is not None and _sets(preset, method.pretrain.key):
+    if method.pretrain is not None and reads(preset, method.pretrain.key):
         pretrained = pretrain(method, out, overrides, steps, progress)
         overrides.append(f"{method.pretrain.key}={pretrained['model']}")
     config = build_train_config(

@@ -53,9 +53,10 @@ class NonFiniteLossError(RuntimeError):
 
 def build_model(config: TrainConfig) -> Method:
     """The method's model; its pretrained parts may be fetched by hub id where ``allow_download``
-    (or ``--allow-download``) says so."""
+    (or ``--allow-download``) says so. The inputs the config reads from earlier runs must be set."""
+    config.require_inputs()
     with downloads_allowed(True) if config.allow_download else nullcontext():  # else as the caller allows
-        return get_method(config.method)(config.model_config())
+        return get_method(config.method)(config.model)
 
 
 @dataclass
@@ -130,13 +131,12 @@ def make_accelerator(config: TrainConfig, out: Path, precision: str) -> Accelera
 def setup_run(config: TrainConfig, out: Path, resume: bool, dataset, progress: bool, bar_position: int) -> Run:
     """The accelerator, data and model; the run directory claimed; a resumed run's weights and
     step restored; the random stream seeded for that step."""
-    from slotlab.data.registry import build_dataset
-
+    config.require_inputs()  # before anything is built or written
     precision = resolve_precision(config.mixed_precision)
     accelerator = make_accelerator(config, out, precision)
     main = accelerator.is_main_process
     # Data and model first: a wrong path or size fails before anything is written.
-    dataset = dataset if dataset is not None else build_dataset(config.data.train)
+    dataset = dataset if dataset is not None else config.data.dataset("train")
     set_seed(config.seed)
     model = build_model(config)
     if main:
@@ -152,7 +152,7 @@ def setup_run(config: TrainConfig, out: Path, resume: bool, dataset, progress: b
     if main:
         truncate_log(out / LOG_FILE, step)
     log = RunLog(accelerator, out / LOG_FILE, to_dict(config), tuple(config.log_with))
-    val = build_dataset(config.data.val) if config.eval_every else None
+    val = config.data.dataset("val") if config.eval_every else None
     model.to(accelerator.device).train()
     bar = tqdm(total=config.total_steps, initial=step, desc=f"train {config.method}", disable=not (progress and main),
                unit="step", position=bar_position)
