@@ -226,11 +226,12 @@ def test_demo_methods_are_chosen_by_name(capsys, tmp_path):
     assert "msff" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
-def test_every_slot_method_is_in_the_demo_and_pretrains_what_its_preset_starts_from():
+def test_every_slot_method_is_in_the_demo_timed_and_pretrains_what_its_preset_starts_from():
     from slotlab.config import load_preset
     from slotlab.methods import method_names
-    from slotlab.train.demo_methods import ALL_METHODS
+    from slotlab.train.demo_methods import ALL_METHODS, MINUTES
 
+    assert {m.name for m in ALL_METHODS} == set(MINUTES)  # --help lists a measured time for each
     trained = {load_preset(m.preset)["method"] for m in ALL_METHODS}
     without_slots = {"segmenter", "self_distillation", "region_contrast", "vqvae"}  # encoders and the VQ-VAE
     assert trained == set(method_names()) - without_slots  # every slot method

@@ -9,9 +9,7 @@ from pathlib import Path
 from slotlab.cli.common import command
 from slotlab.config import int_option
 from slotlab.io.results import results_json
-from slotlab.train.demo_methods import DEMO_METHODS, methods_help
-
-HELP_WIDTH = 78
+from slotlab.train.demo_methods import DEMO_METHODS, WIDTH, methods_help
 
 
 def add_command(sub) -> None:
@@ -21,7 +19,7 @@ def add_command(sub) -> None:
             "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
             "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
             "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
-            "minutes on a 2-core CPU.", HELP_WIDTH),
+            "minutes on a 2-core CPU.", WIDTH),
         _demo_arguments, _run_demo,
     )
     p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines

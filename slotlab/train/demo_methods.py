@@ -6,7 +6,10 @@ anything heavy.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, replace
+
+WIDTH = 78  # of the --help text
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,27 @@ EXTRA_METHODS = (
 )
 ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 
-#: Minutes each method's demo job took (data generation, pretraining, training, evaluation
-#: and the default tasks; the segmenter apart), one method at a time on one torch thread, as
-#: each demo worker runs: ``python benchmarks/bench_demo.py --each`` (TIMED_ON says where).
-MINUTES: dict[str, float] = {}
-#: The segmenter that dinosaur and glass read, trained first on every core (then cached).
-SEGMENTER_MINUTES = None
-TIMED_ON = ""
+#: Minutes each method's demo job takes (data generation, pretraining, training, evaluation
+#: and the default tasks; the segmenter apart) on one torch thread, as a demo worker runs it:
+#: CPU seconds measured by ``benchmarks/bench_demo.py --each --steps N`` at N = 20 and 60 and
+#: brought to the presets' steps by ``benchmarks/demo_minutes.py`` (TIMED_ON says where).
+MINUTES: dict[str, float] = {
+    "dinosaur": 7.2,
+    "glass": 20.9,
+    "dinosaur-no-segmenter": 7.6,
+    "glass-no-segmenter": 18.5,
+    "spot": 6.5,
+    "slate": 23.4,
+    "slate-msf": 23.4,
+    "slotdiffusion": 27.0,
+    "slotdiffusion-msf": 26.4,
+}
+#: The segmenter that dinosaur and glass read, trained first on every core (then cached):
+#: benchmarks/results/demo.json (142 s on 2 idle cores).
+SEGMENTER_MINUTES = 2.4
+TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
+            "benchmarks/results/demo-each-*.json; on idle cores expect about half: dinosaur's job took 3.7 min "
+            "there in benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
@@ -80,10 +97,11 @@ def methods_help() -> str:
     """The table of what ``--methods`` offers and how long each takes (``slotlab demo --help``)."""
     width = max(len(m.name) for m in ALL_METHODS)
     rows = [f"  {m.name:<{width}}  {_minutes(m.name):>9}  {_recipe(m)}" for m in ALL_METHODS]
-    return "\n".join([
-        f"methods (--methods; default {','.join(m.name for m in DEMO_METHODS)}), with the time each takes alone on "
-        f"one thread, as a demo worker runs it ({TIMED_ON}):", *rows,
-        f"dinosaur and glass first need the segmenter: {SEGMENTER_MINUTES} min on every core, then cached."])
+    head = (f"methods (--methods; default {','.join(m.name for m in DEMO_METHODS)}), with the minutes each takes "
+            f"alone on one thread, as a demo worker runs it ({TIMED_ON}); the demo runs one method per core at once:")
+    tail = f"dinosaur and glass first need the segmenter: {SEGMENTER_MINUTES} min on every core, then cached."
+    wrap = textwrap.TextWrapper(WIDTH, break_on_hyphens=False).fill
+    return "\n".join([wrap(head), *rows, wrap(tail)])
 
 
 def select_methods(names: list[str] | None) -> tuple[DemoMethod, ...]:
