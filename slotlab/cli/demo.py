@@ -9,7 +9,7 @@ from pathlib import Path
 from slotlab.cli.common import command
 from slotlab.config import int_option
 from slotlab.io.results import results_json
-from slotlab.train.demo_methods import DEMO_METHODS, WIDTH, methods_help
+from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, WIDTH, methods_help
 
 
 def add_command(sub) -> None:
@@ -44,7 +44,7 @@ def _demo_arguments(p) -> None:
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
                    help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
-                   "first, which takes about 2.5 minutes (default: train it)")
+                   f"first, which takes about {SEGMENTER_MINUTES:g} minutes (default: train it)")
     p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")

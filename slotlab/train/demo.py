@@ -27,7 +27,7 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.train.config import build_train_config, to_dict
-from slotlab.train.demo_methods import DEMO_METHODS, DemoMethod
+from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.trainer import train
@@ -168,8 +168,8 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
         store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
     print(f"segmenter: training {SEGMENTER_PRESET} for {config.total_steps} steps first, a small per-pixel classifier "
-          f"({supervision}) that the CPU presets' encoder reads (the preset's 3,000 steps take about 2.5 "
-          f"minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
+          f"({supervision}) that the CPU presets' encoder reads (the preset's steps take about "
+          f"{SEGMENTER_MINUTES:g} minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
