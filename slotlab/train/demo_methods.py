@@ -77,7 +77,7 @@ MINUTES: dict[str, float] = {
 }
 #: The segmenter that dinosaur and glass read, trained first on every core (then cached):
 #: benchmarks/results/demo.json (142 s on 2 idle cores).
-SEGMENTER_MINUTES = 2.4
+SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
             "benchmarks/results/demo-each-*.json; on idle cores expect about half: dinosaur's job took 3.7 min "
             "there in benchmarks/results/demo.json")
