@@ -66,9 +66,9 @@ ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 #: brought to the presets' steps by ``benchmarks/demo_minutes.py`` (TIMED_ON says where).
 MINUTES: dict[str, float] = {
     "dinosaur": 7.2,
-    "glass": 20.9,
+    "glass": 8.2,
     "dinosaur-no-segmenter": 7.6,
-    "glass-no-segmenter": 18.5,
+    "glass-no-segmenter": 7.2,
     "spot": 6.5,
     "slate": 23.4,
     "slate-msf": 23.4,
@@ -76,11 +76,11 @@ MINUTES: dict[str, float] = {
     "slotdiffusion-msf": 26.4,
 }
 #: The segmenter that dinosaur and glass read, trained first on every core (then cached):
-#: benchmarks/results/demo.json (142 s on 2 idle cores).
+#: benchmarks/results/demo.json (102 s on 2 idle cores).
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
-            "benchmarks/results/demo-each-*.json; on idle cores expect about half: dinosaur's job took 3.7 min "
-            "there in benchmarks/results/demo.json")
+            "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: the default demo's "
+            "dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
