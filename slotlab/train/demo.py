@@ -26,12 +26,7 @@ import yaml
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.train.config import build_train_config, to_dict
-from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
-from slotlab.train.supervision import describe_supervision
-from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
-from slotlab.train.trainer import train
-from slotlab.methods.contract import can_generate
+from slotlab.io.cache import artefact_dir, store
 from slotlab.io.layout import (
     CHECKPOINT_DIR,
     GENERATED_DIR,
@@ -44,10 +39,15 @@ from slotlab.io.layout import (
     RUNS_DIR,
     TASKS_DIR,
 )
-from slotlab.methods.segmenter import load_segmenter
-from slotlab.io.cache import artefact_dir, store
 from slotlab.io.results import write_results
 from slotlab.io.staged import begin_outputs, commit_outputs
+from slotlab.methods.contract import can_generate
+from slotlab.methods.segmenter import load_segmenter
+from slotlab.train.config import build_train_config, to_dict
+from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
+from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
+from slotlab.train.supervision import describe_supervision
+from slotlab.train.trainer import train
 from slotlab.viz.glossary import caveats
 from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 from slotlab.viz.report import write_report
