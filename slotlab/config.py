@@ -91,6 +91,14 @@ def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
 
 
+def check_ranges(config: Any) -> None:
+    """Check every :func:`bounded` field of the dataclass instance ``config`` against its range
+    (for ``__post_init__``, so that a config built in code is checked as :func:`from_dict` checks one)."""
+    for f in dataclasses.fields(config):
+        if "range" in f.metadata:
+            f.metadata["range"].check(getattr(config, f.name), f.name)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor, nn
 
+from slotlab.config import bounded
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method
 from slotlab.methods.ssl_views import LabelFreeConfig, ViewsConfig, image_points, method_input, random_views
@@ -50,18 +51,14 @@ class RegionContrastConfig(LabelFreeConfig):
     views: ViewsConfig = field(default_factory=default_views)
     projector_hidden: int = 256
     projector_dim: int = 64
-    temperature: float = 0.1
-    colour_levels: int = 4
-    min_region_pixels: int = 8
+    temperature: float = bounded(0.1, low=0, low_open=True)
+    colour_levels: int = bounded(4, low=2)
+    min_region_pixels: int = bounded(8, low=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.views.global_views != 2 or self.views.local_views != 0:
             raise ValueError("views: region contrast compares exactly two views (global_views: 2, local_views: 0)")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
-        if self.colour_levels < 2 or self.min_region_pixels < 1:
-            raise ValueError("colour_levels must be >= 2 and min_region_pixels >= 1")
 
 
 def colour_regions(images: Tensor, levels: int, min_pixels: int) -> Tensor:

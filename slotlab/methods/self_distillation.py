@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slotlab.config import bounded
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method, load_trained
 from slotlab.methods.ssl_views import LabelFreeConfig, colour_jitter, image_points, method_input, random_views
@@ -54,23 +55,17 @@ class SelfDistillationConfig(LabelFreeConfig):
     image_prototypes: int = 128
     head_hidden: int = 128
     head_bottleneck: int = 64
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.04
-    center_momentum: float = 0.9
-    teacher_momentum: float = 0.99
-    token_weight: float = 1.0
-    image_weight: float = 1.0
+    student_temperature: float = bounded(0.1, low=0, low_open=True)
+    teacher_temperature: float = bounded(0.04, low=0, low_open=True)
+    center_momentum: float = bounded(0.9, low=0, high=1, high_open=True)
+    teacher_momentum: float = bounded(0.99, low=0, high=1, high_open=True)
+    token_weight: float = bounded(1.0, low=0)
+    image_weight: float = bounded(1.0, low=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("student_temperature", "teacher_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("center_momentum", "teacher_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
-        if self.token_weight < 0 or self.image_weight < 0 or self.token_weight + self.image_weight == 0:
-            raise ValueError("token_weight and image_weight must be >= 0 and not both 0")
+        if self.token_weight + self.image_weight == 0:
+            raise ValueError("token_weight and image_weight may not both be 0")
 
 
 class ProjectionHead(nn.Module):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from slotlab.config import bounded, check_ranges
 from slotlab.data.sample import Batch
 from slotlab.nn.encoders.ssl import ConvNetConfig
 from slotlab.ops.resize import resize_image
@@ -75,6 +76,9 @@ class LabelFreeConfig:
         network: the encoder network it trains.
         views: how the views are drawn from each image.
         image_size: square input size (a multiple of 4); other sizes are resized.
+
+    Numeric fields declared with :func:`~slotlab.config.bounded` (here and in the subclasses)
+    are checked against their ranges on construction.
     """
 
     network: ConvNetConfig = field(default_factory=ConvNetConfig)
@@ -82,6 +86,7 @@ class LabelFreeConfig:
     image_size: int = 64
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.image_size < 4 or self.image_size % 4:
             raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
 
