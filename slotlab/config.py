@@ -91,12 +91,13 @@ def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
 
 
-def check_ranges(config: Any) -> None:
+def check_ranges(config: Any, where: str = "") -> None:
     """Check every :func:`bounded` field of the dataclass instance ``config`` against its range
-    (for ``__post_init__``, so that a config built in code is checked as :func:`from_dict` checks one)."""
+    (for ``__post_init__``, so that a config built in code is checked as :func:`from_dict` checks
+    one); errors name the field after ``where`` (e.g. ``"encoder."``)."""
     for f in dataclasses.fields(config):
         if "range" in f.metadata:
-            f.metadata["range"].check(getattr(config, f.name), f.name)
+            f.metadata["range"].check(getattr(config, f.name), f"{where}{f.name}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
