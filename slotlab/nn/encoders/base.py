@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from slotlab.config import check_ranges
+from slotlab.config import ConfigFamily, check_ranges
 from slotlab.ops.resize import resize_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,7 +30,7 @@ CPU_DEFAULT_DIM = 64
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(ConfigFamily):
     """The fields every encoder family shares; each family adds its own in a subclass
     (``PatchEncoderConfig``, ``CNNEncoderConfig``, ``CifarResNetEncoderConfig``,
     ``ViTEncoderConfig``), chosen by ``name`` when a config is parsed.
