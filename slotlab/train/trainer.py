@@ -34,7 +34,7 @@ from slotlab.io.layout import LOG_FILE, MODEL_DIR
 from slotlab.io.runs import prepare_output, truncate_log
 from slotlab.io.weights import CheckpointError
 from slotlab.methods import Method, get_method
-from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.train.config import StageConfig, TrainConfig, build_train_config, resolve_precision, to_dict
 from slotlab.train.stages import (
     StepBatchSampler,
     configure_stage,
@@ -140,7 +140,7 @@ def setup_run(config: TrainConfig, out: Path, resume: bool, dataset, progress: b
     set_seed(config.seed)
     model = build_model(config)
     if main:
-        prepare_output(out, yaml.safe_dump(to_dict(config), sort_keys=False), resume)
+        prepare_output(out, yaml.safe_dump(to_dict(config), sort_keys=False), resume, build_train_config)
     accelerator.wait_for_everyone()
 
     step, optimizer_state, optimizer_stage = 0, None, None
