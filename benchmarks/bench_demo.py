@@ -1,7 +1,7 @@
 """Time `slotlab demo`: wall time, peak memory, train steps/s and the metrics, as JSON.
 
     python benchmarks/bench_demo.py --out bench-demo.json [--steps N] [--seed S] [--keep DIR] [--preset NAME=PRESET]
-        [--methods LIST] [--with-segmenter] [--test] [--jobs N] [--each]
+        [--methods LIST] [--with-segmenter] [--test] [--jobs N] [--tasks LIST] [--each]
 
 With --keep the demo's output (trained models in DIR/runs/*/model, pictures, report) stays,
 e.g. for benchmarks/bench_downstream.py; otherwise it goes to a temporary directory.
@@ -9,7 +9,8 @@ e.g. for benchmarks/bench_downstream.py; otherwise it goes to a temporary direct
 for each chosen method that has one (dinosaur, glass), its row whose encoder also reads the
 segmenter trained on the scenes' class maps (NAME-segmenter), so the rows show what that
 supervision adds. --test also evaluates every trained method and the blocks baseline on the
-scenes test split (the demo itself reports val), under "test". --jobs as `slotlab demo --jobs`.
+scenes test split (the demo itself reports val), under "test". --jobs and --tasks as
+`slotlab demo`'s.
 --each times every method alone instead of one demo: the segmenter, if one of them reads it,
 is trained first (on every core, as the demo does), then each method runs as a demo of its own
 on one thread, as a demo worker runs it; its wall and CPU seconds are recorded, and the CPU
@@ -69,14 +70,16 @@ class RunClock:
         return timed
 
 
-def evaluate_on_test(out: Path, metrics: dict, names: list[str]) -> dict:
+def evaluate_on_test(out: Path, metrics: dict, names: list[str], seed: int) -> dict:
     """Each trained method of the demo in ``out`` (``runs/NAME/model``) and the blocks baseline on
-    the test split, under the protocol of the method's demo row; each row keeps its supervision."""
+    the test split, under the protocol of the method's demo row, the slot-initialisation noise
+    drawn with the demo's ``seed`` (as bench_cpu_encoder.py scores its seeds); each row keeps its
+    supervision."""
     test = build_dataset(TEST)
     rows = {}
     for name in names:
         model = Method.from_pretrained(out / RUNS_DIR / name / MODEL_DIR)
-        evaluation = evaluate_model(model, test, protocol=metrics[name]["protocol"], progress=False)
+        evaluation = evaluate_model(model, test, protocol=metrics[name]["protocol"], progress=False, seed=seed)
         rows[name] = demo.headline(evaluation) | {"supervision": metrics[name]["supervision"]}
     blocks = evaluate_blocks(test, num_slots=demo.BLOCKS, grid=(16, 16), protocol=demo.PROTOCOL)
     rows["blocks"] = demo.headline(blocks) | {"supervision": demo.BLOCKS_SUPERVISION}
@@ -143,6 +146,8 @@ def main() -> None:
                         help="also run dinosaur and glass (those chosen) with the segmenter trained on class maps")
     parser.add_argument("--test", action="store_true", help=f"also evaluate the trained methods on {TEST}")
     parser.add_argument("--jobs", type=int, default=None, help="methods trained at once, as `slotlab demo --jobs`")
+    parser.add_argument("--tasks", default="all", metavar="LIST",
+                        help="downstream tasks as `slotlab demo --tasks`: 'all', 'none' or a list (default: all)")
     parser.add_argument("--each", action="store_true", help="time each method alone on one thread (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,16 +162,17 @@ def main() -> None:
             metrics = time_each(methods, out, args.steps, args.seed)
         else:
             metrics = demo.run_demo(out, steps=args.steps, seed=args.seed, methods=methods, progress=False,
-                                    jobs=args.jobs)
+                                    jobs=args.jobs, tasks=demo.parse_tasks(args.tasks))
         wall = time.perf_counter() - start
         if args.test:
-            test = evaluate_on_test(out, metrics, [m.name for m in methods])
+            test = evaluate_on_test(out, metrics, [m.name for m in methods], args.seed)
     # The largest process: this one or a worker that trained a method (Linux reports KiB).
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     report = {
         "benchmark": "slotlab demo, each method alone" if args.each else "slotlab demo",
         "methods": [m.name for m in methods],
         "presets": args.preset,
+        "tasks": args.tasks,
         "wall_seconds": round(wall, 1),
         "peak_memory_mb_largest_process": round(peak_mb, 1),
         "train_steps_per_second": {

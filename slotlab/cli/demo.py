@@ -51,20 +51,13 @@ def _demo_arguments(p) -> None:
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
 
 
-def _demo_tasks(text: str) -> tuple[str, ...]:
-    from slotlab.train.demo import DEMO_TASKS, check_tasks
-
-    names = {"all": DEMO_TASKS, "none": ()}.get(text)
-    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
-
-
 def _run_demo(args) -> int:
-    from slotlab.train.demo import run_demo
+    from slotlab.train.demo import parse_tasks, run_demo
     from slotlab.train.demo_methods import select_methods, with_presets
 
     names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = with_presets(select_methods(names), args.preset)
-    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=_demo_tasks(args.tasks),
+    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=parse_tasks(args.tasks),
                        jobs=args.jobs, segmenter=args.segmenter)
     print(results_json(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, overlays.png and report.html")

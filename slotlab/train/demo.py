@@ -94,6 +94,12 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(tasks)
 
 
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """The tasks of a ``--tasks`` value: 'all', 'none' or a comma-separated list."""
+    names = {"all": DEMO_TASKS, "none": ()}.get(text)
+    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
+
+
 def demo_products(methods) -> list[str]:
     """Every path (relative to the output directory) a demo of ``methods`` may write."""
     names = ["segmenter", *(m.name for m in methods), *(pretraining_run(m) for m in methods if m.pretrain)]
