@@ -42,16 +42,21 @@ from report import emit, machine_info
 from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
-from slotlab.train.config import build_train_config
-from slotlab.train.demo import die_with_parent, pretrain, steps_overrides, train_segmenter
-from slotlab.train.demo_methods import select_methods
-from slotlab.train.evaluate import evaluate_model
-from slotlab.train.trainer import train
 from slotlab.datagen.config import GenerateConfig
 from slotlab.datagen.run import run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.evaluation import evaluate_masks
 from slotlab.metrics.protocols import get_protocol
+from slotlab.train.config import build_train_config
+from slotlab.train.demo import (
+    die_with_parent,
+    pretrain,
+    steps_overrides,
+    train_segmenter,
+)
+from slotlab.train.demo_methods import select_methods
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
 
 ROWS = {  # Table 6a row -> CPU preset
     "recon": "glass-tiny-recon",
@@ -89,9 +94,14 @@ def colour_groups(batch) -> torch.Tensor:
     return labels
 
 
-def generate(out: Path) -> str:
-    config = from_dict(GenerateConfig, load_preset("generate-scenes-tiny"))
-    run_generation(config, out, resume=False, progress=False)
+def generate(out: Path, seed: int | None = None, num: int | None = None) -> str:
+    """Scenes of the generate-scenes-tiny preset in ``out`` (its seed and count unless given)."""
+    settings = load_preset("generate-scenes-tiny")
+    if seed is not None:
+        settings |= {"seed": seed}
+    if num is not None:
+        settings |= {"num": num, "shard_size": num}
+    run_generation(from_dict(GenerateConfig, settings), out, resume=False, progress=False)
     return f"generated:{out}"
 
 
