@@ -4,8 +4,8 @@
         [--encoders patch segmenter ssl regions] [--ssl DIR] [--regions DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
-- patch: the CPU presets' patch encoder without a semantic part (colour and random Fourier
-  colour features; no training);
+- patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
+  features; no training): the presets' default;
 - segmenter: the same plus the class probabilities of the segmenter (segmenter-scenes-tiny,
   trained WITH the scenes' class labels);
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
@@ -82,7 +82,7 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
 
 
 def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
-    # The encoder replaces the preset's, segmenter input included: this row gives its own inputs.
+    # The encoder replaces the preset's, and whatever it reads is given with it: no preset input remains.
     overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)

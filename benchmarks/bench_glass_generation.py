@@ -1,7 +1,7 @@
 """What the CPU decoder's pretraining buys GLASS's reconstructions and edits (JSON out).
 
-    python benchmarks/bench_glass_generation.py --segmenter DIR --decoder-steps 150 600 1200 2400 \
-        [--glass-at 150 600 1200 2400] [--set KEY=VALUE ...] [--keep DIR] [--out FILE]
+    python benchmarks/bench_glass_generation.py --decoder-steps 150 600 1200 2400 \
+        [--glass-at 150 600 1200 2400] [--segmenter DIR] [--set KEY=VALUE ...] [--keep DIR] [--out FILE]
 
 One ``glass-tiny-decoder`` run of the largest step count (its warmup-cosine schedule spans
 that count, so a smaller count is a checkpoint in mid-schedule, learning rate still high),
@@ -20,9 +20,10 @@ directory as it ends):
   controls, ``recon_psnr``) and segmentation on scenes val (protocol ``native``).
 
 ``--set`` overrides apply to both presets (e.g. ``model.diffusion_decoder.coordinate_channels=true``).
-Supervision: the encoder reads a segmenter trained on the scenes' class maps; the decoder is
-pretrained on description tokens written from the generated scenes' ground-truth class
-segments and pixels. Single thread per process, as in the demo.
+Supervision: the decoder is pretrained on description tokens written from the generated
+scenes' ground-truth class segments and pixels; the encoder is the presets' (label-free), or
+with ``--segmenter DIR`` reads a segmenter trained on the scenes' class maps. Single thread
+per process, as in the demo.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def glass_from(decoder_dir: str, data: str, common: list[str], work: Path) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--segmenter", type=Path, required=True, metavar="DIR",
-                        help="a trained segmenter checkpoint (slotlab train --preset segmenter-scenes-tiny)")
+    parser.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
+                        help="a trained segmenter checkpoint for glass-tiny's encoder to read (supervised on class "
+                             "maps; slotlab train --preset segmenter-scenes-tiny); default: the presets' encoder")
     parser.add_argument("--decoder-steps", type=int, nargs="+", default=[150, 600, 1200, 2400])
     parser.add_argument("--glass-at", type=int, nargs="*", default=None,
                         help="decoder steps to train glass-tiny from (default: every --decoder-steps)")
@@ -140,11 +142,13 @@ def main() -> None:
     glass_at = counts if args.glass_at is None else sorted(set(args.glass_at))
     if not set(glass_at) <= set(counts):
         parser.error("--glass-at counts must be among --decoder-steps")
-    common = ["seed=0", f"model.encoder.semantic_model={args.segmenter}", *args.overrides]
+    common = ["seed=0", *args.overrides]
+    glass_common = [*common, *([f"model.encoder.semantic_model={args.segmenter}"] if args.segmenter else [])]
     report: dict = {"benchmark": "glass-generation", "overrides": args.overrides, "val": VAL,
                     "generation_images": NUM_IMAGES, "sampler_steps": SAMPLER_STEPS,
-                    "supervision": "encoder reads a segmenter trained on scenes class maps; the decoder is pretrained "
-                                   "on description tokens written from the generated scenes' masks and pixels"}
+                    "supervision": ("encoder reads a segmenter trained on scenes class maps" if args.segmenter else
+                                    "label-free encoder") + "; the decoder is pretrained on description tokens written "
+                                   "from the generated scenes' masks and pixels"}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
@@ -157,7 +161,7 @@ def main() -> None:
                 checkpoint = wait_for(checkpoint_dir(work, count), pretraining)
                 rows[count] = {"described": described(checkpoint, held_out)}
                 if count in glass_at:
-                    rows[count]["glass"] = glass_from(checkpoint, data, common, work / f"glass-{count}")
+                    rows[count]["glass"] = glass_from(checkpoint, data, glass_common, work / f"glass-{count}")
                 print(count, json.dumps(rows[count]), flush=True)
                 with open(work / "rows.jsonl", "a") as log:  # each row as it ends, should the whole not finish
                     log.write(json.dumps({"decoder_steps": count, **rows[count]}) + "\n")

@@ -1,8 +1,9 @@
 """`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured.
 
-The presets' encoder reads the class of each pixel from a small segmenter
-(``encoder.semantic_model``), so the demo trains that first, on all the cores, and points
-every preset that names one at it.
+The CPU presets' encoders are label-free (the patch encoder's colour features). The
+``-segmenter`` methods (e.g. ``dinosaur-segmenter``) also read the class of each pixel from a
+small segmenter trained on the scenes' class maps (``encoder.semantic_model``): when one of
+them is chosen, the demo trains that first, on all the cores, and points them at it.
 
 Methods are independent, so with two or more CPU cores they train in parallel worker
 processes (``jobs``), each with its share of the torch threads; every method's run is a
@@ -11,7 +12,6 @@ function of the seed alone, whichever process runs it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -27,24 +27,13 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.io.cache import artefact_dir, store
-from slotlab.io.layout import (
-    CHECKPOINT_DIR,
-    GENERATED_DIR,
-    METRICS_FILE,
-    MODEL_CONFIG_FILE,
-    MODEL_DIR,
-    OVERLAYS_FILE,
-    REPORT_FILE,
-    RUN_CONFIG_FILE,
-    RUNS_DIR,
-    TASKS_DIR,
-)
+from slotlab.io import layout
 from slotlab.io.results import write_results
 from slotlab.io.staged import begin_outputs, commit_outputs
 from slotlab.methods.contract import can_generate
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.train.config import build_train_config, to_dict
-from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
+from slotlab.train.demo_methods import ALL_METHODS, DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.trainer import train
@@ -56,16 +45,16 @@ from slotlab.viz.run_report import demo_report
 
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
-#: The frozen per-pixel classifier the presets' encoders read (their input ``SEGMENTER_INPUT``).
+#: The frozen per-pixel classifier the ``-segmenter`` methods' encoders read (at ``SEGMENTER_INPUT``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 SEGMENTER_INPUT = "model.encoder.semantic_model"
 PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 BLOCKS_SUPERVISION = "none (no learning)"
 NUM_SHOWN = 8  # validation images in the overlay picture
-FILES = (METRICS_FILE, OVERLAYS_FILE, REPORT_FILE)
+FILES = (layout.METRICS_FILE, layout.OVERLAYS_FILE, layout.REPORT_FILE)
 #: Folders holding one entry per method (and runs/segmenter); other entries there are not the demo's.
-FOLDERS = (RUNS_DIR, GENERATED_DIR, TASKS_DIR)
+FOLDERS = (layout.RUNS_DIR, layout.GENERATED_DIR, layout.TASKS_DIR)
 
 
 @dataclass(frozen=True)
@@ -105,6 +94,12 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(tasks)
 
 
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """The tasks of a ``--tasks`` value: 'all', 'none' or a comma-separated list."""
+    names = {"all": DEMO_TASKS, "none": ()}.get(text)
+    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
+
+
 def demo_products(methods) -> list[str]:
     """Every path (relative to the output directory) a demo of ``methods`` may write."""
     names = ["segmenter", *(m.name for m in methods), *(pretraining_run(m) for m in methods if m.pretrain)]
@@ -120,7 +115,8 @@ def _relocate_run_configs(staging: Path, out: Path) -> None:
             path.write_text(text.replace(str(staging), str(out)))
 
 
-def _summary(result: dict) -> dict:
+def headline(result: dict) -> dict:
+    """The three numbers a demo row leads with, from an evaluation."""
     keep = ("mbo_i", "miou_i", "fg_ari")
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
@@ -130,25 +126,16 @@ def reads(preset: dict, key: str) -> bool:
     return key in (preset.get("inputs") or {})
 
 
-def uses_segmenter(preset: dict) -> bool:
-    """Does this preset's encoder read a segmenter?"""
-    return reads(preset, SEGMENTER_INPUT)
-
-
-def reads_segmenter(method: DemoMethod) -> bool:
-    """Does the demo hand ``method`` (or what it pretrains) the segmenter?"""
-    presets = [method.preset] + ([method.pretrain.preset] if method.pretrain else [])
-    return method.segmenter and any(uses_segmenter(load_preset(p)) for p in presets)
-
-
 def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]:
-    """Point the preset's encoder at the demo's segmenter, or, for a method without it, drop that
-    input and leave the encoder reading none."""
-    if not uses_segmenter(preset):
+    """For a method that reads the segmenter, point the preset's patch encoder at the demo's;
+    for the others nothing: their encoder stays label-free."""
+    if not method.segmenter:
         return []
-    if method.segmenter:
-        return [f"{SEGMENTER_INPUT}={out / RUNS_DIR / 'segmenter' / MODEL_DIR}"]
-    return [f"inputs={json.dumps({k: v for k, v in preset['inputs'].items() if k != SEGMENTER_INPUT})}"]
+    encoder = (preset["model"].get("encoder") or {}).get("name")
+    if encoder != "patch":
+        raise ValueError(f"demo method {method.name!r}: its preset's encoder is {encoder!r}; only the patch encoder "
+                         "reads a segmenter (encoder.semantic_model)")
+    return [f"{SEGMENTER_INPUT}={out / layout.RUNS_DIR / 'segmenter' / layout.MODEL_DIR}"]
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
@@ -162,13 +149,13 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     cached = artefact_dir("segmenter", to_dict(config), seed)
     supervision = describe_supervision(to_dict(config))
     row = {"preset": SEGMENTER_PRESET, "supervision": supervision, "cache": str(cached)}
-    run = out / RUNS_DIR / "segmenter"
-    if (cached / MODEL_DIR / MODEL_CONFIG_FILE).is_file():
+    run = out / layout.RUNS_DIR / "segmenter"
+    if (cached / layout.MODEL_DIR / layout.MODEL_CONFIG_FILE).is_file():
         print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
         store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
     print(f"segmenter: training {SEGMENTER_PRESET} for {config.total_steps} steps first, a small per-pixel classifier "
-          f"({supervision}) that the CPU presets' encoder reads (the preset's steps take about "
+          f"({supervision}) that the -segmenter methods' encoder reads (the preset's steps take about "
           f"{SEGMENTER_MINUTES:g} minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -176,7 +163,7 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
         result = train(config, run, progress=progress)
     finally:
         torch.set_num_threads(previous)
-    store(run, cached, ignore=(CHECKPOINT_DIR,))
+    store(run, cached, ignore=(layout.CHECKPOINT_DIR,))
     print(f"segmenter: trained in {result.train_seconds:.0f} s", flush=True)
     return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
@@ -187,7 +174,7 @@ def pretrain(method: DemoMethod, out: Path, overrides: list[str], steps: int | N
     preset = load_preset(method.pretrain.preset)
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
-    result = train(config, out / RUNS_DIR / pretraining_run(method), progress=progress)
+    result = train(config, out / layout.RUNS_DIR / pretraining_run(method), progress=progress)
     return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
             "preset": method.pretrain.preset, "model": str(result.model_dir)}
 
@@ -207,7 +194,8 @@ def run_method(
     preset = load_preset(method.preset)
     overrides, timed = [f"seed={seed}"], {}  # overrides shared with the pretraining; steps are each preset's own
     if method.generate_preset is not None:
-        data = _generate(method.generate_preset, out / GENERATED_DIR / method.name, seed, progress and bar_position == 0)
+        data = _generate(method.generate_preset, out / layout.GENERATED_DIR / method.name, seed,
+                         progress and bar_position == 0)
         overrides.append(f"data.train={data}")
         timed["generate_seconds"] = round(time.perf_counter() - start, 1)
     pretrained = None
@@ -217,9 +205,9 @@ def run_method(
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
-    result = train(config, out / RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
+    result = train(config, out / layout.RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
-    metrics = _summary(evaluation) | {
+    metrics = headline(evaluation) | {
         "supervision": describe_supervision(to_dict(config)),
         "train_seconds": round(result.train_seconds, 2),
         "train_steps": result.steps,
@@ -240,7 +228,7 @@ def run_method(
     if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
-        metrics |= run_generation_tasks(result.model, val, out / TASKS_DIR / method.name, seed)[0]
+        metrics |= run_generation_tasks(result.model, val, out / layout.TASKS_DIR / method.name, seed)[0]
     shown_segmentation = segmentation(decomposition.masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation)
@@ -302,7 +290,7 @@ def run_demo(
     :mod:`slotlab.io.staged`.
 
     ``segmenter``: a trained segmenter checkpoint (e.g. an earlier demo's
-    ``runs/segmenter/model``) that the presets' encoders read instead of training one.
+    ``runs/segmenter/model``) that the ``-segmenter`` methods read instead of training one.
     """
     tasks = check_tasks(tasks)
     jobs = default_jobs(len(methods)) if jobs is None else jobs
@@ -310,6 +298,10 @@ def run_demo(
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    if segmenter is not None and not any(m.segmenter for m in methods):
+        raise ValueError(f"--segmenter {segmenter}: none of the methods {[m.name for m in methods]} reads a segmenter; "
+                         f"choose one that does ({', '.join(m.name for m in ALL_METHODS if m.segmenter)}) or drop "
+                         "--segmenter")
     given = None if segmenter is None else load_segmenter(segmenter, "--segmenter")
     staging = begin_outputs(out, demo_products(methods))
     try:
@@ -325,24 +317,24 @@ def run_demo(
 def _given_segmenter(model, path: Path, run: Path) -> dict:
     """The ``--segmenter`` checkpoint in ``run/model``, with the training config saved beside it
     (if any: it says what the segmenter was trained on); its metrics row."""
-    model.save_pretrained(run / MODEL_DIR)
+    model.save_pretrained(run / layout.MODEL_DIR)
     config = {"method": "segmenter"}
-    if (path.parent / RUN_CONFIG_FILE).is_file():
-        shutil.copy(path.parent / RUN_CONFIG_FILE, run / RUN_CONFIG_FILE)
-        config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or config
+    if (path.parent / layout.RUN_CONFIG_FILE).is_file():
+        shutil.copy(path.parent / layout.RUN_CONFIG_FILE, run / layout.RUN_CONFIG_FILE)
+        config = yaml.safe_load((run / layout.RUN_CONFIG_FILE).read_text()) or config
     return {"train_steps": 0, "train_seconds": 0.0, "model": str(path), "supervision": describe_supervision(config)}
 
 
 def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks, jobs, given, segmenter) -> dict:
     """The body of :func:`run_demo`: everything written into ``staging``, paths reported as in ``out``."""
     segmenter_row = None
-    if any(reads_segmenter(m) for m in methods):
+    if any(m.segmenter for m in methods):
         if given is not None:
-            segmenter_row = _given_segmenter(given, segmenter, staging / RUNS_DIR / "segmenter")
+            segmenter_row = _given_segmenter(given, segmenter, staging / layout.RUNS_DIR / "segmenter")
         else:
             # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
             segmenter_row = train_segmenter(staging, steps, seed, os.cpu_count() or 1, progress)
-            segmenter_row["model"] = str(out / RUNS_DIR / "segmenter" / MODEL_DIR)
+            segmenter_row["model"] = str(out / layout.RUNS_DIR / "segmenter" / layout.MODEL_DIR)
     finished = _run_all(methods, staging, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
@@ -354,18 +346,18 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
-    results["blocks"] = _summary(blocks) | {"supervision": BLOCKS_SUPERVISION, "train_seconds": 0.0,
+    results["blocks"] = headline(blocks) | {"supervision": BLOCKS_SUPERVISION, "train_seconds": 0.0,
                                             "protocol": blocks["protocol"]}
     if segmenter_row is not None:
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    save_image(overlay_grid(shown.image, columns, scale=3), staging / OVERLAYS_FILE,
+    save_image(overlay_grid(shown.image, columns, scale=3), staging / layout.OVERLAYS_FILE,
                "Validation images (one a row), their ground-truth instances and each method's slot masks")
     notes = [f"{len(val)} scenes val images, protocol '{PROTOCOL}', seed {seed}. Each method's section below has "
              "every other number, its training curves and pictures; the glossary says what each number means."]
-    write_report(staging / REPORT_FILE, demo_report(staging, results, notes + _task_notes(tasks)))
-    write_results(staging / METRICS_FILE, results)
+    write_report(staging / layout.REPORT_FILE, demo_report(staging, results, notes + _task_notes(tasks)))
+    write_results(staging / layout.METRICS_FILE, results)
     return results
 
 
