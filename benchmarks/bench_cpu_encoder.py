@@ -1,7 +1,8 @@
 """The CPU encoders side by side on the scenes test split, as JSON.
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
-        [--encoders patch segmenter ssl regions] [--ssl DIR] [--regions DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
+        [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
+        [--dinosaur-steps N] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder without a semantic part (colour and random Fourier
@@ -11,7 +12,9 @@ Encoders (each row says what supervision it saw):
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
   (ssl-scenes-tiny);
 - regions: the network trained by region contrast on the colour regions of scenes train
-  images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features.
+  images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features;
+- shapes: the network trained by contrast of the silhouettes of the colour regions of scenes
+  train images WITHOUT labels (ssl-shapes-scenes-tiny), each token with its colour features.
 
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), the left-neighbour copy
@@ -19,8 +22,9 @@ ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) e
 the test split with its decoder masks and with its slot-attention masks, and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder, its reconstruction MSE on test with each image's own slots and with the slots of
-the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token. ``--ssl``/``--segmenter``
-reuse trained runs (one for every seed) instead of training one per seed.
+the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
+``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
+instead of training one per seed.
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ SUPERVISION = {
     "ssl": "none: self-distillation on scenes train images (ssl-scenes-tiny)",
     "regions": "none: region contrast over the colour regions of scenes train images (ssl-regions-scenes-tiny)"
                " + each token's colour features",
+    "shapes": "none: contrast of the silhouettes of the colour regions of scenes train images"
+              " (ssl-shapes-scenes-tiny) + each token's colour features",
 }
 PATCH_COLOUR_FREQUENCIES, PATCH_COLOUR_SIGMA = 16, 3.0
 PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PATCH_COLOUR_FREQUENCIES,
          "colour_sigma": PATCH_COLOUR_SIGMA}
-#: The colour features the regions encoder appends to its network's tokens (the patch encoder's).
+#: The colour features the regions and shapes encoders append to their networks' tokens (the patch encoder's).
 REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
@@ -70,8 +76,8 @@ def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path])
         return PATCH | {"patch_size": patch_size}
     if name == "segmenter":
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
-    if name == "regions":
-        return {"name": "ssl", "image_size": 64, "path": str(prerequisites["regions"]), "patch_size": patch_size,
+    if name in ("regions", "shapes"):
+        return {"name": "ssl", "image_size": 64, "path": str(prerequisites[name]), "patch_size": patch_size,
                 **REGION_COLOUR}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
@@ -117,7 +123,7 @@ def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
     """The trained segmenter and ssl runs the encoders read (given, or trained with ``seed``)."""
     found, seconds = {}, {}
     for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny"),
-                                ("regions", args.regions, "ssl-regions-scenes-tiny")):
+                                ("regions", args.regions, "ssl-regions-scenes-tiny"), ("shapes", args.shapes, "ssl-shapes-scenes-tiny")):
         if name not in args.encoders:
             continue
         if given is not None:
@@ -146,6 +152,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=list(SUPERVISION), choices=list(SUPERVISION))
     parser.add_argument("--ssl", type=Path, default=None, help="a trained ssl-scenes-tiny model directory")
     parser.add_argument("--regions", type=Path, default=None, help="a trained ssl-regions-scenes-tiny model directory")
+    parser.add_argument("--shapes", type=Path, default=None, help="a trained ssl-shapes-scenes-tiny model directory")
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
