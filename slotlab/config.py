@@ -86,9 +86,29 @@ def float_option(**bounds) -> NumberOption:
     return NumberOption(float, **bounds)
 
 
+class ConfigFamily:
+    """Base of a dataclass config that stands for a family of configs told apart by one of its
+    fields (``EncoderConfig``, by ``encoder.name``): :func:`coerce` builds the member class that
+    :meth:`config_class_for` names for the mapping it parses."""
+
+    @classmethod
+    def config_class_for(cls, data: dict) -> type:
+        """The member config class for ``data``; a ValueError naming the field and its choices if none."""
+        raise NotImplementedError(f"{cls.__name__} must name its member config classes")
+
+
 def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds) -> Any:
     """A dataclass field whose values :func:`from_dict` checks against ``Range(**bounds)``."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
+
+
+def check_ranges(config: Any, where: str = "") -> None:
+    """Check every :func:`bounded` field of the dataclass instance ``config`` against its range
+    (for ``__post_init__``, so that a config built in code is checked as :func:`from_dict` checks
+    one); errors name the field after ``where`` (e.g. ``"encoder."``)."""
+    for f in dataclasses.fields(config):
+        if "range" in f.metadata:
+            f.metadata["range"].check(getattr(config, f.name), f"{where}{f.name}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -154,7 +174,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping of {inner.__name__} fields, got {value!r}")
-        if hasattr(inner, "config_class_for"):  # a family of configs told apart by a field (e.g. encoder.name)
+        if issubclass(inner, ConfigFamily):
             try:
                 inner = inner.config_class_for(value)
             except ValueError as err:

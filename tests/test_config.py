@@ -178,3 +178,40 @@ def test_data_that_cannot_be_built_names_the_setting(tmp_path):
     config = build_train_config(tiny_train_config(), [f"data.train=generated:{tmp_path / 'absent'}"])
     with pytest.raises(DatasetError, match=r"data.train='generated:.*absent'.*\n.*--set data.train=SPEC"):
         train(config, tmp_path / "run", progress=False)
+
+
+def test_a_config_family_is_parsed_into_the_member_its_field_names():
+    from dataclasses import dataclass, field
+
+    from slotlab.config import ConfigFamily
+
+    @dataclass
+    class Shape(ConfigFamily):
+        kind: str = "circle"
+
+        @classmethod
+        def config_class_for(cls, data: dict) -> type:
+            members = {"circle": Circle, "square": Square}
+            if data.get("kind", "circle") not in members:
+                raise ValueError(f"kind={data['kind']!r}: choose one of {', '.join(members)}")
+            return members[data.get("kind", "circle")]
+
+    @dataclass
+    class Circle(Shape):
+        radius: float = 1.0
+
+    @dataclass
+    class Square(Shape):
+        kind: str = "square"
+        side: float = 1.0
+
+    @dataclass
+    class Drawing:
+        shape: Shape = field(default_factory=Circle)
+
+    assert from_dict(Drawing, {"shape": {"kind": "square", "side": 2}}).shape == Square(side=2.0)
+    assert from_dict(Drawing, {"shape": {"radius": 3}}).shape == Circle(radius=3.0)
+    with pytest.raises(ConfigError, match=r"drawing.shape: kind='star': choose one of circle, square"):
+        from_dict(Drawing, {"shape": {"kind": "star"}}, "drawing")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['side'\] in drawing.shape"):
+        from_dict(Drawing, {"shape": {"side": 2}}, "drawing")

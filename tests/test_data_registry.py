@@ -97,6 +97,23 @@ def test_scenes_spec():
         build_dataset("scenes?colour=red")
 
 
+def test_shared_options_declared_once_are_spec_keys_of_every_dataset_that_takes_them(photos):
+    from slotlab.data.registry import option_types
+
+    for name in ("coco", "coco-panoptic", "voc", "clevrtex", "clevr-masks", "movi", "folder"):
+        assert option_types(name)["max_pixels"] is int, name
+        assert not {"transform", "strict"} & set(option_types(name)), name
+    for name in ("coco", "coco-panoptic"):
+        assert {"annotations", "images", "crowd", "empty"} <= set(option_types(name)), name
+    assert "max_pixels" not in option_types("packed")  # read from tar shards, not through read_image
+    with pytest.raises(DatasetError, match="max_pixels must be int"):
+        build_dataset(f"folder:{photos}?max_pixels=many")
+    dataset = build_dataset(f"folder:{photos}?max_pixels=1100", strict=True)
+    assert dataset.max_pixels == 1100 and dataset[2].image.shape == (3, 32, 32)  # 1,024 pixels
+    with pytest.raises(DatasetError, match="above max_pixels=1100"):
+        dataset[0]  # 40 x 30 = 1,200 pixels
+
+
 def test_describe_lists_every_dataset():
     text = describe_datasets()
     assert all(name in text for name in DATASETS) and "random_crop" in text

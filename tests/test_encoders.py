@@ -461,3 +461,15 @@ def test_patch_position_features_make_tokens_position_dependent():
     features = position_fourier_features(3, 5, 2)
     assert features.shape == (8, 3, 5)
     torch.testing.assert_close(features[0, 0], torch.sin(torch.pi * torch.linspace(0, 1, 5)))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"colour_frequencies": -1}, "encoder.colour_frequencies must be >= 0, got -1"),
+    ({"position_frequencies": -2}, "encoder.position_frequencies must be >= 0, got -2"),
+    ({"semantic_gain": 0.0}, "encoder.semantic_gain must be > 0, got 0.0"),
+])
+def test_patch_config_fields_out_of_range_are_refused_by_name(values, message):
+    from slotlab.nn.encoders.patch import PatchEncoderConfig
+
+    with pytest.raises(ValueError, match=message):
+        PatchEncoderConfig(image_size=32, **values)

@@ -84,6 +84,21 @@ def test_bad_views_are_refused():
         RegionContrastConfig(views=ViewsConfig(global_views=2, local_views=2))
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", 0.0, "temperature must be > 0"),
+    ("colour_levels", 1, "colour_levels must be >= 2"),
+    ("image_size", 30, "image_size=30 must be a positive multiple of 4"),
+])
+def test_out_of_range_fields_are_refused_in_code_as_in_presets(field, value, message):
+    from slotlab.config import ConfigError, from_dict
+    from slotlab.methods.region_contrast import RegionContrastConfig
+
+    with pytest.raises(ValueError, match=message):
+        RegionContrastConfig(**{field: value})
+    with pytest.raises(ConfigError, match=f"model.*{message}"):
+        from_dict(RegionContrastConfig, {field: value}, "model")
+
+
 def test_ssl_encoder_adds_each_cells_colour_on_a_finer_grid(tmp_path):
     from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig, SSLEncoder
 

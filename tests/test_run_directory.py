@@ -269,3 +269,39 @@ def test_a_full_disk_while_checkpointing_keeps_the_earlier_checkpoint(tmp_path, 
     assert "could not write the checkpoint of step 4" in err and "No space left on device" in err
     assert [p.name for p in checkpoint_dirs(run)] == ["step-00000002"]
     assert not list((run / "checkpoints").glob(".tmp-*")) and not (run / "model").exists()
+
+
+def _saved_config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_a_run_saved_before_the_model_section_was_typed_resumes_when_it_is_the_same_config(tmp_path, finished_run):
+    run = copy_of(finished_run, tmp_path)
+    shutil.rmtree(checkpoint_dirs(run)[-1])
+    old = _saved_config(run)
+    old["model"] = tiny_run_config()["model"]  # as written then: the preset's keys only, no defaults
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert yaml.safe_load((run / "config.yaml").read_text()) != _saved_config(finished_run)
+    result = train(build_train_config(tiny_run_config()), run, resume=True, progress=False)
+    assert (result.start_step, result.steps) == (2, 4)
+    assert _saved_config(run) == _saved_config(finished_run)  # rewritten in today's form
+
+
+def test_a_resume_with_another_config_names_what_differs(tmp_path, finished_run):
+    run = copy_of(finished_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"differs from the one in .*config.yaml \(model.slot_attention.num_slots: "
+                                          r"4 in the file, 3 now\)"):
+        train(build_train_config(tiny_run_config(), ["model.slot_attention.num_slots=3"]), run, resume=True,
+              progress=False)
+
+
+def test_a_saved_config_this_slotlab_cannot_read_is_named_with_the_fix(tmp_path, preset, finished_run):
+    run = copy_of(finished_run, tmp_path)
+    old = _saved_config(run)
+    old["model"]["slot_attention"]["old_knob"] = 1  # a key that no longer exists
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    before = (run / "config.yaml").read_text()
+    result = slotlab("train", "--preset", preset, "--out", run, "--resume", "--no-eval")
+    assert_clean_error(result, f"--resume: {run / 'config.yaml'} cannot be read as a config of this slotlab")
+    assert "old_knob" in result.stderr and "Edit" in result.stderr
+    assert (run / "config.yaml").read_text() == before  # nothing rewritten

@@ -25,55 +25,31 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
-from torch import Tensor
 
-from slotlab.data.imageio import (
-    DEFAULT_MAX_PIXELS,
-    BadSampleError,
-    DatasetError,
-    FileDataset,
-    SampleTransform,
-    make_sample,
-    relabel_consecutive,
-    require_dir,
-)
+from slotlab.data.imageio import BadSampleError, DatasetError, FileReading, ObjectFileDataset, require_dir
 from slotlab.data.sample import Sample
 
 CLEVRTEX_VARIANTS = ("full", "pbg", "vbg", "grassbg", "camo", "outd")
 #: (start, end) fractions of the sorted image list, as in the authors' evaluation code.
 CLEVRTEX_SPLITS: dict[str, tuple[float, float]] = {"test": (0.0, 0.1), "val": (0.1, 0.2), "train": (0.2, 1.0),
                                                    "all": (0.0, 1.0)}
-OBJECT_CLASSES = ["background", "object"]
 
 _CLEVR_IMAGE = re.compile(r"CLEVR_image_(\d+)\.png$")
 _CLEVR_MASK = re.compile(r"CLEVR_mask_(\d+)_(\d+)\.png$")
 
 
-def objects_sample(image: Tensor, labels: np.ndarray, meta: dict, ignore: np.ndarray | None = None) -> Sample:
-    """A sample whose nonzero label values are objects of the single class "object"."""
-    instance_mask, original = relabel_consecutive(labels, exclude=(0,))
-    meta = {**meta, "object_ids": original.tolist()}
-    return make_sample(image, instance_mask, np.ones(len(original), np.int64), ignore_mask=ignore, meta=meta)
-
-
-class ClevrTex(FileDataset):
+class ClevrTex(ObjectFileDataset):
     """ClevrTex images with their ``_flat.png`` instance masks (see the module docstring)."""
 
     name = "clevrtex"
-    class_names = list(OBJECT_CLASSES)
 
     def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        variant: str = "full",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        self, root: str | Path, split: str = "train", variant: str = "full", **reading: Unpack[FileReading]
     ) -> None:
-        super().__init__(transform, strict, max_pixels)
+        super().__init__(**reading)
         if variant not in CLEVRTEX_VARIANTS:
             choices = ", ".join(CLEVRTEX_VARIANTS)
             raise DatasetError(f"ClevrTex variant={variant!r} is not valid; choose one of {choices}")
@@ -106,23 +82,16 @@ class ClevrTex(FileDataset):
         path = self.images[index]
         image = self.read_image(path)
         labels = self.read_label_map(path.with_name(path.stem + "_flat.png"), tuple(image.shape[-2:]))
-        return objects_sample(image, labels, {"dataset": self.name, "index": index, "file": str(path)})
+        return self.objects_sample(image, labels, self.sample_meta(index, path))
 
 
-class ClevrMasks(FileDataset):
+class ClevrMasks(ObjectFileDataset):
     """CLEVR images with one binary PNG per object slot (see the module docstring)."""
 
     name = "clevr-masks"
-    class_names = list(OBJECT_CLASSES)
 
-    def __init__(
-        self,
-        root: str | Path,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
-    ) -> None:
-        super().__init__(transform, strict, max_pixels)
+    def __init__(self, root: str | Path, **reading: Unpack[FileReading]) -> None:
+        super().__init__(**reading)
         self.root = require_dir(Path(root), "CLEVR masks", "ROOT must hold CLEVR_image_<i>.png files")
         masks: dict[int, dict[int, Path]] = {}
         for path in self.root.glob("CLEVR_mask_*.png"):
@@ -153,5 +122,4 @@ class ClevrMasks(FileDataset):
                 mask = self.read_label_map(mask_path, size) > 0
                 labels[mask] = k
                 coverage += mask
-        meta = {"dataset": self.name, "index": index, "file": str(path)}
-        return objects_sample(image, labels, meta, ignore=coverage > 1)
+        return self.objects_sample(image, labels, self.sample_meta(index, path), ignore=coverage > 1)

@@ -26,16 +26,15 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import numpy as np
 
 from slotlab.data.imageio import (
-    DEFAULT_MAX_PIXELS,
     BadSampleError,
     DatasetError,
     FileDataset,
-    SampleTransform,
+    FileReading,
     make_sample,
     require_dir,
     require_file,
@@ -121,22 +120,40 @@ def image_records(images: list, annotation_file: Path, note_issue) -> list[dict]
     return records
 
 
+class COCOOptions(FileReading, total=False):
+    """The options both COCO layouts take besides ROOT and the split (dataset spec keys),
+    with the reading options; their defaults are :class:`_COCOFiles`'s.
+
+    Keys:
+        annotations: the annotation JSON (relative to ROOT or absolute).
+        images: the image folder (likewise; default ROOT/split).
+        crowd: what a crowd annotation becomes (``CROWD_POLICIES``).
+        empty: keep or skip images without an object (``EMPTY_POLICIES``).
+    """
+
+    annotations: str | None
+    images: str | None
+    crowd: CrowdPolicy
+    empty: EmptyPolicy
+
+
 class _COCOFiles(FileDataset):
     """What both COCO layouts share: ROOT, the split, the crowd and empty-image policies, an
     annotation JSON (``annotations``, else ``default_annotations`` under ROOT) and the image
     folder (``images``, else ROOT/split)."""
 
     def __init__(
-        self, root: str | Path, split: str, annotations: str | None, default_annotations: str, what: str,
-        images: str | None, crowd: CrowdPolicy, empty: EmptyPolicy, max_pixels: int,
-        transform: SampleTransform | None, strict: bool,
+        self, root: str | Path, split: str, default_annotations: str, what: str, annotations: str | None = None,
+        images: str | None = None, crowd: CrowdPolicy = "instance", empty: EmptyPolicy = "keep",
+        **reading: Unpack[FileReading],
     ) -> None:
-        super().__init__(transform, strict, max_pixels)
+        super().__init__(**reading)
         _check_choice(crowd, CROWD_POLICIES, "crowd")
         _check_choice(empty, EMPTY_POLICIES, "empty")
         self.root = Path(root)
         self.split = split
         self.crowd = crowd
+        self.empty = empty
         self.annotation_file = require_file(resolve_under(self.root, annotations or default_annotations), what,
                                             "pass annotations=PATH (relative to ROOT or absolute)")
         self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
@@ -157,18 +174,11 @@ class COCOInstances(_COCOFiles):
         self,
         root: str | Path,
         split: str = "val2017",
-        annotations: str | None = None,
-        images: str | None = None,
-        crowd: CrowdPolicy = "instance",
-        empty: EmptyPolicy = "keep",
         ignore_overlaps: bool = True,
         captions: str | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        **options: Unpack[COCOOptions],
     ) -> None:
-        super().__init__(root, split, annotations, f"annotations/instances_{split}.json", "COCO annotation", images,
-                         crowd, empty, max_pixels, transform, strict)
+        super().__init__(root, split, f"annotations/instances_{split}.json", "COCO annotation", **options)
         self.ignore_overlaps = ignore_overlaps
         data = _load_json(self.annotation_file)
         self.class_names, self.category_to_class = category_mapping(data["categories"])
@@ -176,7 +186,7 @@ class COCOInstances(_COCOFiles):
         images = image_records(data["images"], self.annotation_file, self.note_issue)
         per_image = self._index_annotations(data, {im["id"] for im in images})
         self._images = sorted(images, key=lambda im: im["id"])
-        if empty == "skip":
+        if self.empty == "skip":
             self._images = [im for im in self._images if self._has_instances(per_image.get(im["id"], []))]
         self._annotations = [per_image.get(im["id"], []) for im in self._images]
 
@@ -258,14 +268,8 @@ class COCOInstances(_COCOFiles):
         instance_mask, overlap = paint_instances(masks)
         ignore = crowd_region | (overlap if self.ignore_overlaps else False)
         class_ids = [self.category_to_class[a["category_id"]] for a in anns]
-        meta = {
-            "dataset": self.name,
-            "index": index,
-            "image_id": record["id"],
-            "file": str(path),
-            "annotation_ids": [a["id"] for a in anns],
-            "crowd": [a["iscrowd"] for a in anns],
-        }
+        meta = self.sample_meta(index, path, image_id=record["id"], annotation_ids=[a["id"] for a in anns],
+                                crowd=[a["iscrowd"] for a in anns])
         return make_sample(
             image, instance_mask, class_ids, ignore_mask=ignore, caption=self._captions.get(record["id"], ""), meta=meta
         )
@@ -286,19 +290,12 @@ class COCOPanoptic(_COCOFiles):
         self,
         root: str | Path,
         split: str = "val2017",
-        annotations: str | None = None,
-        images: str | None = None,
         masks: str | None = None,
-        crowd: CrowdPolicy = "instance",
         void: VoidPolicy = "ignore",
-        empty: EmptyPolicy = "keep",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        **options: Unpack[COCOOptions],
     ) -> None:
         _check_choice(void, VOID_POLICIES, "void")
-        super().__init__(root, split, annotations, f"annotations/panoptic_{split}.json", "COCO panoptic annotation",
-                         images, crowd, empty, max_pixels, transform, strict)
+        super().__init__(root, split, f"annotations/panoptic_{split}.json", "COCO panoptic annotation", **options)
         self.void = void
         self.mask_dir = require_dir(
             resolve_under(self.root, masks or f"annotations/panoptic_{split}"), "panoptic PNG", "pass masks=DIR"
@@ -307,7 +304,7 @@ class COCOPanoptic(_COCOFiles):
         things = [c for c in data["categories"] if c.get("isthing", 1)]
         self.class_names, self.category_to_class = category_mapping(things)
         self._stuff_ids = {c["id"] for c in data["categories"] if not c.get("isthing", 1)}
-        self._entries = self._index(data, empty)
+        self._entries = self._index(data, self.empty)
 
     def _index(self, data: dict, empty: EmptyPolicy) -> list[dict]:
         by_image = {ann["image_id"]: ann for ann in data["annotations"]}
@@ -371,13 +368,7 @@ class COCOPanoptic(_COCOFiles):
         labels = np.array([label_of.get(int(v), 0) for v in values], dtype=np.int64)
         ignored = np.isin(values, list(crowd_ignored)) | (void if self.void == "ignore" else False)
         inverse = inverse.reshape(size)
-        meta = {
-            "dataset": self.name,
-            "index": index,
-            "image_id": entry["id"],
-            "file": str(path),
-            "segment_ids": [s["id"] for s in instances],
-            "crowd": [bool(s["iscrowd"]) for s in instances],
-        }
+        meta = self.sample_meta(index, path, image_id=entry["id"], segment_ids=[s["id"] for s in instances],
+                                crowd=[bool(s["iscrowd"]) for s in instances])
         class_ids = [self.category_to_class[s["category_id"]] for s in instances]
         return make_sample(image, labels[inverse], class_ids, ignore_mask=ignored[inverse], meta=meta)

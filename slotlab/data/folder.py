@@ -11,16 +11,15 @@ upright by their EXIF orientation unless ``exif_transpose=false``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
-from slotlab.data.clevrtex import OBJECT_CLASSES, objects_sample
 from slotlab.data.imageio import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     DatasetError,
-    FileDataset,
-    SampleTransform,
+    FileReading,
+    ObjectFileDataset,
     require_dir,
     resolve_under,
     unannotated_sample,
@@ -28,11 +27,10 @@ from slotlab.data.imageio import (
 from slotlab.data.sample import Sample
 
 
-class ImageFolder(FileDataset):
+class ImageFolder(ObjectFileDataset):
     """Images found under a folder, optionally with label PNGs (see the module docstring)."""
 
     name = "folder"
-    class_names = list(OBJECT_CLASSES)
 
     def __init__(
         self,
@@ -41,11 +39,9 @@ class ImageFolder(FileDataset):
         ignore_value: int | None = None,
         recursive: bool = True,
         exif_transpose: bool = True,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        **reading: Unpack[FileReading],
     ) -> None:
-        super().__init__(transform, strict, max_pixels)
+        super().__init__(**reading)
         self.root = require_dir(Path(root), "image", "folder:DIR needs an existing directory")
         self.mask_dir = require_dir(resolve_under(self.root, masks), "mask", "pass masks=DIR") if masks else None
         self.ignore_value = ignore_value
@@ -70,7 +66,7 @@ class ImageFolder(FileDataset):
     def load(self, index: int) -> Sample:
         path = self.images[index]
         image = self.read_image(path, exif_transpose=self.exif_transpose)
-        meta = {"dataset": self.name, "index": index, "file": str(path)}
+        meta = self.sample_meta(index, path)
         mask_path = self.mask_path(index)
         if mask_path is None or not mask_path.is_file():
             return unannotated_sample(image, meta)
@@ -79,4 +75,4 @@ class ImageFolder(FileDataset):
         if self.ignore_value is not None:
             ignore = labels == self.ignore_value
             labels = np.where(ignore, 0, labels)
-        return objects_sample(image, labels, {**meta, "has_masks": True}, ignore=ignore)
+        return self.objects_sample(image, labels, {**meta, "has_masks": True}, ignore=ignore)

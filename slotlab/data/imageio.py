@@ -22,7 +22,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -216,6 +216,22 @@ def unannotated_sample(image: Tensor, meta: dict | None = None) -> Sample:
 # ----------------------------------------------------------------------------- datasets
 
 
+class FileReading(TypedDict, total=False):
+    """The options every :class:`FileDataset` takes (each a dataset spec key but ``transform``
+    and ``strict``), declared once: a subclass takes ``**reading: Unpack[FileReading]`` and
+    hands them to ``FileDataset.__init__``, which holds their defaults.
+
+    Keys:
+        max_pixels: images with more pixels are bad samples (default ``DEFAULT_MAX_PIXELS``).
+        transform: applied to every loaded sample.
+        strict: raise on a bad file or a repaired annotation instead of skipping/repairing.
+    """
+
+    max_pixels: int
+    transform: SampleTransform | None
+    strict: bool
+
+
 class FileDataset(Dataset):
     """Base of datasets read from files: lazy validation, skip-and-replace, a report.
 
@@ -250,6 +266,10 @@ class FileDataset(Dataset):
     def read_label_map(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
         """:func:`read_label_map` within this dataset's ``max_pixels``."""
         return read_label_map(path, size, self.max_pixels)
+
+    def sample_meta(self, index: int, path: str | os.PathLike, **more) -> dict:
+        """The ``meta`` of sample ``index`` read from ``path``: dataset, index and file, then ``more``."""
+        return {"dataset": self.name, "index": index, "file": str(path), **more}
 
     def load_transformed(self, index: int) -> Sample:
         """``load(index)`` followed by the transform; raises BadSampleError, never replaces."""
@@ -312,6 +332,20 @@ class FileDataset(Dataset):
             "issues": list(self.issues),
             "skipped": [s.as_dict() for s in self.skipped],
         }
+
+
+class ObjectFileDataset(FileDataset):
+    """A :class:`FileDataset` whose objects have no class of their own (CLEVR, MOVi, a folder's
+    masks): every object is class 1, "object"."""
+
+    class_names = ["background", "object"]
+
+    def objects_sample(self, image: Tensor, labels: np.ndarray, meta: dict, ignore: np.ndarray | None = None) -> Sample:
+        """A sample whose nonzero label values are the objects (renumbered 1..M; their values
+        in ``labels`` go to ``meta["object_ids"]``)."""
+        instance_mask, original = relabel_consecutive(labels, exclude=(0,))
+        meta = {**meta, "object_ids": original.tolist()}
+        return make_sample(image, instance_mask, np.ones(len(original), np.int64), ignore_mask=ignore, meta=meta)
 
 
 class ReadableSamples(Dataset):

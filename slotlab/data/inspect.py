@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from slotlab.data.imageio import BadSampleError, DatasetError, FileDataset
-from slotlab.data.sample import Sample
+from slotlab.data.sample import Sample, class_names_of, dataset_name
 
 _GOLDEN_RATIO = 0.618033988749895
 _IGNORE_COLOR = (255, 255, 255)
@@ -65,7 +65,7 @@ def summarise(dataset: Dataset, max_samples: int | None = None, num_overlays: in
               progress: bool = True) -> tuple[dict, list[Image.Image]]:
     """Statistics of the first ``max_samples`` samples and the first ``num_overlays`` overlays."""
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    names = list(getattr(dataset, "class_names", []))
+    names = class_names_of(dataset)
     classes: Counter = Counter()
     objects: Counter = Counter()
     sizes: Counter = Counter()
@@ -83,7 +83,7 @@ def summarise(dataset: Dataset, max_samples: int | None = None, num_overlays: in
             overlays.append(overlay(sample))
     loaded = count - len(bad)
     summary = {
-        "dataset": getattr(dataset, "name", type(dataset).__name__),
+        "dataset": dataset_name(dataset),
         "samples": len(dataset),
         "scanned": count,
         "loaded": loaded,
@@ -99,7 +99,7 @@ def summarise(dataset: Dataset, max_samples: int | None = None, num_overlays: in
             "max_hw": list(max(sizes)) if sizes else None,
         },
         "bad_files": bad,
-        "issues": list(getattr(dataset, "issues", [])),
+        "issues": list(dataset.issues) if isinstance(dataset, FileDataset) else [],
     }
     return summary, overlays
 

@@ -16,37 +16,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Unpack
 
-from slotlab.data.clevrtex import OBJECT_CLASSES, objects_sample
-from slotlab.data.imageio import (
-    DEFAULT_MAX_PIXELS,
-    BadSampleError,
-    DatasetError,
-    FileDataset,
-    SampleTransform,
-    require_dir,
-)
+from slotlab.data.imageio import BadSampleError, DatasetError, FileReading, ObjectFileDataset, require_dir
 from slotlab.data.sample import Sample
 
 _FRAME = re.compile(r"rgba_(\d+)\.png$")
 
 
-class MOViFrames(FileDataset):
+class MOViFrames(ObjectFileDataset):
     """Frames of MOVi videos with their instance segmentation (see the module docstring)."""
 
     name = "movi"
-    class_names = list(OBJECT_CLASSES)
 
     def __init__(
-        self,
-        root: str | Path,
-        split: str = "validation",
-        frame_stride: int = 1,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        self, root: str | Path, split: str = "validation", frame_stride: int = 1, **reading: Unpack[FileReading]
     ) -> None:
-        super().__init__(transform, strict, max_pixels)
+        super().__init__(**reading)
         if frame_stride < 1:
             raise DatasetError(f"frame_stride must be >= 1, got {frame_stride}")
         self.root = Path(root)
@@ -69,5 +55,4 @@ class MOViFrames(FileDataset):
         if not mask_path.is_file():
             raise BadSampleError(mask_path, "file not found (every rgba_N.png needs its segmentation_N.png)")
         labels = self.read_label_map(mask_path, tuple(image.shape[-2:]))
-        meta = {"dataset": self.name, "index": index, "file": str(path), "video": video, "frame": frame}
-        return objects_sample(image, labels, meta)
+        return self.objects_sample(image, labels, self.sample_meta(index, path, video=video, frame=frame))

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from slotlab.data.imageio import BadSampleError, DatasetError, FileDataset, SkippedSample
-from slotlab.data.sample import Sample
+from slotlab.data.sample import Sample, class_names_of, dataset_name
 from slotlab.data.sample_transforms import SampleTransform
 
 ImageFormat = Literal["png", "jpeg"]
@@ -252,8 +252,8 @@ def convert(
         "shards": [index["shard"] for index in indexes],
         "packed": sum(len(index["samples"]) for index in indexes),
         "skipped": [s for index in indexes for s in index["skipped"]],
-        "class_names": list(getattr(dataset, "class_names", [])),
-        "name": getattr(dataset, "name", type(dataset).__name__),
+        "class_names": class_names_of(dataset),
+        "name": dataset_name(dataset),
     }
     _write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return manifest

@@ -128,7 +128,13 @@ def option_types(name: str) -> dict[str, Any]:
     entry = _entry(name)
     cls = _target(entry)
     hints = typing.get_type_hints(cls.__init__)
-    keys = {p: hints[p] for p in inspect.signature(cls.__init__).parameters if p not in _NOT_KEYS}
+    keys = {}
+    for parameter in inspect.signature(cls.__init__).parameters.values():
+        if parameter.kind is parameter.VAR_KEYWORD:  # **options: Unpack[SomeOptions] (a TypedDict)
+            (options,) = typing.get_args(hints[parameter.name])
+            keys.update({k: v for k, v in typing.get_type_hints(options).items() if k not in _NOT_KEYS})
+        elif parameter.name not in _NOT_KEYS:
+            keys[parameter.name] = hints[parameter.name]
     if name == "scenes":
         _, config_cls = _scenes_parts()
         keys.update(typing.get_type_hints(config_cls))

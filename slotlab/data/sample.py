@@ -19,6 +19,23 @@ class NamedClasses(Protocol):
     class_names: list[str]
 
 
+@runtime_checkable
+class NamedDataset(Protocol):
+    """A dataset that names itself (every ``FileDataset``; the built-in scenes do not)."""
+
+    name: str
+
+
+def dataset_name(dataset: object) -> str:
+    """The dataset's ``name``, else the name of its type."""
+    return dataset.name if isinstance(dataset, NamedDataset) else type(dataset).__name__
+
+
+def class_names_of(dataset: object) -> list[str]:
+    """The dataset's ``class_names`` (index = class id), else none."""
+    return list(dataset.class_names) if isinstance(dataset, NamedClasses) else []
+
+
 @dataclass
 class Sample:
     """One annotated image.

@@ -22,15 +22,15 @@ that has a ``SegmentationObject`` PNG; ``split_file`` points at any other id lis
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from slotlab.data.imageio import (
-    DEFAULT_MAX_PIXELS,
     BadSampleError,
     DatasetError,
     FileDataset,
-    SampleTransform,
+    FileReading,
     make_sample,
     relabel_consecutive,
     require_dir,
@@ -72,11 +72,9 @@ class VOCSegmentation(FileDataset):
         split: str = "val",
         split_file: str | None = None,
         require_masks: bool | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        transform: SampleTransform | None = None,
-        strict: bool = False,
+        **reading: Unpack[FileReading],
     ) -> None:
-        super().__init__(transform, strict, max_pixels)
+        super().__init__(**reading)
         self.root = Path(root)
         self.split = split
         self.require_masks = split != TRAINAUG if require_masks is None else require_masks
@@ -114,7 +112,7 @@ class VOCSegmentation(FileDataset):
     def load(self, index: int) -> Sample:
         path = self.image_path(index)
         image = self.read_image(path)
-        meta = {"dataset": self.name, "index": index, "image_id": self.ids[index], "file": str(path)}
+        meta = self.sample_meta(index, path, image_id=self.ids[index])
         object_path = self.object_dir / f"{self.ids[index]}.png"
         class_path = self.class_dir / f"{self.ids[index]}.png"
         if not (object_path.is_file() and class_path.is_file()):

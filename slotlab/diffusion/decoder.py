@@ -6,6 +6,9 @@ Training minimises the denoising loss on the frozen autoencoder's latents (``den
 the network, ``slotlab.diffusion.objective.denoising_loss`` is the image reconstruction term
 L_recon of GLASS Eq. 3; ``loss`` composes the two);
 sampling runs DPM-Solver++ with optional classifier-free guidance (``slotlab.diffusion.sampling``).
+The class holds the network and its conditioning; the training step lives in
+``slotlab.diffusion.objective``, the sampling loop in ``slotlab.diffusion.sampling`` and the
+parts (loading, building, their stored shapes) in ``slotlab.diffusion.parts``.
 
 Four working spaces (``DiffusionDecoderConfig.latent``): ``"vae"`` (AutoencoderKL, the paper),
 ``"pixel"`` (no autoencoder), ``"space_to_depth"`` (pixels with f x f blocks folded into
@@ -21,19 +24,16 @@ from torch import Tensor, nn
 
 from slotlab.diffusion.config import DiffusionDecoderConfig
 from slotlab.diffusion.mask_attention import install_mask_biased_attention, pack_slot_masks, uniform_masks
-from slotlab.diffusion.objective import Denoising, denoising_loss, diffusion_target, forward_diffuse
+from slotlab.diffusion.objective import Denoising, denoising_loss, denoising_step
 from slotlab.diffusion.parts import (
-    build_autoencoder,
+    architecture_of,
+    assemble_parts,
     check_parts,
     empty_prompt_embedding,
-    load_pretrained_parts,
     parts_from_architecture,
-    scheduler_from_config,
-    unet_from_config,
 )
 from slotlab.diffusion.sampling import sample_images
-from slotlab.nn.autoencoders import ImageAutoencoder, KLAutoencoder, TinyAutoencoder
-from slotlab.ops.random import randn_on
+from slotlab.nn.autoencoders import ImageAutoencoder
 
 
 class SlotDiffusionDecoder(nn.Module):
@@ -65,20 +65,8 @@ class SlotDiffusionDecoder(nn.Module):
         autoencoder: ImageAutoencoder | None = None,
     ) -> None:
         super().__init__()
-        if config.pretrained_path is not None and (unet is None or vae is None or scheduler is None):
-            loaded_unet, loaded_vae, loaded_scheduler = load_pretrained_parts(config)
-            unet = loaded_unet if unet is None else unet
-            vae = loaded_vae if vae is None else vae
-            scheduler = loaded_scheduler if scheduler is None else scheduler
-        if vae is not None and config.latent != "vae":
-            raise ValueError(f"a vae was passed but DiffusionDecoderConfig.latent={config.latent!r}; set latent='vae'")
         self.config = config
-        self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config, vae)
-        if unet is None:
-            side = config.resolution // self.autoencoder.downscale_factor
-            unet = unet_from_config(config, self.autoencoder.latent_channels, side)
-        self.unet = unet
-        self.noise_scheduler = scheduler if scheduler is not None else scheduler_from_config(config)
+        self.unet, self.autoencoder, self.noise_scheduler = assemble_parts(config, unet, vae, scheduler, autoencoder)
         if config.mask_bias_grid is not None:
             install_mask_biased_attention(self.unet, config.cross_attention_dim, config.mask_bias_grid)
         self.prediction_type: str = config.prediction_type or self.noise_scheduler.config.prediction_type
@@ -108,14 +96,7 @@ class SlotDiffusionDecoder(nn.Module):
     def architecture(self) -> dict:
         """Every part's shape as JSON: :meth:`from_architecture` rebuilds the decoder from it
         without the Stable Diffusion directory or TAESD files (a checkpoint stores it)."""
-        record = {"unet": _public_config(self.unet.config), "scheduler": _public_config(self.noise_scheduler.config)}
-        if isinstance(self.autoencoder, KLAutoencoder):
-            record["vae"] = _public_config(self.autoencoder.vae.config)
-        if isinstance(self.autoencoder, TinyAutoencoder):
-            record["taesd"] = self.autoencoder.architecture()
-        if self.empty_prompt_embedding is not None:
-            record["empty_prompt_shape"] = list(self.empty_prompt_embedding.shape)
-        return record
+        return architecture_of(self.unet, self.noise_scheduler, self.autoencoder, self.empty_prompt_embedding)
 
     @classmethod
     def from_architecture(cls, config: DiffusionDecoderConfig, architecture: dict) -> "SlotDiffusionDecoder":
@@ -200,28 +181,6 @@ class SlotDiffusionDecoder(nn.Module):
             what = "cross_attention_dim" if self.config.mask_bias_grid is None else "slots + masks, see context()"
             raise ValueError(f"slots must be (B, K, {self.context_dim}) ({what}), got {tuple(slots.shape)}")
 
-    def _check_images(self, images: Tensor, slots: Tensor) -> None:
-        size = self.config.resolution
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (size, size):
-            raise ValueError(
-                f"images must be (B, 3, {size}, {size}) (DiffusionDecoderConfig.resolution); got "
-                f"{tuple(images.shape)}: resize with slotlab.ops.resize.resize_image"
-            )
-        if images.shape[0] != slots.shape[0]:
-            raise ValueError(f"images batch {images.shape[0]} != slots batch {slots.shape[0]}")
-        low, high = (float(v) for v in images.detach().aminmax())
-        if low < -1e-3 or high > 1.0 + 1e-3:
-            raise ValueError(
-                f"images must be in [0, 1] (got {low:.3f}..{high:.3f}); the decoder maps them to its "
-                f"autoencoder's range itself"
-            )
-
-    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        """t ~ U{0, ..., T-1} per sample."""
-        rand_device = generator.device if generator is not None else device
-        num_steps = self.alphas_cumprod.shape[0]
-        return torch.randint(0, num_steps, (batch_size,), generator=generator, device=rand_device).to(device)
-
     def denoising(self, images: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Denoising:
         """The network side of L_recon: the slot-conditioned UNet's prediction and its target.
 
@@ -229,18 +188,11 @@ class SlotDiffusionDecoder(nn.Module):
         t ~ U{0..T-1}, x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, and the UNet, cross-attending to
         the slots (B, K, D) (with ``mask_bias_grid``: the tokens of :meth:`context`), predicts
         the target of the prediction type (eps, v or x_0).
-        Gradients reach the UNet and the slots, never the autoencoder.
+        Gradients reach the UNet and the slots, never the autoencoder
+        (:func:`~slotlab.diffusion.objective.denoising_step`).
         """
         self._check_slots(slots)
-        self._check_images(images, slots)
-        latents = self.autoencoder.encode(images, generator=generator)
-        noise = randn_on(latents.shape, generator, latents.device, latents.dtype)
-        timesteps = self.sample_timesteps(latents.shape[0], generator, latents.device)
-        alpha_bar = self.alphas_cumprod[timesteps]
-        noisy = forward_diffuse(latents, noise, alpha_bar)
-        context = self.drop_conditions(slots, generator)
-        prediction = self.denoise(noisy, timesteps, context)
-        return Denoising(prediction, diffusion_target(latents, noise, alpha_bar, self.prediction_type))
+        return denoising_step(self, images, slots, generator)
 
     def loss(self, images: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """GLASS Eq. 3, L_recon: the denoising MSE of the slot-conditioned UNet
@@ -267,11 +219,6 @@ class SlotDiffusionDecoder(nn.Module):
         """
         self._check_slots(slots)
         return sample_images(self, slots, num_steps, guidance_scale, generator, scheduler)
-
-
-def _public_config(config) -> dict:
-    """A diffusers config without its bookkeeping entries (``_name_or_path`` is a Path, not JSON)."""
-    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
 
 
 def _coordinate_grid(like: Tensor) -> Tensor:

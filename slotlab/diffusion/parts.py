@@ -1,6 +1,7 @@
 """The decoder's parts built from its config: UNet and noise schedule from the size knobs,
 the image autoencoder of each latent space, the unconditional embedding, or the parts
-of a local Stable Diffusion directory.
+of a local Stable Diffusion directory; and the parts' shapes as a checkpoint stores them
+(:func:`architecture_of`, rebuilt by :func:`parts_from_architecture`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ def load_pretrained_parts(config: DiffusionDecoderConfig) -> tuple[nn.Module, nn
     return parts.unet, parts.vae, DDPMScheduler.from_config(parts.scheduler.config, **prediction)
 
 
+def assemble_parts(
+    config: DiffusionDecoderConfig, unet: nn.Module | None, vae: nn.Module | None, scheduler,
+    autoencoder: ImageAutoencoder | None,
+) -> tuple[nn.Module, ImageAutoencoder, object]:
+    """The UNet, image autoencoder and training noise scheduler of a decoder: those passed,
+    else loaded from ``config.pretrained_path``, else built from the config."""
+    if config.pretrained_path is not None and (unet is None or vae is None or scheduler is None):
+        loaded_unet, loaded_vae, loaded_scheduler = load_pretrained_parts(config)
+        unet = loaded_unet if unet is None else unet
+        vae = loaded_vae if vae is None else vae
+        scheduler = loaded_scheduler if scheduler is None else scheduler
+    if vae is not None and config.latent != "vae":
+        raise ValueError(f"a vae was passed but DiffusionDecoderConfig.latent={config.latent!r}; set latent='vae'")
+    autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config, vae)
+    if unet is None:
+        unet = unet_from_config(config, autoencoder.latent_channels, config.resolution // autoencoder.downscale_factor)
+    return unet, autoencoder, scheduler if scheduler is not None else scheduler_from_config(config)
+
+
 def build_autoencoder(config: DiffusionDecoderConfig, vae: nn.Module | None) -> ImageAutoencoder:
     if config.latent == "pixel":
         return PixelSpace()
@@ -127,6 +147,26 @@ def check_parts(config: DiffusionDecoderConfig, unet: nn.Module, autoencoder: Im
             f"DiffusionDecoderConfig.resolution={config.resolution} must be a multiple of {multiple} "
             f"(autoencoder downscale {autoencoder.downscale_factor} x {levels - 1} UNet downsamplings)"
         )
+
+
+def _public_config(config) -> dict:
+    """A diffusers config without its bookkeeping entries (``_name_or_path`` is a Path, not JSON)."""
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+
+
+def architecture_of(
+    unet: nn.Module, scheduler, autoencoder: ImageAutoencoder, empty_prompt: Tensor | None
+) -> dict:
+    """Every part's shape as JSON (``SlotDiffusionDecoder.architecture``): what
+    :func:`parts_from_architecture` rebuilds without the Stable Diffusion directory or TAESD files."""
+    record = {"unet": _public_config(unet.config), "scheduler": _public_config(scheduler.config)}
+    if isinstance(autoencoder, KLAutoencoder):
+        record["vae"] = _public_config(autoencoder.vae.config)
+    if isinstance(autoencoder, TinyAutoencoder):
+        record["taesd"] = autoencoder.architecture()
+    if empty_prompt is not None:
+        record["empty_prompt_shape"] = list(empty_prompt.shape)
+    return record
 
 
 def parts_from_architecture(architecture: dict) -> dict:

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor, nn
 
+from slotlab.config import bounded
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method
-from slotlab.methods.ssl_views import ViewsConfig, image_points, random_views
-from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
-from slotlab.ops.resize import resize_image
+from slotlab.methods.ssl_views import LabelFreeConfig, ViewsConfig, image_points, method_input, random_views
+from slotlab.nn.encoders.ssl import ConvNet
 
 
 def default_views() -> ViewsConfig:
@@ -38,35 +38,27 @@ def default_views() -> ViewsConfig:
 
 
 @dataclass
-class RegionContrastConfig:
-    """Attributes:
-        network: the encoder network.
-        views: how the views are drawn (exactly two global views are contrasted).
-        image_size: square input size (a multiple of 4); other sizes are resized.
+class RegionContrastConfig(LabelFreeConfig):
+    """:class:`LabelFreeConfig` (``views``: exactly two global views are contrasted) and:
+
+    Attributes:
         projector_hidden, projector_dim: DetCon's projection MLP (small here).
         temperature: the InfoNCE temperature (DetCon: 0.1).
         colour_levels: levels per channel of the colour quantisation that forms the regions.
         min_region_pixels: smaller regions (antialiased rims, texture specks) are left out.
     """
 
-    network: ConvNetConfig = field(default_factory=ConvNetConfig)
     views: ViewsConfig = field(default_factory=default_views)
-    image_size: int = 64
     projector_hidden: int = 256
     projector_dim: int = 64
-    temperature: float = 0.1
-    colour_levels: int = 4
-    min_region_pixels: int = 8
+    temperature: float = bounded(0.1, low=0, low_open=True)
+    colour_levels: int = bounded(4, low=2)
+    min_region_pixels: int = bounded(8, low=1)
 
     def __post_init__(self) -> None:
-        if self.image_size < 4 or self.image_size % 4:
-            raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
+        super().__post_init__()
         if self.views.global_views != 2 or self.views.local_views != 0:
             raise ValueError("views: region contrast compares exactly two views (global_views: 2, local_views: 0)")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
-        if self.colour_levels < 2 or self.min_region_pixels < 1:
-            raise ValueError("colour_levels must be >= 2 and min_region_pixels >= 1")
 
 
 def colour_regions(images: Tensor, levels: int, min_pixels: int) -> Tensor:
@@ -135,10 +127,7 @@ class RegionContrast(Method):
         )
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> RegionContrastOutput:
-        if num_slots is not None:
-            raise ValueError("region contrast trains an encoder and has no slots: num_slots does not apply")
-        images = batch.image if isinstance(batch, Batch) else batch
-        images = resize_image(images, (self.config.image_size,) * 2)
+        images = method_input(batch, num_slots, self.config, "region contrast")
         regions = colour_regions(images, self.config.colour_levels, self.config.min_region_pixels)
         num_regions = int(regions.max()) + 1
         pooled = []

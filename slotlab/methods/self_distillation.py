@@ -21,7 +21,7 @@ is the encoder the CPU presets read (``encoder: {name: ssl, path: RUN/model}``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -29,19 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slotlab.config import bounded
 from slotlab.data.sample import Batch
-from slotlab.ops.resize import resize_image
 from slotlab.methods.base import Method, load_trained
-from slotlab.methods.ssl_views import ViewsConfig, colour_jitter, image_points, random_views
-from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
+from slotlab.methods.ssl_views import LabelFreeConfig, colour_jitter, image_points, method_input, random_views
+from slotlab.nn.encoders.ssl import ConvNet
 
 
 @dataclass
-class SelfDistillationConfig:
-    """Attributes:
-        network: the encoder network (student and teacher share its shape).
-        views: how the student's views are drawn from each image.
-        image_size: square input size (a multiple of 4); other sizes are resized.
+class SelfDistillationConfig(LabelFreeConfig):
+    """:class:`LabelFreeConfig` (student and teacher share the ``network``'s shape; ``views``
+    are the student's) and:
+
+    Attributes:
         prototypes: outputs of the token-level head (iBOT's patch head).
         image_prototypes: outputs of the image-level head (DINO's head).
         head_hidden, head_bottleneck: the heads' MLP (DINO: 2048 and 256; small here).
@@ -51,31 +51,21 @@ class SelfDistillationConfig:
         token_weight, image_weight: weights of the two losses (0 skips one).
     """
 
-    network: ConvNetConfig = field(default_factory=ConvNetConfig)
-    views: ViewsConfig = field(default_factory=ViewsConfig)
-    image_size: int = 64
     prototypes: int = 256
     image_prototypes: int = 128
     head_hidden: int = 128
     head_bottleneck: int = 64
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.04
-    center_momentum: float = 0.9
-    teacher_momentum: float = 0.99
-    token_weight: float = 1.0
-    image_weight: float = 1.0
+    student_temperature: float = bounded(0.1, low=0, low_open=True)
+    teacher_temperature: float = bounded(0.04, low=0, low_open=True)
+    center_momentum: float = bounded(0.9, low=0, high=1, high_open=True)
+    teacher_momentum: float = bounded(0.99, low=0, high=1, high_open=True)
+    token_weight: float = bounded(1.0, low=0)
+    image_weight: float = bounded(1.0, low=0)
 
     def __post_init__(self) -> None:
-        if self.image_size < 4 or self.image_size % 4:
-            raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
-        for name in ("student_temperature", "teacher_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("center_momentum", "teacher_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
-        if self.token_weight < 0 or self.image_weight < 0 or self.token_weight + self.image_weight == 0:
-            raise ValueError("token_weight and image_weight must be >= 0 and not both 0")
+        super().__post_init__()
+        if self.token_weight + self.image_weight == 0:
+            raise ValueError("token_weight and image_weight may not both be 0")
 
 
 class ProjectionHead(nn.Module):
@@ -156,11 +146,7 @@ class SelfDistillation(Method):
         return self
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SelfDistillationOutput:
-        if num_slots is not None:
-            raise ValueError("self-distillation trains an encoder and has no slots: num_slots does not apply")
-        images = batch.image if isinstance(batch, Batch) else batch
-        size = self.config.image_size
-        images = resize_image(images, (size, size))
+        images = method_input(batch, num_slots, self.config, "self-distillation")
         with torch.no_grad():
             teacher_map = self.teacher.network(normalise(colour_jitter(images, self.config.views)))
             teacher_token_logits = self.teacher.token_head(teacher_map.permute(0, 2, 3, 1))

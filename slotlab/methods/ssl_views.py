@@ -7,16 +7,24 @@ object of the scenes does not depend on its colour, so the features should say m
 colour). Global views zoom little; local views zoom in on a part of the image, about one
 object of the scenes (DINO's local crops). The transform of each view is kept, so the point
 of the original image under any token of the view is known (:func:`image_points`).
+
+:class:`LabelFreeConfig` holds what the label-free encoder methods (self-distillation, region
+contrast) share: the network they train, its views and the input size.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from slotlab.config import bounded, check_ranges
+from slotlab.data.sample import Batch
+from slotlab.nn.encoders.ssl import ConvNetConfig
+from slotlab.ops.resize import resize_image
 
 #: Grey level that blanks masked cells: far from the scenes' dark backgrounds and their objects' colours.
 MASK_FILL = 0.5
@@ -58,6 +66,38 @@ class ViewsConfig:
             raise ValueError(f"views.mask_ratio={self.mask_ratio} must be in [0, 1)")
         if self.mask_cell < 1 or not 0 <= self.grey_probability <= 1 or self.offset < 0 or self.max_shift < 0:
             raise ValueError("views: mask_cell >= 1, grey_probability in [0, 1], offset >= 0 and max_shift >= 0")
+
+
+@dataclass
+class LabelFreeConfig:
+    """What a label-free encoder method's config starts with.
+
+    Attributes:
+        network: the encoder network it trains.
+        views: how the views are drawn from each image.
+        image_size: square input size (a multiple of 4); other sizes are resized.
+
+    Numeric fields declared with :func:`~slotlab.config.bounded` (here and in the subclasses)
+    are checked against their ranges on construction.
+    """
+
+    network: ConvNetConfig = field(default_factory=ConvNetConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    image_size: int = 64
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.image_size < 4 or self.image_size % 4:
+            raise ValueError(f"image_size={self.image_size} must be a positive multiple of 4")
+
+
+def method_input(batch: Batch | Tensor, num_slots: int | None, config: LabelFreeConfig, what: str) -> Tensor:
+    """The images a label-free encoder method (``what``) reads, at its ``image_size``; such a
+    method has no slots, so ``num_slots`` must be None."""
+    if num_slots is not None:
+        raise ValueError(f"{what} trains an encoder and has no slots: num_slots does not apply")
+    images = batch.image if isinstance(batch, Batch) else batch
+    return resize_image(images, (config.image_size,) * 2)
 
 
 @dataclass

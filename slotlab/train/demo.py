@@ -27,18 +27,7 @@ from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.io.cache import artefact_dir, store
-from slotlab.io.layout import (
-    CHECKPOINT_DIR,
-    GENERATED_DIR,
-    METRICS_FILE,
-    MODEL_CONFIG_FILE,
-    MODEL_DIR,
-    OVERLAYS_FILE,
-    REPORT_FILE,
-    RUN_CONFIG_FILE,
-    RUNS_DIR,
-    TASKS_DIR,
-)
+from slotlab.io import layout
 from slotlab.io.results import write_results
 from slotlab.io.staged import begin_outputs, commit_outputs
 from slotlab.methods.contract import can_generate
@@ -63,9 +52,9 @@ PROTOCOL = "native"
 BLOCKS = 7  # the baseline's K: the slots of the CPU presets
 BLOCKS_SUPERVISION = "none (no learning)"
 NUM_SHOWN = 8  # validation images in the overlay picture
-FILES = (METRICS_FILE, OVERLAYS_FILE, REPORT_FILE)
+FILES = (layout.METRICS_FILE, layout.OVERLAYS_FILE, layout.REPORT_FILE)
 #: Folders holding one entry per method (and runs/segmenter); other entries there are not the demo's.
-FOLDERS = (RUNS_DIR, GENERATED_DIR, TASKS_DIR)
+FOLDERS = (layout.RUNS_DIR, layout.GENERATED_DIR, layout.TASKS_DIR)
 
 
 @dataclass(frozen=True)
@@ -147,7 +136,7 @@ def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]
     if not uses_segmenter(preset):
         return []
     if method.segmenter:
-        return [f"{SEGMENTER_INPUT}={out / RUNS_DIR / 'segmenter' / MODEL_DIR}"]
+        return [f"{SEGMENTER_INPUT}={out / layout.RUNS_DIR / 'segmenter' / layout.MODEL_DIR}"]
     return [f"inputs={json.dumps({k: v for k, v in preset['inputs'].items() if k != SEGMENTER_INPUT})}"]
 
 
@@ -162,8 +151,8 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
     cached = artefact_dir("segmenter", to_dict(config), seed)
     supervision = describe_supervision(to_dict(config))
     row = {"preset": SEGMENTER_PRESET, "supervision": supervision, "cache": str(cached)}
-    run = out / RUNS_DIR / "segmenter"
-    if (cached / MODEL_DIR / MODEL_CONFIG_FILE).is_file():
+    run = out / layout.RUNS_DIR / "segmenter"
+    if (cached / layout.MODEL_DIR / layout.MODEL_CONFIG_FILE).is_file():
         print(f"segmenter: reusing {cached} (same preset, steps, seed and code)", flush=True)
         store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
@@ -176,7 +165,7 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
         result = train(config, run, progress=progress)
     finally:
         torch.set_num_threads(previous)
-    store(run, cached, ignore=(CHECKPOINT_DIR,))
+    store(run, cached, ignore=(layout.CHECKPOINT_DIR,))
     print(f"segmenter: trained in {result.train_seconds:.0f} s", flush=True)
     return row | {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps}
 
@@ -187,7 +176,7 @@ def pretrain(method: DemoMethod, out: Path, overrides: list[str], steps: int | N
     preset = load_preset(method.pretrain.preset)
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
-    result = train(config, out / RUNS_DIR / pretraining_run(method), progress=progress)
+    result = train(config, out / layout.RUNS_DIR / pretraining_run(method), progress=progress)
     return {"train_seconds": round(result.train_seconds, 2), "train_steps": result.steps,
             "preset": method.pretrain.preset, "model": str(result.model_dir)}
 
@@ -207,7 +196,8 @@ def run_method(
     preset = load_preset(method.preset)
     overrides, timed = [f"seed={seed}"], {}  # overrides shared with the pretraining; steps are each preset's own
     if method.generate_preset is not None:
-        data = _generate(method.generate_preset, out / GENERATED_DIR / method.name, seed, progress and bar_position == 0)
+        data = _generate(method.generate_preset, out / layout.GENERATED_DIR / method.name, seed,
+                         progress and bar_position == 0)
         overrides.append(f"data.train={data}")
         timed["generate_seconds"] = round(time.perf_counter() - start, 1)
     pretrained = None
@@ -217,7 +207,7 @@ def run_method(
     config = build_train_config(
         preset, [*overrides, *segmenter_override(preset, method, out), *steps_overrides(preset, steps)])
     val = build_dataset(config.data.val)
-    result = train(config, out / RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
+    result = train(config, out / layout.RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
     metrics = _summary(evaluation) | {
         "supervision": describe_supervision(to_dict(config)),
@@ -240,7 +230,7 @@ def run_method(
     if "generation" in tasks and can_generate(result.model):
         from slotlab.train.generation_tasks import run_generation_tasks
 
-        metrics |= run_generation_tasks(result.model, val, out / TASKS_DIR / method.name, seed)[0]
+        metrics |= run_generation_tasks(result.model, val, out / layout.TASKS_DIR / method.name, seed)[0]
     shown_segmentation = segmentation(decomposition.masks)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return MethodResult(method.name, metrics, shown_segmentation)
@@ -325,11 +315,11 @@ def run_demo(
 def _given_segmenter(model, path: Path, run: Path) -> dict:
     """The ``--segmenter`` checkpoint in ``run/model``, with the training config saved beside it
     (if any: it says what the segmenter was trained on); its metrics row."""
-    model.save_pretrained(run / MODEL_DIR)
+    model.save_pretrained(run / layout.MODEL_DIR)
     config = {"method": "segmenter"}
-    if (path.parent / RUN_CONFIG_FILE).is_file():
-        shutil.copy(path.parent / RUN_CONFIG_FILE, run / RUN_CONFIG_FILE)
-        config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or config
+    if (path.parent / layout.RUN_CONFIG_FILE).is_file():
+        shutil.copy(path.parent / layout.RUN_CONFIG_FILE, run / layout.RUN_CONFIG_FILE)
+        config = yaml.safe_load((run / layout.RUN_CONFIG_FILE).read_text()) or config
     return {"train_steps": 0, "train_seconds": 0.0, "model": str(path), "supervision": describe_supervision(config)}
 
 
@@ -338,11 +328,11 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     segmenter_row = None
     if any(reads_segmenter(m) for m in methods):
         if given is not None:
-            segmenter_row = _given_segmenter(given, segmenter, staging / RUNS_DIR / "segmenter")
+            segmenter_row = _given_segmenter(given, segmenter, staging / layout.RUNS_DIR / "segmenter")
         else:
             # Alone and first, so on every core; the same count whatever --jobs keeps its run identical.
             segmenter_row = train_segmenter(staging, steps, seed, os.cpu_count() or 1, progress)
-            segmenter_row["model"] = str(out / RUNS_DIR / "segmenter" / MODEL_DIR)
+            segmenter_row["model"] = str(out / layout.RUNS_DIR / "segmenter" / layout.MODEL_DIR)
     finished = _run_all(methods, staging, steps, seed, tasks, progress, jobs)
     results = {r.name: r.metrics for r in finished}
     for r in finished:
@@ -360,12 +350,12 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
         results["segmenter"] = segmenter_row
     columns = {"ground truth": shown.instance_mask, **{r.name: r.segmentation for r in finished},
                "blocks": segmentation(block_masks(NUM_SHOWN, BLOCKS, *shown.image.shape[-2:]))}
-    save_image(overlay_grid(shown.image, columns, scale=3), staging / OVERLAYS_FILE,
+    save_image(overlay_grid(shown.image, columns, scale=3), staging / layout.OVERLAYS_FILE,
                "Validation images (one a row), their ground-truth instances and each method's slot masks")
     notes = [f"{len(val)} scenes val images, protocol '{PROTOCOL}', seed {seed}. Each method's section below has "
              "every other number, its training curves and pictures; the glossary says what each number means."]
-    write_report(staging / REPORT_FILE, demo_report(staging, results, notes + _task_notes(tasks)))
-    write_results(staging / METRICS_FILE, results)
+    write_report(staging / layout.REPORT_FILE, demo_report(staging, results, notes + _task_notes(tasks)))
+    write_results(staging / layout.METRICS_FILE, results)
     return results
 
 

@@ -13,6 +13,7 @@ run would.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ from slotlab.io.hub import downloads_allowed
 from slotlab.io.layout import LOG_FILE, MODEL_DIR
 from slotlab.io.runs import prepare_output, truncate_log
 from slotlab.io.weights import CheckpointError
-from slotlab.methods import Method, get_method
-from slotlab.train.config import StageConfig, TrainConfig, resolve_precision, to_dict
+from slotlab.methods import MaskModel, Method, get_method
+from slotlab.methods.base import evaluating
+from slotlab.ops.random import fixed_randomness
+from slotlab.ops.resize import resize_masks_soft
+from slotlab.train.config import StageConfig, TrainConfig, build_train_config, resolve_precision, to_dict
 from slotlab.train.stages import (
     StepBatchSampler,
     configure_stage,
@@ -46,6 +50,9 @@ from slotlab.train.stages import (
 from slotlab.train.tracking import RunLog
 
 EVAL_SHOWN = 8  # validation images in the overlay picture of an evaluation during training
+
+logger = logging.getLogger("slotlab.train")
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the message names the step and the terms."""
@@ -140,7 +147,7 @@ def setup_run(config: TrainConfig, out: Path, resume: bool, dataset, progress: b
     set_seed(config.seed)
     model = build_model(config)
     if main:
-        prepare_output(out, yaml.safe_dump(to_dict(config), sort_keys=False), resume)
+        prepare_output(out, yaml.safe_dump(to_dict(config), sort_keys=False), resume, build_train_config)
     accelerator.wait_for_everyone()
 
     step, optimizer_state, optimizer_stage = 0, None, None
@@ -152,12 +159,25 @@ def setup_run(config: TrainConfig, out: Path, resume: bool, dataset, progress: b
     if main:
         truncate_log(out / LOG_FILE, step)
     log = RunLog(accelerator, out / LOG_FILE, to_dict(config), tuple(config.log_with))
-    val = config.data.dataset("val") if config.eval_every else None
+    val = validation_set(config, model) if main else None
     model.to(accelerator.device).train()
     bar = tqdm(total=config.total_steps, initial=step, desc=f"train {config.method}", disable=not (progress and main),
                unit="step", position=bar_position)
     return Run(config, out, accelerator, precision, model, dataset, val, log, bar, step, step, time.perf_counter(),
                optimizer_state, optimizer_stage)
+
+
+def validation_set(config: TrainConfig, model: Method) -> Dataset | None:
+    """``data.val`` when the run evaluates while training (``eval_every``); None otherwise, and for
+    a model without masks (a VQ-VAE, the segmenter, region contrast), which has no grouping to
+    score or picture: that is logged once, and the run trains on without evaluations."""
+    if not config.eval_every:
+        return None
+    if not isinstance(model, MaskModel):
+        logger.warning("eval_every=%d: a %r model has no masks to score or picture; it is not evaluated while "
+                       "training", config.eval_every, config.method)
+        return None
+    return config.data.dataset("val")
 
 
 def resume_from(checkpoints: list[Path], model: Method) -> dict:
@@ -200,8 +220,8 @@ def train_stage(run: Run) -> None:
             log_step(run, losses, stage, optimizer)
         if run.step % config.checkpoint_every == 0 or run.step == stage_end:
             checkpoint(run, optimizer, stage_index)
-        if run.val is not None and (run.step % config.eval_every == 0 or run.step == config.total_steps):
-            if run.main:
+        if config.eval_every and (run.step % config.eval_every == 0 or run.step == config.total_steps):
+            if run.val is not None:  # main process, a model with masks
                 evaluate_during_training(run.model, run.val, config, run.step, run.log)
             accelerator.wait_for_everyone()
     # prepare() wraps the model's forward in autocast for mixed precision; undo it so the
@@ -255,17 +275,20 @@ def checkpoint(run: Run, optimizer, stage_index: int) -> None:
     reseed(run.config.seed, run.step, accelerator.process_index)
 
 
-def evaluate_during_training(model: Method, val, config: TrainConfig, step: int, run_log: RunLog) -> None:
+def evaluate_during_training(model: MaskModel, val, config: TrainConfig, step: int, run_log: RunLog) -> None:
     """Metrics on ``val`` under the run's protocol into the log (``{"step", "eval": {...}}``) and the
-    slot masks of its first images as the trackers' "overlays" picture; the model trains on after.
-    Evaluation draws from its own seeded stream, so the training stream is left as it was."""
+    masks of its first images (slots', or any other grouping's) as the trackers' "overlays"
+    picture; the model trains on after. Evaluation draws from its own seeded stream, so the
+    training stream is left as it was."""
     from slotlab.train.evaluate import evaluate_model
     from slotlab.viz.overlays import overlay_grid, segmentation
 
     result = evaluate_model(model, val, protocol=config.eval_protocol, progress=False, seed=config.seed)
     run_log.record({"step": step, "eval": result["metrics"]})
     shown = collate([val[i] for i in range(min(EVAL_SHOWN, len(val)))])
-    masks = model.decompose(shown.image.to(model.device), seed=config.seed).masks.cpu()
+    with torch.no_grad(), evaluating(model), fixed_randomness(config.seed, model.device):
+        masks = model.masks(model(shown.image.to(model.device))).float().cpu()
+    masks = resize_masks_soft(masks, tuple(shown.image.shape[-2:]))
     run_log.picture("overlays", overlay_grid(shown.image, {"ground truth": shown.instance_mask,
                                                            config.method: segmentation(masks)}), step)
     model.train()

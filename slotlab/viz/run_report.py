@@ -15,17 +15,7 @@ import yaml
 
 from slotlab.config import ConfigError
 from slotlab.io.checkpoints import checkpoint_dirs
-from slotlab.io.layout import (
-    EVAL_FILE,
-    LOG_FILE,
-    METRICS_FILE,
-    MODEL_DIR,
-    OVERLAYS_FILE,
-    REPORT_FILE,
-    RUN_CONFIG_FILE,
-    RUNS_DIR,
-    TASKS_DIR,
-)
+from slotlab.io import layout
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.tracking import SECONDS
 from slotlab.viz.report import MethodSection, Report, write_report
@@ -54,7 +44,7 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def _log_section(section: MethodSection, run: Path) -> None:
-    log = run / LOG_FILE
+    log = run / layout.LOG_FILE
     if not log.is_file():
         section.notes.append(f"no training log yet ({log} is missing): no curves, train time or steps")
         return
@@ -73,7 +63,7 @@ def _training_time(section: MethodSection, run: Path) -> None:
     if timed:
         section.metrics.setdefault("train_seconds", timed[-1])
     elif "train_seconds" not in section.metrics:
-        section.notes.append(f"no train time: {run / LOG_FILE} was written before slotlab logged {SECONDS}")
+        section.notes.append(f"no train time: {run / layout.LOG_FILE} was written before slotlab logged {SECONDS}")
 
 
 def _supervision(section: MethodSection, config: dict) -> None:
@@ -92,14 +82,14 @@ def _total_steps(config: dict) -> int:
 
 def _progress_note(run: Path, config: dict, log: list[dict]) -> str | None:
     """None for a finished run (its model/ exists), else how far it got."""
-    if (run / MODEL_DIR).is_dir():
+    if (run / layout.MODEL_DIR).is_dir():
         return None
     total = _total_steps(config)
     logged = log[-1]["step"] if log else 0
     checkpoints = checkpoint_dirs(run)
     saved = f"last checkpoint {checkpoints[-1].name}" if checkpoints else "no checkpoint yet"
-    return (f"not finished (no {run / MODEL_DIR}): in progress or stopped at step {logged} of {total} ({saved}); "
-            f"these numbers and curves are partial. A stopped run continues with slotlab train --resume.")
+    return (f"not finished (no {run / layout.MODEL_DIR}): in progress or stopped at step {logged} of {total} "
+            f"({saved}); these numbers and curves are partial. A stopped run continues with slotlab train --resume.")
 
 
 def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path], list[str]]:
@@ -110,7 +100,8 @@ def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path]
     from slotlab.methods import ObjectCentricModel
     from slotlab.viz.overlays import overlay_grid, save_image, segmentation
 
-    weights = run / MODEL_DIR if (run / MODEL_DIR).is_dir() else next(reversed(checkpoint_dirs(run)), None)
+    final = run / layout.MODEL_DIR
+    weights = final if final.is_dir() else next(reversed(checkpoint_dirs(run)), None)
     spec = (config.get("data") or {}).get("val")
     if weights is None or spec is None:
         missing = "no weights (model/ or a checkpoint)" if weights is None else "no data.val in its config"
@@ -128,19 +119,19 @@ def _overlays(run: Path, name: str, config: dict, seed: int) -> tuple[list[Path]
 
 def training_run(run: Path, name: str | None = None, overlays: bool = True) -> MethodSection:
     """The section of one `slotlab train` run directory."""
-    config = yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {}
+    config = yaml.safe_load((run / layout.RUN_CONFIG_FILE).read_text()) or {}
     section = MethodSection(name or run.name)
     _log_section(section, run)
     progress = _progress_note(run, config, section.log)
     if progress:
         section.notes.insert(0, progress)
-    evaluation = run / EVAL_FILE
+    evaluation = run / layout.EVAL_FILE
     if evaluation.is_file():
         result = json.loads(evaluation.read_text())
         section.metrics = result.pop("metrics", {}) | result
     elif progress is None:
-        section.notes.append(f"not evaluated ({evaluation} is missing): slotlab eval --checkpoint {run / MODEL_DIR} "
-                             f"--out {evaluation}")
+        section.notes.append(f"not evaluated ({evaluation} is missing): "
+                             f"slotlab eval --checkpoint {run / layout.MODEL_DIR} --out {evaluation}")
     section.metrics = {"method": config.get("method")} | section.metrics
     _supervision(section, config)
     _training_time(section, run)
@@ -157,29 +148,31 @@ def demo_report(out: Path, results: dict | None = None, notes: list[str] = ()) -
     """The report of a demo output ``out``: ``results`` are its metrics rows (default: read
     from its metrics.json); curves from runs/NAME/, pictures from overlays.png and tasks/NAME/."""
     if results is None:
-        results = json.loads((out / METRICS_FILE).read_text())
+        results = json.loads((out / layout.METRICS_FILE).read_text())
     sections = []
     for name, row in results.items():
         section = MethodSection(name, metrics=dict(row))
-        run = out / RUNS_DIR / name
-        if (run / RUN_CONFIG_FILE).is_file():
+        run = out / layout.RUNS_DIR / name
+        if (run / layout.RUN_CONFIG_FILE).is_file():
             _log_section(section, run)
-            _supervision(section, yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {})
-        section.pictures = sorted((out / TASKS_DIR / name).glob("*.png"))
+            _supervision(section, yaml.safe_load((run / layout.RUN_CONFIG_FILE).read_text()) or {})
+        section.pictures = sorted((out / layout.TASKS_DIR / name).glob("*.png"))
         sections.append(section)
-    shared = [out / OVERLAYS_FILE] if (out / OVERLAYS_FILE).is_file() else []
+    shared = [out / layout.OVERLAYS_FILE] if (out / layout.OVERLAYS_FILE).is_file() else []
     return Report("slotlab demo: object discovery on built-in scenes", sections, shared, list(notes))
 
 
 def _kind(path: Path) -> str:
-    if (path / METRICS_FILE).is_file() and (path / RUNS_DIR).is_dir():
+    if (path / layout.METRICS_FILE).is_file() and (path / layout.RUNS_DIR).is_dir():
         return "demo"
-    if (path / RUN_CONFIG_FILE).is_file():
+    if (path / layout.RUN_CONFIG_FILE).is_file():
         return "run"
-    if path.is_dir() and (path / RUNS_DIR).is_dir() and not (path / METRICS_FILE).exists():
-        raise ConfigError(f"{path} looks like a demo still running or stopped ({RUNS_DIR}/ but no {METRICS_FILE}): "
-                          f"report its runs instead, e.g. slotlab report {path / RUNS_DIR}/*")
-    what = "is not a directory" if not path.is_dir() else f"holds neither {RUN_CONFIG_FILE} nor {METRICS_FILE}"
+    if path.is_dir() and (path / layout.RUNS_DIR).is_dir() and not (path / layout.METRICS_FILE).exists():
+        raise ConfigError(f"{path} looks like a demo still running or stopped ({layout.RUNS_DIR}/ but no "
+                          f"{layout.METRICS_FILE}): report its runs instead, "
+                          f"e.g. slotlab report {path / layout.RUNS_DIR}/*")
+    what = ("is not a directory" if not path.is_dir()
+            else f"holds neither {layout.RUN_CONFIG_FILE} nor {layout.METRICS_FILE}")
     raise ConfigError(f"{path} {what}: give the directory of a training run (slotlab train --out) or of a "
                       f"demo (slotlab demo --out)")
 
@@ -211,5 +204,5 @@ def write_runs_report(paths: list[Path], out: Path | None = None) -> Path:
     if out is None:
         if len(paths) != 1:
             raise ConfigError("several directories: say where the report goes with --out FILE")
-        out = Path(paths[0]) / REPORT_FILE
+        out = Path(paths[0]) / layout.REPORT_FILE
     return write_report(out, runs_report(paths))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from slotlab.config import ConfigFamily, check_ranges
 from slotlab.ops.resize import resize_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,7 @@ CPU_DEFAULT_DIM = 64
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(ConfigFamily):
     """The fields every encoder family shares; each family adds its own in a subclass
     (``PatchEncoderConfig``, ``CNNEncoderConfig``, ``CifarResNetEncoderConfig``,
     ``ViTEncoderConfig``), chosen by ``name`` when a config is parsed.
@@ -41,6 +42,9 @@ class EncoderConfig:
         dim: token dim. CPU encoders: the output width (default 64). Others: checked
             against the model.
         seed: seed of every random weight (random projections, random CNN, tiny twins).
+
+    Fields declared with :func:`~slotlab.config.bounded` (in any family) are checked against
+    their ranges on construction.
     """
 
     name: str = "patch"
@@ -50,6 +54,7 @@ class EncoderConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_ranges(self, "encoder.")
         if self.image_size < 1:
             raise ValueError(f"encoder.image_size={self.image_size} must be positive")
         if self.trainable_blocks < 0:

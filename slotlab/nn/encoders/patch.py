@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from slotlab.config import bounded
 from slotlab.nn.encoders.base import CPU_DEFAULT_DIM, CPUEncoder, CPUEncoderConfig, Encoder
 from slotlab.nn.encoders.pixel_features import (
     colour_fourier_features,
@@ -55,13 +56,13 @@ class PatchEncoderConfig(CPUEncoderConfig):
 
     name: str = "patch"
     projection: str = "random"
-    colour_frequencies: int = 0
+    colour_frequencies: int = bounded(0, low=0)
     colour_sigma: float = 1.0
-    position_frequencies: int = 0
-    edge_scales: tuple[float, ...] = ()
-    structure_scales: tuple[float, ...] = ()
+    position_frequencies: int = bounded(0, low=0)
+    edge_scales: tuple[float, ...] = bounded((), low=0, low_open=True)
+    structure_scales: tuple[float, ...] = bounded((), low=0, low_open=True)
     semantic_model: str | None = None
-    semantic_gain: float = 1.0
+    semantic_gain: float = bounded(1.0, low=0, low_open=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,8 +71,6 @@ class PatchEncoderConfig(CPUEncoderConfig):
                 "the patch encoder has no blocks to fine-tune (encoder.trainable_blocks must be 0): "
                 "use encoder.projection='learned' for a trainable projection"
             )
-        if self.semantic_gain <= 0:
-            raise ValueError(f"encoder.semantic_gain={self.semantic_gain} must be > 0")
         if self.semantic_gain != 1.0 and self.semantic_model is None:
             raise ValueError("encoder.semantic_gain scales encoder.semantic_model's output: set semantic_model or unset it")
 
@@ -101,14 +100,6 @@ class PatchEncoder(CPUEncoder):
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
-        if colour_frequencies < 0:
-            raise ValueError(f"encoder.colour_frequencies={colour_frequencies} must be >= 0")
-        if position_frequencies < 0:
-            raise ValueError(f"encoder.position_frequencies={position_frequencies} must be >= 0")
-        if any(scale <= 0 for scale in edge_scales):
-            raise ValueError(f"encoder.edge_scales={list(edge_scales)} must all be > 0")
-        if any(scale <= 0 for scale in structure_scales):
-            raise ValueError(f"encoder.structure_scales={list(structure_scales)} must all be > 0")
         per_pixel = 3 + 2 * colour_frequencies + 4 * position_frequencies
         per_pixel += 3 * len(edge_scales) + 2 * len(structure_scales)
         if semantic_network is not None:
