@@ -95,7 +95,7 @@ def test_random_transforms_are_rotations_mirrors_and_zooms():
     assert shifts.abs().max() <= views.shift
     fixed, _ = random_transforms(3, SilhouetteViewsConfig(rotation=0, mirror=0, zoom=0, shear=0))
     assert torch.allclose(fixed, torch.eye(2).expand(3, 2, 2))
-    with pytest.raises(ValueError, match="views.mirror"):
+    with pytest.raises(ValueError, match=r"views.mirror must be in \[0, 1\]"):
         SilhouetteViewsConfig(mirror=1.5)
 
 
@@ -151,3 +151,4 @@ def test_pixels_in_no_region_get_no_embedding():
     assert torch.equal(network(noise), torch.zeros(1, 16, 4, 4))
     with pytest.raises(ValueError, match="multiples of its output_stride"):
         network(torch.zeros(1, 3, 18, 18))
+

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slotlab.config import bounded, check_ranges
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method
+from slotlab.methods.ssl_views import method_input
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
-from slotlab.ops.resize import resize_image
 
 
 @dataclass
@@ -47,22 +48,15 @@ class SilhouetteViewsConfig:
         morphology: probability of a one-pixel erosion or dilation (half each) of the crop.
     """
 
-    rotation: float = 180.0
-    mirror: float = 0.5
-    zoom: float = 0.15
-    shear: float = 0.15
-    shift: float = 0.1
-    morphology: float = 0.3
+    rotation: float = bounded(180.0, low=0, high=180)
+    mirror: float = bounded(0.5, low=0, high=1)
+    zoom: float = bounded(0.15, low=0, high=1, high_open=True)
+    shear: float = bounded(0.15, low=0)
+    shift: float = bounded(0.1, low=0)
+    morphology: float = bounded(0.3, low=0, high=1)
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "zoom", "shear", "shift"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"views.{name}={getattr(self, name)} must be >= 0")
-        if self.zoom >= 1:
-            raise ValueError(f"views.zoom={self.zoom} must be < 1 (the scale is drawn from [1 - zoom, 1 + zoom])")
-        for name in ("mirror", "morphology"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"views.{name}={getattr(self, name)} must be a probability in [0, 1]")
+        check_ranges(self, "views.")
 
 
 @dataclass
@@ -77,17 +71,16 @@ class SilhouetteContrastConfig:
 
     network: SilhouetteNetConfig = field(default_factory=SilhouetteNetConfig)
     views: SilhouetteViewsConfig = field(default_factory=SilhouetteViewsConfig)
-    image_size: int = 64
-    projector_hidden: int = 256
-    projector_dim: int = 64
-    temperature: float = 0.1
+    image_size: int = bounded(64, low=1)
+    projector_hidden: int = bounded(256, low=1)
+    projector_dim: int = bounded(64, low=1)
+    temperature: float = bounded(0.1, low=0, low_open=True)
 
     def __post_init__(self) -> None:
-        if self.image_size < 1 or self.image_size % self.network.output_stride:
-            raise ValueError(f"image_size={self.image_size} must be a positive multiple of network.output_stride="
+        check_ranges(self)
+        if self.image_size % self.network.output_stride:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of network.output_stride="
                              f"{self.network.output_stride}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
 
 
 def random_transforms(count: int, views: SilhouetteViewsConfig, generator: torch.Generator | None = None
@@ -150,10 +143,7 @@ class SilhouetteContrast(Method):
         )
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SilhouetteContrastOutput:
-        if num_slots is not None:
-            raise ValueError("silhouette contrast trains an encoder and has no slots: num_slots does not apply")
-        images = batch.image if isinstance(batch, Batch) else batch
-        images = resize_image(images, (self.config.image_size,) * 2)
+        images = method_input(batch, num_slots, self.config, "silhouette contrast")
         regions = self.network.regions(images * 2 - 1)
         count = int(regions.max()) + 1
         if count < 2:

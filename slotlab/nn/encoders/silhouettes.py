@@ -24,7 +24,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor, nn
 
-GROUPS = 8  # GroupNorm groups: widths must be multiples of it
+from slotlab.config import bounded, check_ranges
+from slotlab.nn.encoders.blocks import GROUPS, conv_block
 
 
 @dataclass
@@ -44,22 +45,19 @@ class SilhouetteNetConfig:
     """
 
     width: int = 16
-    dim: int = 64
+    dim: int = bounded(64, low=1)
     crop_size: int = 32
-    extent: float = 2.2
-    threshold: float = 0.06
-    min_region_pixels: int = 12
-    output_stride: int = 2
+    extent: float = bounded(2.2, low=0, low_open=True)
+    threshold: float = bounded(0.06, low=0, low_open=True)
+    min_region_pixels: int = bounded(12, low=1)
+    output_stride: int = bounded(2, low=1)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.width < GROUPS or self.width % GROUPS:
             raise ValueError(f"width={self.width} must be a positive multiple of {GROUPS}")
-        if self.crop_size < 8 or self.crop_size % 8:
+        if self.crop_size < 8 or self.crop_size % 8:  # three stride-2 stages
             raise ValueError(f"crop_size={self.crop_size} must be a positive multiple of 8")
-        if self.dim < 1 or self.extent <= 0 or self.threshold <= 0:
-            raise ValueError(f"dim={self.dim}, extent={self.extent} and threshold={self.threshold} must be > 0")
-        if self.min_region_pixels < 1 or self.output_stride < 1:
-            raise ValueError("min_region_pixels and output_stride must be >= 1")
 
 
 def flat_regions(images: Tensor, threshold: float, min_pixels: int) -> Tensor:
@@ -126,11 +124,6 @@ def silhouette_crops(regions: Tensor, frames: RegionFrames, size: int, extent: f
     centre = frames.centre if shifts is None else frames.centre + (linear @ shifts[..., None])[..., 0]
     grid = F.affine_grid(torch.cat([linear, centre[..., None]], -1), [count, 1, size, size], align_corners=False)
     return F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
-                         nn.GroupNorm(GROUPS, out_channels), nn.GELU())
 
 
 class SilhouetteNet(nn.Module):

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 from slotlab.config import from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
+from slotlab.nn.encoders.blocks import GROUPS, conv_block
 from slotlab.nn.encoders.pixel_features import colour_fourier_features
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
-GROUPS = 8  # GroupNorm groups: channels must be multiples of it
 
 
 @dataclass
@@ -60,14 +60,6 @@ class ConvNetConfig:
             raise ValueError(f"dilations={list(self.dilations)} must all be >= 1")
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride={self.output_stride}: choose one of {OUTPUT_STRIDES}")
-
-
-def conv_block(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation),
-        nn.GroupNorm(GROUPS, out_channels),
-        nn.GELU(),
-    )
 
 
 class ConvNet(nn.Module):
