@@ -100,8 +100,8 @@ def region_frames(regions: Tensor) -> RegionFrames:
     ids = regions.reshape(-1)
     inside = ids >= 0
     ids, pixel = ids[inside], torch.arange(b * h * w, device=regions.device)[inside]
-    xy = torch.stack([(pixel % w).float() * 2 / w, (pixel // w % h).float() * 2 / h], -1) + torch.tensor(
-        [1 / w - 1, 1 / h - 1], device=regions.device)
+    column, row = (pixel % w).float(), (pixel // w % h).float()
+    xy = torch.stack([(2 * column + 1) / w - 1, (2 * row + 1) / h - 1], -1)  # pixel centres, grid_sample's frame
     sizes = torch.zeros(count, device=regions.device).index_add_(0, ids, torch.ones(len(ids), device=regions.device))
     centre = torch.zeros(count, 2, device=regions.device).index_add_(0, ids, xy) / sizes[:, None]
     spread = torch.zeros(count, device=regions.device).index_add_(0, ids, (xy - centre[ids]).pow(2).sum(-1))
