@@ -5,8 +5,8 @@
         [--dinosaur-steps N] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
-- patch: the CPU presets' patch encoder without a semantic part (colour and random Fourier
-  colour features; no training);
+- patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
+  features; no training): the presets' default;
 - segmenter: the same plus the class probabilities of the segmenter (segmenter-scenes-tiny,
   trained WITH the scenes' class labels);
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
@@ -19,7 +19,8 @@ Encoders (each row says what supervision it saw):
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), the left-neighbour copy
 ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) evaluated on
-the test split with its decoder masks and with its slot-attention masks, and the slot-swap
+the test split with its decoder masks and with its slot-attention masks (and how far the
+decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder, its reconstruction MSE on test with each image's own slots and with the slots of
 the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
@@ -44,12 +45,15 @@ from torch.utils.data import DataLoader
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.train.config import build_train_config
-from slotlab.train.evaluate import evaluate_blocks, evaluate_model
-from slotlab.train.trainer import train
-from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
 from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.metrics.encoder_features import (
+    left_neighbour_copy_ratio,
+    object_class_probe,
+)
 from slotlab.nn.encoders import encoder_config
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_blocks, evaluate_model, predict
+from slotlab.train.trainer import train
 from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
@@ -88,7 +92,7 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
 
 
 def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
-    # The encoder replaces the preset's, segmenter input included: this row gives its own inputs.
+    # The encoder replaces the preset's, and whatever it reads is given with it: no preset input remains.
     overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)
@@ -98,7 +102,18 @@ def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict
         metrics = evaluate_model(result.model, test, progress=False, seed=seed)["metrics"]
         row[f"{source}_masks_mbo_i"] = metrics["mbo_i"]
         row[f"{source}_masks_miou_i"] = metrics["miou_i"]
+    row["decoder_alpha_max_mean"] = decoder_alpha_max_mean(result.model, test, seed)
+    row["uniform_alpha"] = 1 / result.model.config.slot_attention.num_slots
     return row
+
+
+def decoder_alpha_max_mean(model, dataset, seed: int) -> float:
+    """Mean over test tokens of the largest decoder alpha: 1 / K when the alpha masks are
+    uniform over the K slots (the argmax then follows a constant per-slot offset), 1 when
+    one slot takes each token entirely."""
+    model.config.mask_source = "decoder"
+    largest = [masks.amax(dim=1).flatten() for masks, _ in predict(model, dataset, progress=False, seed=seed)]
+    return torch.cat(largest).mean().item()
 
 
 @torch.no_grad()
@@ -123,7 +138,8 @@ def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
     """The trained segmenter and ssl runs the encoders read (given, or trained with ``seed``)."""
     found, seconds = {}, {}
     for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny"),
-                                ("regions", args.regions, "ssl-regions-scenes-tiny"), ("shapes", args.shapes, "ssl-shapes-scenes-tiny")):
+                                ("regions", args.regions, "ssl-regions-scenes-tiny"),
+                                ("shapes", args.shapes, "ssl-shapes-scenes-tiny")):
         if name not in args.encoders:
             continue
         if given is not None:

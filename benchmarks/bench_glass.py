@@ -6,10 +6,11 @@ Ablation: each row of GLASS Table 6a (recon only, recon + semantic, recon + inst
 is trained with its CPU preset on the same generated scenes for every seed and evaluated on
 the scenes val split (where settings are chosen) and the test split (which reports them),
 protocol 'native'; mean and standard deviation over seeds. Every row has L_recon in phase 1
-through the same frozen pretrained decoder. The segmenter the presets' encoder reads and
-that decoder (glass-tiny-decoder) are trained once first (seed 0), as the demo does.
-With --keep the generated data, the segmenter, the pretrained decoder and every trained model
-stay in DIR (e.g. to score the models' reconstructions afterwards).
+through the same frozen pretrained decoder (glass-tiny-decoder), trained once first (seed 0),
+as the demo does. The encoder is the presets' (label-free); --segmenter DIR makes it read a
+trained segmenter (segmenter-scenes-tiny, supervised on the scenes' class maps), and the
+report's supervision says which. With --keep the generated data, the pretrained decoder and
+every trained model stay in DIR (e.g. to score the models' reconstructions afterwards).
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
@@ -31,7 +32,6 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
 from slotlab.train.config import build_train_config
-from slotlab.train.demo import die_with_parent, pretrain, steps_overrides, train_segmenter
+from slotlab.train.demo import die_with_parent, pretrain, steps_overrides
 from slotlab.train.demo_methods import select_methods
 from slotlab.train.evaluate import evaluate_model
 from slotlab.train.trainer import train
@@ -89,9 +89,14 @@ def colour_groups(batch) -> torch.Tensor:
     return labels
 
 
-def generate(out: Path) -> str:
-    config = from_dict(GenerateConfig, load_preset("generate-scenes-tiny"))
-    run_generation(config, out, resume=False, progress=False)
+def generate(out: Path, seed: int | None = None, num: int | None = None) -> str:
+    """Scenes of the generate-scenes-tiny preset in ``out`` (its seed and count unless given)."""
+    settings = load_preset("generate-scenes-tiny")
+    if seed is not None:
+        settings |= {"seed": seed}
+    if num is not None:
+        settings |= {"num": num, "shard_size": num}
+    run_generation(from_dict(GenerateConfig, settings), out, resume=False, progress=False)
     return f"generated:{out}"
 
 
@@ -151,7 +156,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per ablation row")
     parser.add_argument("--steps", type=int, default=None, help="training steps per ablation run (default: presets')")
     parser.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
-                        help="a trained segmenter checkpoint for the presets' encoder instead of training one")
+                        help="a trained segmenter checkpoint for the encoder to read (supervised on class maps; "
+                        "default: none, the presets' label-free encoder)")
     parser.add_argument("--decoder", type=Path, default=None, metavar="DIR",
                         help="a decoder pretrained with glass-tiny-decoder (its model directory) instead of pretraining one")
     parser.add_argument("--decoder-steps", type=int, default=None,
@@ -162,25 +168,24 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="ablation runs trained at once, one process and one core each (default: the CPU count)")
     args = parser.parse_args()
+    features = ("encoder reads a segmenter trained on scenes class maps" if args.segmenter else
+                "encoder: fixed colour features (no labels)")
     report: dict = {"benchmark": "glass", "protocol": "native", "val": VAL, "test": TEST,
-                    "supervision": "encoder reads a segmenter trained on scenes class maps; the decoder is pretrained "
-                                   "on description tokens written from the generated scenes' masks and pixels"}
+                    "supervision": f"{features}; the decoder is pretrained on description tokens written from the "
+                                   "generated scenes' masks and pixels"}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         report["ceilings_by_token_grid"] = oracle_ceilings(TOKEN_GRIDS)
-        # The segmenter the presets' encoder reads (one, seed 0, for every run, as in the demo) trains in a
-        # worker meanwhile: the data and the decoder's pretraining do not read it.
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
-            segmenter = pool.submit(train_segmenter, work, None, 0, 1, False) if args.segmenter is None else None
-            data = generate(work / "generated")
-            # The encoder without the segmenter: the decoder's pretraining does not read it.
-            glass = replace(select_methods(["glass"])[0], segmenter=False)
-            report["decoder"] = ({"given": str(args.decoder), "model": str(args.decoder)} if args.decoder else
-                                 pretrain(glass, work, ["seed=0", f"data.train={data}"], args.decoder_steps, False))
-            report["segmenter"] = segmenter.result() if segmenter else {"given": str(args.segmenter)}
-        shared = [f"model.encoder.semantic_model={args.segmenter or work / 'runs' / 'segmenter' / 'model'}",
-                  f"model.decoder_init={report['decoder'].pop('model')}"]
+        data = generate(work / "generated")
+        # The decoder's pretraining does not read the encoder: never the segmenter.
+        glass = select_methods(["glass"])[0]
+        report["decoder"] = ({"given": str(args.decoder), "model": str(args.decoder)} if args.decoder else
+                             pretrain(glass, work, ["seed=0", f"data.train={data}"], args.decoder_steps, False))
+        report["segmenter"] = {"given": str(args.segmenter)} if args.segmenter else "none"
+        shared = [f"model.decoder_init={report['decoder'].pop('model')}"]
+        if args.segmenter:
+            shared.append(f"model.encoder.semantic_model={args.segmenter}")
         if not args.skip_speed:
             report["speed_tiny_preset"] = stage_speed(shared, "glass-tiny", data, 30, work, "speed-tiny")
             twin = [*PAPER_TWIN_OVERRIDES, "data.batch_size=2"]

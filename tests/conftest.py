@@ -1,6 +1,4 @@
 import os
-
-import os
 import subprocess
 import sys
 
@@ -57,12 +55,6 @@ def segmenter_dir(tmp_path_factory):
     return Segmenter(SegmenterConfig()).save_pretrained(tmp_path_factory.mktemp("segmenter"))
 
 
-@pytest.fixture(scope="session")
-def preset_overrides(segmenter_dir):
-    """Overrides that let the CPU presets (glass-tiny, dinosaur-tiny...) build without a trained segmenter."""
-    return [f"model.encoder.semantic_model={segmenter_dir}"]
-
-
 def run_slotlab(*args, **kwargs) -> subprocess.CompletedProcess:
     """``slotlab ARGS`` in a child process (one thread), its output captured as text."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -79,21 +71,21 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 
 
 @pytest.fixture(scope="session")
-def glass_decoder_dir(preset_overrides, tmp_path_factory):
+def glass_decoder_dir(tmp_path_factory):
     """A random-weight pretrained decoder: what model.decoder_init of the CPU GLASS presets names."""
     from slotlab.config import load_preset
     from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
     torch.manual_seed(0)
-    config = build_train_config(load_preset("glass-tiny-decoder"), preset_overrides)
+    config = build_train_config(load_preset("glass-tiny-decoder"))
     return get_method("glass")(config.model).save_pretrained(tmp_path_factory.mktemp("decoder"))
 
 
 @pytest.fixture(scope="session")
-def glass_preset_overrides(preset_overrides, glass_decoder_dir):
-    """preset_overrides plus the random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
-    return [*preset_overrides, f"model.decoder_init={glass_decoder_dir}"]
+def glass_preset_overrides(glass_decoder_dir):
+    """The random-weight pretrained decoder (model.decoder_init of the CPU GLASS presets)."""
+    return [f"model.decoder_init={glass_decoder_dir}"]
 
 
 @pytest.fixture(scope="session")

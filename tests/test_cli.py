@@ -75,8 +75,8 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
     for name in ("dinosaur", "glass", "blocks"):
         assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and metrics[name]["protocol"] == "native"
     assert metrics["dinosaur"]["train_steps"] == 8
-    # the segmenter both presets' encoders read is trained first, for --steps too, and kept
-    assert metrics["segmenter"]["train_steps"] == 8 and (out / "runs" / "segmenter" / "model" / "config.json").is_file()
+    # the default presets are label-free: no segmenter is trained
+    assert "segmenter" not in metrics and not (out / "runs" / "segmenter").exists()
     assert metrics["dinosaur"]["preset"] == "dinosaur-tiny" and metrics["glass"]["preset"] == "glass-tiny"
     for name in ("dinosaur", "glass"):  # --tasks all by default
         assert 0.0 <= metrics[name]["probe_class_accuracy"] <= 1.0 and metrics[name]["probe_centre_mse"] >= 0.0
@@ -85,8 +85,9 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
         assert 0.0 <= metrics[name]["probe_object_features_class_accuracy"] <= 1.0
         assert 0.0 <= metrics[name]["probe_image_features_class_accuracy"] <= 1.0
     # every row says what its features and training saw, read off the run's saved config
-    assert metrics["segmenter"]["supervision"] == "training: supervised on scenes class maps"
-    assert metrics["dinosaur"]["supervision"].startswith("features: colour + supervised segmenter on scenes class maps")
+    for name in ("dinosaur", "glass"):
+        assert metrics[name]["supervision"].startswith("features: none (fixed pixel and colour features)")
+    assert metrics["dinosaur"]["supervision"].endswith("training: none (reconstructs its encoder's features)")
     assert "the scenes generator's ground-truth class masks" in metrics["glass"]["supervision"]
     assert "decoder: pretrained on description tokens" in metrics["glass"]["supervision"]
     assert metrics["blocks"]["supervision"] == "none (no learning)"
@@ -106,12 +107,16 @@ def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segment
     from slotlab.train.config import build_train_config
     from slotlab.methods import get_method
 
-    assert main(["demo", "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
+    reader = ["--methods", "dinosaur-segmenter"]
+    assert main(["demo", *reader, "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
     assert "none" in capsys.readouterr().err
     config = build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"])
     get_method("dinosaur")(config.model).save_pretrained(tmp_path / "dino")
-    assert main(["demo", "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
+    assert main(["demo", *reader, "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
     assert "not a segmenter" in capsys.readouterr().err
+    # the default methods are label-free: a segmenter given to them would be read by none
+    assert main(["demo", "--segmenter", str(segmenter_dir), "--out", str(tmp_path / "d")]) == 2
+    assert "none of the methods ['dinosaur', 'glass'] reads a segmenter" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 
@@ -129,8 +134,10 @@ def test_demo_methods_in_worker_processes_match_in_process(tmp_path, segmenter_d
     from slotlab.train.demo import run_demo
     from slotlab.train.demo_methods import DemoMethod
 
-    methods = (DemoMethod("dinosaur", "dinosaur-tiny"), DemoMethod("again", "dinosaur-tiny"))
+    methods = (DemoMethod("dinosaur", "dinosaur-tiny", segmenter=True), DemoMethod("again", "dinosaur-tiny", segmenter=True))
     parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
+    assert parallel["segmenter"]["supervision"] == "training: supervised on scenes class maps"
+    assert parallel["again"]["supervision"].startswith("features: colour + supervised segmenter on scenes class maps")
     # the segmenter the parallel run trained, given instead of trained again: the same run
     given = tmp_path / "p" / "runs" / "segmenter" / "model"
     serial = run_demo(tmp_path / "s", steps=4, methods=methods[:1], tasks=(), jobs=1, progress=False, segmenter=given)
@@ -154,13 +161,12 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
-def test_killed_demo_leaves_no_worker_behind(tmp_path, segmenter_dir):
+def test_killed_demo_leaves_no_worker_behind(tmp_path):
     import signal
     import time
 
-    # a given segmenter: otherwise the demo would first train one for 100000 steps, in-process
     demo = subprocess.Popen([sys.executable, "-m", "slotlab.cli", "demo", "--out", str(tmp_path / "d"), "--steps", "100000",
-                             "--tasks", "none", "--jobs", "2", "--segmenter", str(segmenter_dir)],
+                             "--tasks", "none", "--jobs", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     workers: list[int] = []
@@ -242,16 +248,18 @@ def test_every_slot_method_is_in_the_demo_timed_and_pretrains_what_its_preset_st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["spot", "slate-msf", "slotdiffusion-msf", "dinosaur-no-segmenter"])
+@pytest.mark.parametrize("name", ["spot", "slate-msf", "slotdiffusion-msf", "dinosaur-segmenter"])
 def test_demo_runs_each_method(tmp_path, name):
     from slotlab.train.demo import run_demo
     from slotlab.train.demo_methods import select_methods
 
     (method,) = select_methods([name])
     metrics = run_demo(tmp_path / "d", steps=2, methods=(method,), tasks=("probe",), jobs=1, progress=False)
-    assert set(metrics) == {name, "blocks"} and metrics[name]["preset"] == method.preset
+    assert set(metrics) == {name, "blocks"} | ({"segmenter"} if method.segmenter else set())
+    assert metrics[name]["preset"] == method.preset
     assert 0.0 <= metrics[name]["mbo_i"] <= 1.0 and name in (tmp_path / "d" / "report.html").read_text()
-    assert metrics[name]["supervision"].startswith("features: none") and "training: none" in metrics[name]["supervision"]
+    features = "features: colour + supervised segmenter on scenes class maps" if method.segmenter else "features: none"
+    assert metrics[name]["supervision"].startswith(features) and "training: none" in metrics[name]["supervision"]
     # the probes run where decompose gives encoder tokens to compare the slots with, else the row says why not
     assert ("probe_class_accuracy" in metrics[name]) != ("probe_skipped" in metrics[name])
     if method.pretrain:  # e.g. the MSF VQ-VAE, trained first and named in the row

@@ -8,7 +8,6 @@ import torch
 from slotlab.metrics.edits import (
     control_slots,
     drop_slot,
-    evaluate_removal,
     largest_objects,
     object_visible,
     region_mean_colour,
@@ -183,9 +182,10 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(glass_preset_over
     from slotlab.config import load_preset
     from slotlab.data.registry import build_dataset
     from slotlab.data.sample import collate
+    from slotlab.methods import get_method
     from slotlab.methods.slot_edits import SamplingOptions
     from slotlab.train.config import build_train_config
-    from slotlab.methods import get_method
+    from slotlab.train.generation_tasks import evaluate_removal
 
     config = build_train_config(load_preset("glass-tiny"), glass_preset_overrides)
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def test_evaluate_removal_runs_a_glass_model_deterministically(glass_preset_over
     results = []
     for _ in range(2):
         torch.manual_seed(1)  # slot attention draws its initial slots
-        results.append(evaluate_removal(model, batch.image, batch.instance_mask, SamplingOptions(steps=2)))
+        results.append(evaluate_removal(model, batch.image, batch.instance_mask, SamplingOptions(steps=2))[0])
     assert results[0].tested.all()
     for name in ("reconstructed", "visible_after_edit", "visible_after_control", "visible_after_reseed",
                  "removed_slot", "control_slot"):  # fmt: skip

@@ -96,7 +96,8 @@ def test_recon_weight_needs_a_diffusion_decoder():
 
 
 def test_slot_edits():
-    from slotlab.methods.slot_edits import add_slots, remove_slots, slot_for_region, swap_slots
+    from slotlab.methods.slot_edits import add_slots, remove_slots, swap_slots
+    from slotlab.ops.matching import slot_for_region
 
     a, b = torch.arange(12.0).view(4, 3), -torch.arange(1.0, 10.0).view(3, 3)
     torch.testing.assert_close(remove_slots(a, [1, 3]), a[[0, 2]])

@@ -13,7 +13,7 @@ from slotlab.train.config import build_train_config
 from slotlab.io.checkpoints import checkpoint_dirs
 from slotlab.train.trainer import train
 from slotlab.methods import get_method
-from slotlab.methods.scene_descriptions import segment_features
+from slotlab.methods.scene_descriptions import SEGMENT_FEATURES, DescriptionConfig, SceneDescriber, segment_features
 
 SHORT = ["data.batch_size=2", "log_every=1", "checkpoint_every=100", "mixed_precision=fp32"]
 
@@ -32,8 +32,21 @@ def test_segment_features_describe_each_class_segment():
     torch.testing.assert_close(features[0, 0, 6], torch.tensor(6 / 7))  # background box ends above the ignored row
 
 
-def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes, preset_overrides, tmp_path):
-    shared = [*preset_overrides, f"data.train={generated_scenes}", *SHORT]
+def test_description_tokens_start_with_colour_and_box_as_loud_as_class():
+    """At initialisation a token's colour and box must move it as much as its class does: with
+    nn.Embedding's N(0, 1) the class part was ~8x larger."""
+    torch.manual_seed(0)
+    dim, count = 64, 256
+    describer = SceneDescriber(DescriptionConfig(), dim)
+    classes = describer.classes(torch.randint(0, 7, (count,)))
+    attributes = describer.attributes(torch.rand(count, SEGMENT_FEATURES))
+    class_scale = classes.norm(dim=-1).mean()
+    attribute_spread = (attributes - attributes.mean(0)).norm(dim=-1).mean()
+    assert attribute_spread > 0.25 * class_scale
+
+
+def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes, tmp_path):
+    shared = [f"data.train={generated_scenes}", *SHORT]
     decoder_config = build_train_config(load_preset("glass-tiny-decoder"), [*shared, "stages.0.steps=2"])
     torch.manual_seed(0)
     before = get_method("glass")(decoder_config.model).state_dict()
@@ -59,13 +72,13 @@ def test_pretrain_then_phase1_recon_through_the_frozen_decoder(generated_scenes,
     assert not changed("diffusion_decoder.", start, after)  # through a decoder it did not change
 
 
-def test_decoder_init_errors(preset_overrides, tmp_path):
-    config = build_train_config(load_preset("glass-tiny"), [*preset_overrides, f"model.decoder_init={tmp_path}"])
+def test_decoder_init_errors(tmp_path):
+    config = build_train_config(load_preset("glass-tiny"), [f"model.decoder_init={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="glass-tiny-decoder"):
         get_method("glass")(config.model)
-    other = build_train_config(load_preset("glass-tiny-decoder"), [*preset_overrides, "model.diffusion_decoder.block_out_channels=[32,32]"])
+    other = build_train_config(load_preset("glass-tiny-decoder"), ["model.diffusion_decoder.block_out_channels=[32,32]"])
     get_method("glass")(other.model).save_pretrained(tmp_path / "other")
-    config = build_train_config(load_preset("glass-tiny"), [*preset_overrides, f"model.decoder_init={tmp_path / 'other'}"])
+    config = build_train_config(load_preset("glass-tiny"), [f"model.decoder_init={tmp_path / 'other'}"])
     with pytest.raises(ValueError, match="do not match"):
         get_method("glass")(config.model)
 

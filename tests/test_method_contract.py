@@ -13,7 +13,7 @@ from slotlab.methods.contract import DiffusionGenerator, EncoderGrid, can_genera
 from slotlab.train.config import build_train_config
 from slotlab.train.trainer import build_model
 
-#: glass-tiny without the inputs of other runs (the segmenter, the pretrained decoder).
+#: glass-tiny without the input of another run (the pretrained decoder).
 STANDALONE = ["inputs={}", "mixed_precision=fp32"]
 
 

@@ -9,8 +9,8 @@ What a preset names that a test machine does not have is swapped, and only that:
 - GLASS trains on what its data engine writes (``generated:DIR``), so its presets get the
   engine's own output, made by the scenes backend (conftest ``generated_scenes``): a plain
   dataset would skip the reader of that layout;
-- earlier runs a preset reads (the segmenter the CPU encoders feed on, GLASS's pretrained
-  decoder, MSF's VQ-VAE, SPOT's stage-1 teacher) -> untrained models of the preset that
+- earlier runs a preset reads (GLASS's pretrained decoder, MSF's VQ-VAE, SPOT's stage-1
+  teacher) -> untrained models of the preset that
   writes them, saved with ``save_pretrained``: the preset under test needs their
   architecture and a loadable directory, not trained weights.
 
@@ -67,18 +67,18 @@ def untrained(tmp_path_factory):
     return get
 
 
-def earlier_runs(raw: dict, untrained, segmenter_dir, glass_decoder_dir) -> list[str]:
+def earlier_runs(raw: dict, untrained, glass_decoder_dir) -> list[str]:
     """Overrides giving the preset's inputs from earlier runs (its ``inputs``) as stand-ins."""
-    given = {"model.encoder.semantic_model": segmenter_dir, "model.decoder_init": glass_decoder_dir}
+    given = {"model.decoder_init": glass_decoder_dir}
     return [f"{key}={given.get(key) or untrained(EARLIER_RUN.search(made['make']).group(1))}"
             for key, made in (raw.get("inputs") or {}).items()]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_trains_two_steps(preset, untrained, segmenter_dir, glass_decoder_dir, generated_scenes, tmp_path):
+def test_preset_trains_two_steps(preset, untrained, glass_decoder_dir, generated_scenes, tmp_path):
     raw = load_preset(preset)
     data = [f"data.train={generated_scenes}"] if raw["data"]["train"].startswith("generated:") else []
-    inputs = earlier_runs(raw, untrained, segmenter_dir, glass_decoder_dir)
+    inputs = earlier_runs(raw, untrained, glass_decoder_dir)
     overrides = [*SCENES, *data, *two_steps(raw), *twin_overrides(raw), *inputs]
     result = train(build_train_config(raw, overrides), tmp_path / "run", progress=False)
 

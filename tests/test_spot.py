@@ -136,8 +136,8 @@ def test_dino_layer_norm_epsilon_is_the_original_one(tmp_path):
     config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                     patch_size=16, image_size=224, layer_norm_eps=1e-12)
     transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "dino")
-    for encoder_config in (encoder_config(name="dino", path=str(tmp_path / "dino")), encoder_config(name="dino", tiny=True)):
-        norms = [m for m in build_encoder(encoder_config).modules() if isinstance(m, torch.nn.LayerNorm)]
+    for dino in (encoder_config(name="dino", path=str(tmp_path / "dino")), encoder_config(name="dino", tiny=True)):
+        norms = [m for m in build_encoder(dino).modules() if isinstance(m, torch.nn.LayerNorm)]
         assert norms and all(m.eps == 1e-6 for m in norms)
 
 

@@ -5,9 +5,7 @@ reproduces the authors' outputs; bad files give clear messages."""
 from __future__ import annotations
 
 import math
-import pickle
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -3,7 +3,6 @@ Gaussian, random order) loaded through the importer reproduce the authors' SPOT 
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from slotlab.io.importers.spot_checkpoint import import_spot, spot_state

@@ -27,10 +27,10 @@ from slotlab.methods.slot_edits import (
     edit_slots,
     generate,
     slot_for_class,
-    slot_for_region,
     slot_listing,
 )
 from slotlab.metrics.generation import GLASS_FID_IMAGES
+from slotlab.ops.matching import slot_for_region
 from slotlab.train.reconstruction import reconstruct_split
 from slotlab.viz.overlays import save_image, side_by_side
 

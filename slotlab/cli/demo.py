@@ -16,10 +16,11 @@ def add_command(sub) -> None:
     p = command(
         sub, "demo", "train the CPU presets on built-in scenes, evaluate, write metrics/pictures/report",
         textwrap.fill(
-            "Train the segmenter the presets' encoder reads, generate built-in scenes, train each "
-            "method's CPU preset, evaluate it on the scenes val split (protocol 'native') next to the "
-            "K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png and DIR/report.html. Runs in "
-            "minutes on a 2-core CPU.", WIDTH),
+            "Generate built-in scenes, train each method's CPU preset, evaluate it on the scenes val split "
+            "(protocol 'native') next to the K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png "
+            "and DIR/report.html. Runs in minutes on a 2-core CPU. The presets' encoder is label-free (colour "
+            "features of the pixels); the -segmenter methods add the class probabilities of a segmenter "
+            "trained first on the scenes' class maps, and their rows say so.", WIDTH),
         _demo_arguments, _run_demo,
     )
     p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines
@@ -27,7 +28,7 @@ def add_command(sub) -> None:
 
 def _demo_arguments(p) -> None:
     p.add_argument("--out", default="slotlab-demo", help="output directory (default: %(default)s)")
-    p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter), spread over its stages in the "
+    p.add_argument("--steps", type=int_option(low=1), default=None, help="training steps per method (and for the segmenter, if one is trained), spread over its stages in the "
                    "preset's proportions (default: each preset's own)")
     p.add_argument("--seed", type=int_option(low=0), default=0, help="seed for data, initialisation and training order (default: %(default)s)")
     p.add_argument("--tasks", default="all", metavar="LIST",
@@ -42,28 +43,21 @@ def _demo_arguments(p) -> None:
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
                    "then sees objects removed; about 20 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
-                   help="a trained segmenter checkpoint for the presets' encoders to read (e.g. an earlier demo's "
+                   help="a trained segmenter checkpoint for the -segmenter methods to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
-                   f"first, which takes about {SEGMENTER_MINUTES:g} minutes (default: train it)")
+                   f"first, which takes about {SEGMENTER_MINUTES:g} minutes (default: train it when one of them runs)")
     p.add_argument("--jobs", type=int_option(low=1), default=None,
                    help="methods trained at once in worker processes, each with --threads divided among them "
                    "(default: one per method, at most one per CPU core; 1 = one after the other in this process)")
 
 
-def _demo_tasks(text: str) -> tuple[str, ...]:
-    from slotlab.train.demo import DEMO_TASKS, check_tasks
-
-    names = {"all": DEMO_TASKS, "none": ()}.get(text)
-    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
-
-
 def _run_demo(args) -> int:
-    from slotlab.train.demo import run_demo
+    from slotlab.train.demo import parse_tasks, run_demo
     from slotlab.train.demo_methods import select_methods, with_presets
 
     names = None if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = with_presets(select_methods(names), args.preset)
-    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=_demo_tasks(args.tasks),
+    metrics = run_demo(Path(args.out), steps=args.steps, seed=args.seed, methods=methods, tasks=parse_tasks(args.tasks),
                        jobs=args.jobs, segmenter=args.segmenter)
     print(results_json(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, overlays.png and report.html")

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from slotlab.methods.base import ObjectCentricModel
 from slotlab.methods.contract import Decomposition, generative_decoder
+from slotlab.ops.matching import slot_for_region
 from slotlab.ops.random import seeded_generator
 
 REMOVE_MODES = ("drop", "zero")
@@ -69,15 +70,6 @@ def edit_slots(
     if add:
         slots = add_slots(slots, donor, add)
     return slots
-
-
-def slot_for_region(masks: Tensor, region: Tensor) -> int:
-    """The slot whose hard mask (argmax of masks (K, H, W)) best overlaps ``region`` (H, W) by IoU."""
-    hard = torch.nn.functional.one_hot(masks.argmax(0), masks.shape[0]).permute(2, 0, 1).bool()
-    region = region.bool()
-    inter = (hard & region).flatten(1).sum(1).float()
-    union = (hard | region).flatten(1).sum(1).float().clamp_min(1)
-    return int((inter / union).argmax())
 
 
 def slot_for_class(masks: Tensor, class_map: Tensor, class_id: int) -> int:

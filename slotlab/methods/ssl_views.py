@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slotlab.config import bounded, check_ranges
+from slotlab.config import check_ranges
 from slotlab.data.sample import Batch
 from slotlab.nn.encoders.ssl import ConvNetConfig
 from slotlab.ops.resize import resize_image

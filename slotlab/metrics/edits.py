@@ -5,7 +5,7 @@ rate alone says little: an object the reconstruction never showed is "removed" b
 This module therefore measures, per test image:
 
 1. **Target.** The largest ground-truth object (most pixels of the instance mask) and the slot
-   that covers it (:func:`slotlab.methods.slot_edits.slot_for_region`, best IoU of the slot's
+   that covers it (:func:`slotlab.ops.matching.slot_for_region`, best IoU of the slot's
    argmax mask with the object).
 2. **Samples**, all from the same initial noise (one seed) unless stated:
    the reconstruction from all K slots; the edit (the object's slot dropped, K - 1 tokens);
@@ -39,14 +39,15 @@ keeps the reconstruction and the edit, for pictures and reconstruction metrics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from slotlab.ops.resize import resize_mask
+from slotlab.ops.matching import slot_for_region
 from slotlab.ops.random import seeded_generator
+from slotlab.ops.resize import resize_mask
 
 __all__ = [
     "VISIBLE_FRACTION",
@@ -60,7 +61,6 @@ __all__ = [
     "control_slots",
     "drop_slot",
     "removal_test",
-    "evaluate_removal",
 ]
 
 #: Share of an object's region that must be object-coloured for the object to count as visible.
@@ -207,8 +207,6 @@ def removal_test(
             control; also seeds the choice of control slots).
         min_fraction, tolerance: see :func:`object_visible`.
     """
-    from slotlab.methods.slot_edits import slot_for_region
-
     _check_batch(slots, slot_masks, images, instance_masks)
     batch, num_slots, _ = slots.shape
     objects = largest_objects(instance_masks)
@@ -251,18 +249,3 @@ def _check_batch(slots: Tensor, slot_masks: Tensor, images: Tensor, instance_mas
             raise ValueError(f"{name} must be {expected[name]} (slots and images), got {tuple(tensor.shape)}")
     if images.dim() != 4 or images.shape[:2] != (batch, 3):
         raise ValueError(f"images must be (B={batch}, 3, H, W), got {tuple(images.shape)}")
-
-
-def evaluate_removal(model, images: Tensor, instance_masks: Tensor, options=None) -> RemovalResult:
-    """:func:`removal_test` for a model with a diffusion decoder (GLASS), sampled with ``options``
-    (:class:`slotlab.methods.slot_edits.SamplingOptions`; its seed seeds the test)."""
-    from slotlab.methods.slot_edits import SamplingOptions, decoder_tokens, generate
-
-    options = options or SamplingOptions()
-    decomposition = model.decompose(images, seed=options.seed)
-
-    def sample(slots: Tensor, seed: int) -> Tensor:
-        return generate(model, slots, replace(options, seed=seed))
-
-    tokens = decoder_tokens(model, decomposition)
-    return removal_test(sample, tokens, decomposition.masks, images, instance_masks, seed=options.seed)

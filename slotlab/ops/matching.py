@@ -1,5 +1,6 @@
-"""Hungarian matching of masks by IoU: the one implementation used by GLASS's semantic
-guidance (GLASS Eq. 2), SPOT's attention distillation and the mIoU metrics."""
+"""Matching of masks by IoU: the one Hungarian matching used by GLASS's semantic guidance
+(GLASS Eq. 2), SPOT's attention distillation and the mIoU metrics, and the slot that best
+covers a region (slot edits, the removal test)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,9 @@ def hungarian_match(score: Tensor, maximize: bool = True) -> list[tuple[Tensor, 
         rows, cols = linear_sum_assignment(np.nan_to_num(matrix), maximize=maximize)
         out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
     return out
+
+
+def slot_for_region(masks: Tensor, region: Tensor) -> int:
+    """The slot whose hard mask (argmax of masks (K, H, W)) best overlaps ``region`` (H, W) by IoU."""
+    hard = torch.nn.functional.one_hot(masks.argmax(0), masks.shape[0]).permute(2, 0, 1)
+    return int(pairwise_iou(hard[None].float(), region[None, None].float())[0, :, 0].argmax())

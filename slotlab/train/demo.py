@@ -1,8 +1,9 @@
 """`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured.
 
-The presets' encoder reads the class of each pixel from a small segmenter
-(``encoder.semantic_model``), so the demo trains that first, on all the cores, and points
-every preset that names one at it.
+The CPU presets' encoders are label-free (the patch encoder's colour features). The
+``-segmenter`` methods (e.g. ``dinosaur-segmenter``) also read the class of each pixel from a
+small segmenter trained on the scenes' class maps (``encoder.semantic_model``): when one of
+them is chosen, the demo trains that first, on all the cores, and points them at it.
 
 Methods are independent, so with two or more CPU cores they train in parallel worker
 processes (``jobs``), each with its share of the torch threads; every method's run is a
@@ -11,7 +12,6 @@ function of the seed alone, whichever process runs it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -33,7 +33,7 @@ from slotlab.io.staged import begin_outputs, commit_outputs
 from slotlab.methods.contract import can_generate
 from slotlab.methods.segmenter import load_segmenter
 from slotlab.train.config import build_train_config, to_dict
-from slotlab.train.demo_methods import DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
+from slotlab.train.demo_methods import ALL_METHODS, DEMO_METHODS, SEGMENTER_MINUTES, DemoMethod
 from slotlab.train.evaluate import block_masks, evaluate_blocks, evaluate_model
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.trainer import train
@@ -45,7 +45,7 @@ from slotlab.viz.run_report import demo_report
 
 #: Downstream tasks the demo can add to the segmentation metrics (``--tasks``).
 DEMO_TASKS = ("probe", "generation")
-#: The frozen per-pixel classifier the presets' encoders read (their input ``SEGMENTER_INPUT``).
+#: The frozen per-pixel classifier the ``-segmenter`` methods' encoders read (at ``SEGMENTER_INPUT``).
 SEGMENTER_PRESET = "segmenter-scenes-tiny"
 SEGMENTER_INPUT = "model.encoder.semantic_model"
 PROTOCOL = "native"
@@ -94,6 +94,12 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(tasks)
 
 
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """The tasks of a ``--tasks`` value: 'all', 'none' or a comma-separated list."""
+    names = {"all": DEMO_TASKS, "none": ()}.get(text)
+    return check_tasks(names if names is not None else tuple(t.strip() for t in text.split(",") if t.strip()))
+
+
 def demo_products(methods) -> list[str]:
     """Every path (relative to the output directory) a demo of ``methods`` may write."""
     names = ["segmenter", *(m.name for m in methods), *(pretraining_run(m) for m in methods if m.pretrain)]
@@ -109,7 +115,8 @@ def _relocate_run_configs(staging: Path, out: Path) -> None:
             path.write_text(text.replace(str(staging), str(out)))
 
 
-def _summary(result: dict) -> dict:
+def headline(result: dict) -> dict:
+    """The three numbers a demo row leads with, from an evaluation."""
     keep = ("mbo_i", "miou_i", "fg_ari")
     return {k: result["metrics"][k] for k in keep if k in result["metrics"]}
 
@@ -119,25 +126,16 @@ def reads(preset: dict, key: str) -> bool:
     return key in (preset.get("inputs") or {})
 
 
-def uses_segmenter(preset: dict) -> bool:
-    """Does this preset's encoder read a segmenter?"""
-    return reads(preset, SEGMENTER_INPUT)
-
-
-def reads_segmenter(method: DemoMethod) -> bool:
-    """Does the demo hand ``method`` (or what it pretrains) the segmenter?"""
-    presets = [method.preset] + ([method.pretrain.preset] if method.pretrain else [])
-    return method.segmenter and any(uses_segmenter(load_preset(p)) for p in presets)
-
-
 def segmenter_override(preset: dict, method: DemoMethod, out: Path) -> list[str]:
-    """Point the preset's encoder at the demo's segmenter, or, for a method without it, drop that
-    input and leave the encoder reading none."""
-    if not uses_segmenter(preset):
+    """For a method that reads the segmenter, point the preset's patch encoder at the demo's;
+    for the others nothing: their encoder stays label-free."""
+    if not method.segmenter:
         return []
-    if method.segmenter:
-        return [f"{SEGMENTER_INPUT}={out / layout.RUNS_DIR / 'segmenter' / layout.MODEL_DIR}"]
-    return [f"inputs={json.dumps({k: v for k, v in preset['inputs'].items() if k != SEGMENTER_INPUT})}"]
+    encoder = (preset["model"].get("encoder") or {}).get("name")
+    if encoder != "patch":
+        raise ValueError(f"demo method {method.name!r}: its preset's encoder is {encoder!r}; only the patch encoder "
+                         "reads a segmenter (encoder.semantic_model)")
+    return [f"{SEGMENTER_INPUT}={out / layout.RUNS_DIR / 'segmenter' / layout.MODEL_DIR}"]
 
 
 def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progress: bool) -> dict:
@@ -157,7 +155,7 @@ def train_segmenter(out: Path, steps: int | None, seed: int, threads: int, progr
         store(cached, run)
         return row | {"train_seconds": 0.0, "train_steps": 0}
     print(f"segmenter: training {SEGMENTER_PRESET} for {config.total_steps} steps first, a small per-pixel classifier "
-          f"({supervision}) that the CPU presets' encoder reads (the preset's steps take about "
+          f"({supervision}) that the -segmenter methods' encoder reads (the preset's steps take about "
           f"{SEGMENTER_MINUTES:g} minutes on 2 idle cores); kept in {cached} for the next demo", flush=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -209,7 +207,7 @@ def run_method(
     val = build_dataset(config.data.val)
     result = train(config, out / layout.RUNS_DIR / method.name, progress=progress, bar_position=bar_position)
     evaluation = evaluate_model(result.model, val, protocol=config.eval_protocol, progress=False)
-    metrics = _summary(evaluation) | {
+    metrics = headline(evaluation) | {
         "supervision": describe_supervision(to_dict(config)),
         "train_seconds": round(result.train_seconds, 2),
         "train_steps": result.steps,
@@ -292,7 +290,7 @@ def run_demo(
     :mod:`slotlab.io.staged`.
 
     ``segmenter``: a trained segmenter checkpoint (e.g. an earlier demo's
-    ``runs/segmenter/model``) that the presets' encoders read instead of training one.
+    ``runs/segmenter/model``) that the ``-segmenter`` methods read instead of training one.
     """
     tasks = check_tasks(tasks)
     jobs = default_jobs(len(methods)) if jobs is None else jobs
@@ -300,6 +298,10 @@ def run_demo(
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    if segmenter is not None and not any(m.segmenter for m in methods):
+        raise ValueError(f"--segmenter {segmenter}: none of the methods {[m.name for m in methods]} reads a segmenter; "
+                         f"choose one that does ({', '.join(m.name for m in ALL_METHODS if m.segmenter)}) or drop "
+                         "--segmenter")
     given = None if segmenter is None else load_segmenter(segmenter, "--segmenter")
     staging = begin_outputs(out, demo_products(methods))
     try:
@@ -326,7 +328,7 @@ def _given_segmenter(model, path: Path, run: Path) -> dict:
 def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks, jobs, given, segmenter) -> dict:
     """The body of :func:`run_demo`: everything written into ``staging``, paths reported as in ``out``."""
     segmenter_row = None
-    if any(reads_segmenter(m) for m in methods):
+    if any(m.segmenter for m in methods):
         if given is not None:
             segmenter_row = _given_segmenter(given, segmenter, staging / layout.RUNS_DIR / "segmenter")
         else:
@@ -344,7 +346,7 @@ def _write_demo(staging: Path, out: Path, steps, seed, methods, progress, tasks,
     val = build_dataset(val_spec)
     shown = collate([val[i] for i in range(NUM_SHOWN)])
     blocks = evaluate_blocks(val, num_slots=BLOCKS, grid=(16, 16), protocol=PROTOCOL)
-    results["blocks"] = _summary(blocks) | {"supervision": BLOCKS_SUPERVISION, "train_seconds": 0.0,
+    results["blocks"] = headline(blocks) | {"supervision": BLOCKS_SUPERVISION, "train_seconds": 0.0,
                                             "protocol": blocks["protocol"]}
     if segmenter_row is not None:
         results["segmenter"] = segmenter_row

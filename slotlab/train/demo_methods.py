@@ -27,13 +27,15 @@ class Pretraining:
 class DemoMethod:
     """One entry of the demo: its name in metrics.json, its training preset, for methods that
     train on data-engine images the generation preset, what it pretrains first, and whether
-    its encoder reads the demo's segmenter (where the preset's encoder names one)."""
+    its patch encoder (and that of what it pretrains) also reads the demo's segmenter, a
+    per-pixel classifier trained WITH the scenes' class maps: off in the label-free presets'
+    own rows, on in the ``-segmenter`` rows."""
 
     name: str
     preset: str
     generate_preset: str | None = None
     pretrain: Pretraining | None = None
-    segmenter: bool = True
+    segmenter: bool = False
 
 
 GLASS_DECODER = Pretraining("glass-tiny-decoder", "model.decoder_init", "decoder")
@@ -54,9 +56,9 @@ EXTRA_METHODS = (
                pretrain=Pretraining("vqvae-c4-scenes-tiny", "model.vqvae", "vqvae")),
     DemoMethod("slotdiffusion-msf", "slotdiffusion-msf-scenes-tiny",
                pretrain=Pretraining("vqvae-msf-c4-scenes-tiny", "model.vqvae", "vqvae")),
-    # The same with the patch encoder alone: what the segmenter's supervision adds.
-    DemoMethod("dinosaur-no-segmenter", "dinosaur-tiny", segmenter=False),
-    DemoMethod("glass-no-segmenter", "glass-tiny", "generate-scenes-tiny", GLASS_DECODER, segmenter=False),
+    # The same with the supervised segmenter's class probabilities in the encoder: what labels add.
+    DemoMethod("dinosaur-segmenter", "dinosaur-tiny", segmenter=True),
+    DemoMethod("glass-segmenter", "glass-tiny", "generate-scenes-tiny", GLASS_DECODER, segmenter=True),
 )
 ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 
@@ -64,23 +66,26 @@ ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 #: and the default tasks; the segmenter apart) on one torch thread, as a demo worker runs it:
 #: CPU seconds measured by ``benchmarks/bench_demo.py --each --steps N`` at N = 20 and 60 and
 #: brought to the presets' steps by ``benchmarks/demo_minutes.py`` (TIMED_ON says where).
+#: Those files predate the label-free default: their rows dinosaur-no-segmenter and
+#: glass-no-segmenter are today's dinosaur and glass, their dinosaur and glass rows today's
+#: dinosaur-segmenter and glass-segmenter.
 MINUTES: dict[str, float] = {
-    "dinosaur": 7.2,
-    "glass": 8.2,
-    "dinosaur-no-segmenter": 7.6,
-    "glass-no-segmenter": 7.2,
+    "dinosaur": 7.6,
+    "glass": 7.2,
+    "dinosaur-segmenter": 7.2,
+    "glass-segmenter": 8.2,
     "spot": 6.5,
     "slate": 23.4,
     "slate-msf": 23.4,
     "slotdiffusion": 27.0,
     "slotdiffusion-msf": 26.4,
 }
-#: The segmenter that dinosaur and glass read, trained first on every core (then cached):
+#: The segmenter the ``-segmenter`` methods read, trained first on every core (then cached):
 #: benchmarks/results/demo.json (102 s on 2 idle cores).
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
-            "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: the default demo's "
-            "dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo.json")
+            "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: with the segmenter, "
+            "the dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
@@ -90,7 +95,7 @@ def _minutes(name: str) -> str:
 def _recipe(method: DemoMethod) -> str:
     first = [p for p in (method.generate_preset, method.pretrain and method.pretrain.preset) if p]
     recipe = method.preset + (f" after {' + '.join(first)}" if first else "")
-    return recipe + ("" if method.segmenter else ", patch encoder alone")
+    return recipe + (", + segmenter" if method.segmenter else "")
 
 
 def methods_help() -> str:
@@ -99,7 +104,9 @@ def methods_help() -> str:
     rows = [f"  {m.name:<{width}}  {_minutes(m.name):>9}  {_recipe(m)}" for m in ALL_METHODS]
     head = (f"methods (--methods; default {','.join(m.name for m in DEMO_METHODS)}), with the minutes each takes "
             f"alone on one thread, as a demo worker runs it ({TIMED_ON}); the demo runs one method per core at once:")
-    tail = f"dinosaur and glass first need the segmenter: {SEGMENTER_MINUTES} min on every core, then cached."
+    readers = " and ".join(m.name for m in ALL_METHODS if m.segmenter)
+    tail = (f"Every method's features are label-free unless its name says segmenter: {readers} first train the "
+            f"segmenter on the scenes' class maps, {SEGMENTER_MINUTES} min on every core, then cached.")
     wrap = textwrap.TextWrapper(WIDTH, break_on_hyphens=False).fill
     return "\n".join([wrap(head), *rows, wrap(tail)])
 

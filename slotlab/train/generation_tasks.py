@@ -19,13 +19,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from slotlab.data.sample import collate
-from slotlab.ops.resize import resize_image
-from slotlab.methods.slot_edits import SamplingOptions, add_slots, decoder_tokens, generate
-from slotlab.viz.overlays import side_by_side
 from slotlab.methods.base import ObjectCentricModel
-from slotlab.metrics.edits import largest_objects, removal_test
+from slotlab.methods.slot_edits import SamplingOptions, add_slots, decoder_tokens, generate
+from slotlab.metrics.edits import RemovalResult, largest_objects, removal_test
 from slotlab.metrics.generation import psnr, ssim
-from slotlab.viz.overlays import save_image
+from slotlab.ops.resize import resize_image
+from slotlab.viz.overlays import save_image, side_by_side
 
 NUM_IMAGES = 32  # scenes reconstructed and tested
 NUM_PICTURED = 4  # of which pictured (with an addition too)
@@ -38,6 +37,22 @@ GENERATION_NOTE = (
 )
 
 
+def evaluate_removal(
+    model: ObjectCentricModel, images: Tensor, instance_masks: Tensor, options: SamplingOptions | None = None
+) -> tuple[RemovalResult, Tensor]:
+    """The removal test (:func:`slotlab.metrics.edits.removal_test`) for a model with a diffusion
+    decoder (GLASS), sampled with ``options`` (its seed seeds the decomposition and the test);
+    returns the result and the decoder tokens it edited (one row of slots per image)."""
+    options = options or SamplingOptions()
+    decomposition = model.decompose(images, seed=options.seed)
+
+    def sample(slots: Tensor, seed: int) -> Tensor:
+        return generate(model, slots, replace(options, seed=seed))
+
+    tokens = decoder_tokens(model, decomposition)
+    return removal_test(sample, tokens, decomposition.masks, images, instance_masks, seed=options.seed), tokens
+
+
 def run_generation_tasks(
     model: ObjectCentricModel, dataset: Dataset, out: Path, seed: int = 0, num_images: int = NUM_IMAGES,
 ) -> tuple[dict[str, float], list[Path]]:
@@ -45,14 +60,8 @@ def run_generation_tasks(
     removal and an addition; returns metrics and the pictures (captions in their PNG metadata)
     written into ``out``."""
     batch = collate([dataset[i] for i in range(min(num_images, len(dataset)))])
-    decomposition = model.decompose(batch.image, seed=seed)
     options = SamplingOptions(steps=SAMPLER_STEPS, seed=seed)
-
-    def sample(slots: Tensor, sample_seed: int) -> Tensor:
-        return generate(model, slots, replace(options, seed=sample_seed))
-
-    tokens = decoder_tokens(model, decomposition)
-    removal = removal_test(sample, tokens, decomposition.masks, batch.image, batch.instance_mask, seed)
+    removal, tokens = evaluate_removal(model, batch.image, batch.instance_mask, options)
     reconstructions = removal.reconstruction
     real = resize_image(batch.image, tuple(reconstructions.shape[-2:]))
     summary = removal.summary()

@@ -38,8 +38,9 @@ GLOSSARY: dict[str, str] = {
     "settings.": "the protocol's settings, as used.",
     "blocks": "a baseline without learning: the image cut into K equal blocks. A method must beat it to have "
               "found objects rather than regions.",
-    "segmenter": "a small per-pixel classifier trained on the scenes' ground-truth class maps; the CPU presets' "
-                 "encoder appends its class probabilities, standing in for the semantics a pretrained encoder brings.",
+    "segmenter": "a small per-pixel classifier trained on the scenes' ground-truth class maps; the encoder of the "
+                 "-segmenter methods (not the CPU presets', which are label-free) appends its class probabilities, "
+                 "standing in for the semantics a pretrained encoder brings.",
     "probe_class_accuracy": "top-1 accuracy of a linear probe reading an object's class from its matched slot "
                             "(slots matched to objects by mask IoU; GLASS Table 8 protocol).",
     "probe_skipped": "why the slot probes did not run for this method: they compare slots with encoder features "

@@ -14,7 +14,6 @@ an output head over a code book, both options here).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
