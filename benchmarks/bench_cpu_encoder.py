@@ -1,7 +1,8 @@
 """The CPU encoders side by side on the scenes test split, as JSON.
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
-        [--encoders patch segmenter ssl regions] [--ssl DIR] [--regions DIR] [--segmenter DIR] [--dinosaur-steps N] [--ar-steps N]
+        [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
+        [--dinosaur-steps N] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -11,16 +12,20 @@ Encoders (each row says what supervision it saw):
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
   (ssl-scenes-tiny);
 - regions: the network trained by region contrast on the colour regions of scenes train
-  images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features.
+  images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features;
+- shapes: the network trained by contrast of the silhouettes of the colour regions of scenes
+  train images WITHOUT labels (ssl-shapes-scenes-tiny), each token with its colour features.
 
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), the left-neighbour copy
 ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) evaluated on
-the test split with its decoder masks and with its slot-attention masks, and the slot-swap
+the test split with its decoder masks and with its slot-attention masks (and how far the
+decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder, its reconstruction MSE on test with each image's own slots and with the slots of
-the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token. ``--ssl``/``--segmenter``
-reuse trained runs (one for every seed) instead of training one per seed.
+the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
+``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
+instead of training one per seed.
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ from torch.utils.data import DataLoader
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
-from slotlab.train.config import build_train_config
-from slotlab.train.evaluate import evaluate_blocks, evaluate_model
-from slotlab.train.trainer import train
-from slotlab.metrics.encoder_features import left_neighbour_copy_ratio, object_class_probe
 from slotlab.methods.encoder_parts import build_method_encoder
+from slotlab.metrics.encoder_features import (
+    left_neighbour_copy_ratio,
+    object_class_probe,
+)
 from slotlab.nn.encoders import encoder_config
+from slotlab.train.config import build_train_config
+from slotlab.train.evaluate import evaluate_blocks, evaluate_model, predict
+from slotlab.train.trainer import train
 from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
@@ -56,11 +64,13 @@ SUPERVISION = {
     "ssl": "none: self-distillation on scenes train images (ssl-scenes-tiny)",
     "regions": "none: region contrast over the colour regions of scenes train images (ssl-regions-scenes-tiny)"
                " + each token's colour features",
+    "shapes": "none: contrast of the silhouettes of the colour regions of scenes train images"
+              " (ssl-shapes-scenes-tiny) + each token's colour features",
 }
 PATCH_COLOUR_FREQUENCIES, PATCH_COLOUR_SIGMA = 16, 3.0
 PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PATCH_COLOUR_FREQUENCIES,
          "colour_sigma": PATCH_COLOUR_SIGMA}
-#: The colour features the regions encoder appends to its network's tokens (the patch encoder's).
+#: The colour features the regions and shapes encoders append to their networks' tokens (the patch encoder's).
 REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
@@ -70,8 +80,8 @@ def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path])
         return PATCH | {"patch_size": patch_size}
     if name == "segmenter":
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
-    if name == "regions":
-        return {"name": "ssl", "image_size": 64, "path": str(prerequisites["regions"]), "patch_size": patch_size,
+    if name in ("regions", "shapes"):
+        return {"name": "ssl", "image_size": 64, "path": str(prerequisites[name]), "patch_size": patch_size,
                 **REGION_COLOUR}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
@@ -92,7 +102,18 @@ def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict
         metrics = evaluate_model(result.model, test, progress=False, seed=seed)["metrics"]
         row[f"{source}_masks_mbo_i"] = metrics["mbo_i"]
         row[f"{source}_masks_miou_i"] = metrics["miou_i"]
+    row["decoder_alpha_max_mean"] = decoder_alpha_max_mean(result.model, test, seed)
+    row["uniform_alpha"] = 1 / result.model.config.slot_attention.num_slots
     return row
+
+
+def decoder_alpha_max_mean(model, dataset, seed: int) -> float:
+    """Mean over test tokens of the largest decoder alpha: 1 / K when the alpha masks are
+    uniform over the K slots (the argmax then follows a constant per-slot offset), 1 when
+    one slot takes each token entirely."""
+    model.config.mask_source = "decoder"
+    largest = [masks.amax(dim=1).flatten() for masks, _ in predict(model, dataset, progress=False, seed=seed)]
+    return torch.cat(largest).mean().item()
 
 
 @torch.no_grad()
@@ -117,7 +138,8 @@ def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
     """The trained segmenter and ssl runs the encoders read (given, or trained with ``seed``)."""
     found, seconds = {}, {}
     for name, given, preset in (("segmenter", args.segmenter, "segmenter-scenes-tiny"), ("ssl", args.ssl, "ssl-scenes-tiny"),
-                                ("regions", args.regions, "ssl-regions-scenes-tiny")):
+                                ("regions", args.regions, "ssl-regions-scenes-tiny"),
+                                ("shapes", args.shapes, "ssl-shapes-scenes-tiny")):
         if name not in args.encoders:
             continue
         if given is not None:
@@ -146,6 +168,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=list(SUPERVISION), choices=list(SUPERVISION))
     parser.add_argument("--ssl", type=Path, default=None, help="a trained ssl-scenes-tiny model directory")
     parser.add_argument("--regions", type=Path, default=None, help="a trained ssl-regions-scenes-tiny model directory")
+    parser.add_argument("--shapes", type=Path, default=None, help="a trained ssl-shapes-scenes-tiny model directory")
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")

@@ -89,9 +89,14 @@ def colour_groups(batch) -> torch.Tensor:
     return labels
 
 
-def generate(out: Path) -> str:
-    config = from_dict(GenerateConfig, load_preset("generate-scenes-tiny"))
-    run_generation(config, out, resume=False, progress=False)
+def generate(out: Path, seed: int | None = None, num: int | None = None) -> str:
+    """Scenes of the generate-scenes-tiny preset in ``out`` (its seed and count unless given)."""
+    settings = load_preset("generate-scenes-tiny")
+    if seed is not None:
+        settings |= {"seed": seed}
+    if num is not None:
+        settings |= {"num": num, "shard_size": num}
+    run_generation(from_dict(GenerateConfig, settings), out, resume=False, progress=False)
     return f"generated:{out}"
 
 

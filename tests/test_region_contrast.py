@@ -113,4 +113,4 @@ def test_ssl_encoder_adds_each_cells_colour_on_a_finer_grid(tmp_path):
     assert torch.allclose(tokens[:, :16], learned, atol=1e-5)
     assert torch.allclose(tokens[:, 16:19], torch.nn.functional.avg_pool2d(images * 2 - 1, 2), atol=1e-5)
     with pytest.raises(ValueError, match="must divide"):
-        SSLEncoder(network, image_size=32, patch_size=8)
+        SSLEncoder(network, image_size=48, patch_size=6)

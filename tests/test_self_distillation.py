@@ -124,7 +124,7 @@ def test_a_model_on_the_ssl_encoder_reloads_without_its_run(tmp_path, ssl_run):
 
 
 def test_missing_or_wrong_ssl_run_is_a_clear_error(tmp_path, ssl_run, segmenter_dir):
-    with pytest.raises(ValueError, match="ssl-scenes-tiny"):
+    with pytest.raises(ValueError, match="ssl-shapes-scenes-tiny"):
         build_method_encoder(encoder_config(name="ssl", image_size=64))
     with pytest.raises(FileNotFoundError, match="ssl-scenes-tiny"):
         build_method_encoder(encoder_config(name="ssl", path=str(tmp_path / "nothing"), image_size=64))

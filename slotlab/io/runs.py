@@ -18,15 +18,15 @@ from slotlab.io.layout import MODEL_DIR, RUN_CONFIG_FILE
 logger = logging.getLogger("slotlab.train")
 
 
-def prepare_output(out: Path, config_text: str, resume: bool, parse: Callable[[dict], Any] | None = None) -> None:
+def prepare_output(out: Path, config_text: str, resume: bool, parse: Callable[[dict], Any]) -> None:
     """Claim ``out`` for the run whose config (as YAML) is ``config_text``.
 
     Refuse to mix runs: a run with checkpoints continues only with --resume and the same
-    config. Configs are compared as ``parse`` reads them (the typed config: a file written
-    before a section was typed, with its defaults left out, is the same config), as plain
-    data without it; the resumed run's file is rewritten in today's form. A directory with a
-    config but no checkpoint (a run that failed or was stopped before its first one) holds
-    nothing to keep: it takes this run's config."""
+    config, compared as ``parse`` reads them (the typed config: a file written before a
+    section was typed, with its defaults left out, is the same config); the resumed run's
+    file is rewritten in today's form. A directory with a config but no checkpoint (a run
+    that failed or was stopped before its first one) holds nothing to keep: it takes this
+    run's config."""
     output_dir(out)
     saved = out / RUN_CONFIG_FILE
     trained = bool(checkpoint_dirs(out)) or (out / MODEL_DIR).is_dir()
@@ -38,7 +38,7 @@ def prepare_output(out: Path, config_text: str, resume: bool, parse: Callable[[d
     if trained and not resume:
         raise ConfigError(f"{out} already holds a training run: pass --resume to continue it, or choose another --out")
     if trained:
-        check_same_config(saved, yaml.safe_load(config_text), parse or (lambda data: data))
+        check_same_config(saved, yaml.safe_load(config_text), parse)
     if resume and not trained:
         logger.warning("--resume: %s holds no checkpoint yet; starting at step 0", out)
     elif saved.is_file() and not trained and saved.read_text() != config_text:

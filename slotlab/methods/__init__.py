@@ -12,6 +12,7 @@ def _registry() -> dict[str, type[Method]]:
     from slotlab.methods.region_contrast import RegionContrast
     from slotlab.methods.segmenter import Segmenter
     from slotlab.methods.self_distillation import SelfDistillation
+    from slotlab.methods.silhouette_contrast import SilhouetteContrast
     from slotlab.methods.slate import Slate
     from slotlab.methods.slotdiffusion import SlotDiffusion
     from slotlab.methods.spot import Spot
@@ -19,7 +20,8 @@ def _registry() -> dict[str, type[Method]]:
 
     return {
         cls.method: cls
-        for cls in (Dinosaur, Glass, RegionContrast, Segmenter, SelfDistillation, Slate, SlotDiffusion, Spot, VQVAEPretraining)
+        for cls in (Dinosaur, Glass, RegionContrast, Segmenter, SelfDistillation, SilhouetteContrast, Slate, SlotDiffusion,
+                    Spot, VQVAEPretraining)
     }
 
 

@@ -26,19 +26,21 @@ def build_method_encoder(config: EncoderConfig, architecture: dict | None = None
 
 def load_ssl_network(directory: str, option: str):
     """The network a label-free encoder run trained: the teacher of a self-distillation run
-    or the network of a region-contrast run."""
+    or the network of a region- or silhouette-contrast run."""
     from slotlab.io.checkpoints import is_model_dir
     from slotlab.methods.base import Method
     from slotlab.methods.region_contrast import RegionContrast
     from slotlab.methods.self_distillation import SelfDistillation
+    from slotlab.methods.silhouette_contrast import SilhouetteContrast
 
-    hint = ("train one with 'slotlab train --preset ssl-regions-scenes-tiny --out runs/ssl' (region contrast) or "
-            "--preset ssl-scenes-tiny (self-distillation); its model is runs/ssl/model")
+    hint = ("train one with 'slotlab train --preset ssl-shapes-scenes-tiny --out runs/ssl' (silhouette contrast), "
+            "--preset ssl-regions-scenes-tiny (region contrast) or --preset ssl-scenes-tiny (self-distillation); "
+            "its model is runs/ssl/model")
     if not is_model_dir(directory):
         raise FileNotFoundError(f"{option}={str(directory)!r} is not a checkpoint directory: {hint}")
     model = Method.from_pretrained(directory)
     if isinstance(model, SelfDistillation):
         return model.teacher.network
-    if isinstance(model, RegionContrast):
+    if isinstance(model, (RegionContrast, SilhouetteContrast)):
         return model.network
     raise ValueError(f"{option}={str(directory)!r} holds a {model.method!r} model, not a label-free encoder run: {hint}")

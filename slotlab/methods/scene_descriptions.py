@@ -70,6 +70,9 @@ class SceneDescriber(nn.Module):
         super().__init__()
         self.config = config
         self.classes = nn.Embedding(config.num_classes, dim)
+        # nn.Embedding draws N(0, 1) (token norm ~sqrt(dim)), which drowned the colour and box
+        # part (norm ~1 from the MLP): the decoder then learned class alone. Start both at one scale.
+        nn.init.normal_(self.classes.weight, std=dim**-0.5)
         self.attributes = nn.Sequential(
             nn.Linear(SEGMENT_FEATURES, config.hidden), nn.ReLU(), nn.Linear(config.hidden, dim)
         )

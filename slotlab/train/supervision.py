@@ -23,7 +23,7 @@ ENCODER_FEATURES = {
     "patch": "none (fixed pixel and colour features)",
     "cnn": "none (a CNN trained with the method, on images only)",
     "cifar_resnet": "CIFAR ResNet pretrained with CIFAR-10 class labels",
-    "ssl": "a CNN self-distilled on images without labels (ssl encoder)",
+    "ssl": "none (a CNN trained on images without labels: ssl encoder)",
     "dinov2": "DINOv2, self-supervised on LVD-142M images (no labels)",
     "dino": "DINO, self-supervised on ImageNet images (no labels)",
     "mae": "MAE, self-supervised on ImageNet images (no labels)",
@@ -38,6 +38,7 @@ METHOD_TRAINING = {
     "vqvae": "none (reconstructs images)",
     "self_distillation": "none (self-distillation on images)",
     "region_contrast": "none (contrast of unsupervised colour regions of images)",
+    "silhouette_contrast": "none (contrast of the silhouettes of unsupervised colour regions of images)",
 }
 
 #: Pseudo masks of generated data, by the data engine's backend (``slotlab generate``).
@@ -89,6 +90,10 @@ def _features(encoder: dict) -> str:
         raise ValueError(f"encoder {name!r}: its supervision is not described; add it to ENCODER_FEATURES")
     if encoder.get("semantic_model"):
         return f"colour + {_segmenter(encoder['semantic_model'])}"
+    if name == "ssl" and encoder.get("path"):
+        method = (_run_config(encoder["path"]) or {}).get("method")
+        if method:
+            return f"none (a CNN trained on images without labels by {method})"
     return ENCODER_FEATURES[name]
 
 

@@ -1,8 +1,10 @@
-"""A small convolutional encoder for the built-in scenes, trained without labels.
+"""Small encoders for the built-in scenes, trained without labels.
 
-The CPU presets' stand-in for DINO: ``slotlab train --preset ssl-scenes-tiny`` trains it by
-self-distillation (``slotlab.methods.self_distillation``), then the presets read the frozen
-teacher network as their encoder (``encoder: {name: ssl, path: runs/ssl/model}``).
+The CPU presets' stand-ins for DINO: ``slotlab train --preset ssl-scenes-tiny`` trains a
+:class:`ConvNet` by self-distillation (``slotlab.methods.self_distillation``; region contrast
+trains the same net), ``--preset ssl-shapes-scenes-tiny`` a
+:class:`~slotlab.nn.encoders.silhouettes.SilhouetteNet` by contrast of region silhouettes;
+the presets read the frozen network as their encoder (``encoder: {name: ssl, path: runs/ssl/model}``).
 
 Layout (:class:`ConvNet`): a stride-2 3x3 conv (a skip path at half resolution), a stride-2
 3x3 conv to the quarter-resolution grid, residual dilated 3x3 convs there that widen the
@@ -21,11 +23,12 @@ from torch import Tensor, nn
 
 from slotlab.config import from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
+from slotlab.nn.encoders.blocks import GROUPS, conv_block
 from slotlab.nn.encoders.pixel_features import colour_fourier_features
+from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
-GROUPS = 8  # GroupNorm groups: channels must be multiples of it
 
 
 @dataclass
@@ -59,14 +62,6 @@ class ConvNetConfig:
             raise ValueError(f"output_stride={self.output_stride}: choose one of {OUTPUT_STRIDES}")
 
 
-def conv_block(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation),
-        nn.GroupNorm(GROUPS, out_channels),
-        nn.GELU(),
-    )
-
-
 class ConvNet(nn.Module):
     """Pixels normalised to [-1, 1] (B, 3, H, W) -> token map (B, dim, H/s, W/s), H and W multiples of 4."""
 
@@ -94,24 +89,41 @@ class ConvNet(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+#: The label-free networks an ``ssl`` encoder reads, by the name its checkpoint stores.
+NETWORKS: dict[str, tuple[type[nn.Module], type]] = {
+    "conv": (ConvNet, ConvNetConfig),
+    "silhouettes": (SilhouetteNet, SilhouetteNetConfig),
+}
+
+
+def network_kind(network: nn.Module) -> str:
+    for kind, (network_class, _) in NETWORKS.items():
+        if isinstance(network, network_class):
+            return kind
+    raise TypeError(f"the ssl encoder reads a {' or '.join(c.__name__ for c, _ in NETWORKS.values())}, "
+                    f"got {type(network).__name__}")
+
+
 class SSLEncoder(Encoder):
-    """A trained, frozen :class:`ConvNet` as an encoder: tokens in raster order.
+    """A trained, frozen label-free network (:data:`NETWORKS`) as an encoder: tokens in raster order.
 
     Tokens lie on the ``image_size / patch_size`` grid (the network's map is resized to it
-    when ``patch_size`` is finer than the network's stride). With ``colour_frequencies`` set,
+    when ``patch_size`` is finer than the network's stride, averaged when coarser). With ``colour_frequencies`` set,
     each token also carries the mean colour of its cell and that many random Fourier
     features of it (as the patch encoder's): the network is trained to ignore colour, while
     on the scenes colour is what tells two objects of one class apart.
     """
 
-    def __init__(self, network: ConvNet, image_size: int, patch_size: int | None = None,
+    def __init__(self, network: nn.Module, image_size: int, patch_size: int | None = None,
                  colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0):
+        self.network_kind = network_kind(network)
         stride = network.config.output_stride
         patch_size = stride if patch_size is None else patch_size
         if image_size % 4 or image_size % patch_size:
             raise ValueError(f"encoder.image_size={image_size} must be a multiple of 4 and of encoder.patch_size={patch_size}")
-        if stride % patch_size:
-            raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride}")
+        if stride % patch_size and patch_size % stride:
+            raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
+                             f"or be a multiple of it")
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
         super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
@@ -126,13 +138,17 @@ class SSLEncoder(Encoder):
         return side, side
 
     def architecture(self) -> dict:
-        return {"network": asdict(self.network.config)}
+        return {"network": asdict(self.network.config), "network_kind": self.network_kind}
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
         tokens = self.network(pixels)
         if tuple(tokens.shape[-2:]) != grid:
-            tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
+            stride = self.network.config.output_stride
+            if self.patch_size > stride:  # a cell covers several of the network's: their mean
+                tokens = F.avg_pool2d(tokens, self.patch_size // stride)
+            else:
+                tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
         if self.with_colour:
             colours = F.avg_pool2d(pixels, self.patch_size)
             tokens = torch.cat([tokens, colours, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
@@ -141,14 +157,16 @@ class SSLEncoder(Encoder):
 
 @dataclass
 class SSLEncoderConfig(EncoderConfig):
-    """The ``ssl`` encoder: the frozen teacher of a self-distillation run.
+    """The ``ssl`` encoder: the frozen network of a label-free run (the teacher of a
+    self-distillation run, the network of a region- or silhouette-contrast run).
 
     Attributes:
-        path: the run's model directory (``slotlab train --preset ssl-scenes-tiny``); the
+        path: the run's model directory (``slotlab train --preset ssl-shapes-scenes-tiny``); the
             method that builds the encoder loads it and hands the network over
             (``build_encoder(..., network=...)``).
         patch_size: token cell side in pixels; default the network's stride, which it must
-            divide (a finer grid resizes the network's map).
+            divide (a finer grid resizes the network's map) or be a multiple of (a coarser
+            grid averages it).
         colour_frequencies: null (tokens are the network's alone) or ``k >= 0``: each token
             also gets its cell's mean colour and ``k`` random Fourier colour features
             (``dim`` then grows by ``3 + 2 k``).
@@ -172,17 +190,22 @@ class SSLEncoderConfig(EncoderConfig):
 
 
 def build_ssl_encoder(
-    config: SSLEncoderConfig, architecture: dict | None = None, network: ConvNet | None = None
+    config: SSLEncoderConfig, architecture: dict | None = None, network: nn.Module | None = None
 ) -> SSLEncoder:
-    """The ``ssl`` encoder: the teacher ``network`` the caller loaded from ``config.path``, or
-    (``architecture``, as a checkpoint stores it) a network of that shape whose weights the
-    caller loads."""
+    """The ``ssl`` encoder: the ``network`` the caller loaded from ``config.path``, or
+    (``architecture``, as a checkpoint stores it; checkpoints written before silhouette
+    networks existed name no kind and hold a conv net) a network of that shape whose weights
+    the caller loads."""
     if architecture is not None:
-        network = ConvNet(from_dict(ConvNetConfig, architecture["network"], "stored ssl network"))
+        kind = architecture.get("network_kind", "conv")
+        if kind not in NETWORKS:
+            raise ValueError(f"stored ssl network kind {kind!r} is unknown: choose one of {', '.join(NETWORKS)}")
+        network_class, config_class = NETWORKS[kind]
+        network = network_class(from_dict(config_class, architecture["network"], "stored ssl network"))
     elif network is None:
         raise ValueError(
-            "the ssl encoder needs a trained network: set encoder.path to a self-distillation run's model "
-            "directory (slotlab train --preset ssl-scenes-tiny --out DIR gives DIR/model); the method that "
+            "the ssl encoder needs a trained network: set encoder.path to a label-free run's model "
+            "directory (slotlab train --preset ssl-shapes-scenes-tiny --out DIR gives DIR/model); the method that "
             "builds the encoder loads it and passes it as network"
         )
     encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
