@@ -81,11 +81,11 @@ MINUTES: dict[str, float] = {
     "slotdiffusion-msf": 26.4,
 }
 #: The segmenter the ``-segmenter`` methods read, trained first on every core (then cached):
-#: benchmarks/results/demo.json (102 s on 2 idle cores).
+#: benchmarks/results/demo-segmenter.json (102 s on 2 idle cores).
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
             "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: with the segmenter, "
-            "the dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo.json")
+            "the dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo-segmenter.json")
 
 
 def _minutes(name: str) -> str:
