@@ -84,8 +84,8 @@ MINUTES: dict[str, float] = {
 #: benchmarks/results/demo-segmenter.json (102 s on 2 idle cores).
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
-            "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: with the segmenter, "
-            "the dinosaur and glass jobs took 5.6 and 5.9 min in benchmarks/results/demo-segmenter.json")
+            "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: in the default demo "
+            "the dinosaur and glass jobs took 5.3 and 5.9 min, benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
