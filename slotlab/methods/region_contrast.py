@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from slotlab.config import bounded
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method
-from slotlab.methods.ssl_views import LabelFreeConfig, ViewsConfig, image_points, method_input, random_views
+from slotlab.methods.ssl_views import (
+    LabelFreeConfig,
+    ViewsConfig,
+    image_points,
+    method_input,
+    projection_head,
+    random_views,
+)
 from slotlab.nn.encoders.ssl import ConvNet
 
 
@@ -121,10 +128,7 @@ class RegionContrast(Method):
     def __init__(self, config: RegionContrastConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         self.network = ConvNet(config.network)
-        dim = config.network.dim
-        self.projector = nn.Sequential(
-            nn.Linear(dim, config.projector_hidden), nn.GELU(), nn.Linear(config.projector_hidden, config.projector_dim)
-        )
+        self.projector = projection_head(config.network.dim, config.projector_hidden, config.projector_dim)
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> RegionContrastOutput:
         images = method_input(batch, num_slots, self.config, "region contrast")

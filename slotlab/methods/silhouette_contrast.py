@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from slotlab.config import bounded, check_ranges
 from slotlab.data.sample import Batch
 from slotlab.methods.base import Method
-from slotlab.methods.ssl_views import method_input
+from slotlab.methods.ssl_views import method_input, projection_head
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 
 
@@ -137,10 +137,7 @@ class SilhouetteContrast(Method):
     def __init__(self, config: SilhouetteContrastConfig, architectures: Mapping[str, dict] | None = None):
         super().__init__(config)
         self.network = SilhouetteNet(config.network)
-        dim = config.network.dim
-        self.projector = nn.Sequential(
-            nn.Linear(dim, config.projector_hidden), nn.GELU(), nn.Linear(config.projector_hidden, config.projector_dim)
-        )
+        self.projector = projection_head(config.network.dim, config.projector_hidden, config.projector_dim)
 
     def forward(self, batch: Batch | Tensor, num_slots: int | None = None) -> SilhouetteContrastOutput:
         images = method_input(batch, num_slots, self.config, "silhouette contrast")

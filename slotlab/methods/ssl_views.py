@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from slotlab.config import check_ranges
 from slotlab.data.sample import Batch
@@ -157,3 +157,9 @@ def random_views(images: Tensor, config: ViewsConfig) -> list[View]:
             pixels = blank_cells(pixels, config.mask_ratio, config.mask_cell)
         views.append(View(pixels, theta, is_global))
     return views
+
+
+def projection_head(dim: int, hidden: int, out: int) -> nn.Sequential:
+    """The contrastive methods' projection MLP (SimCLR's g, DetCon's projector): linear, GELU,
+    linear; the loss reads its output, the encoder keeps the input."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
