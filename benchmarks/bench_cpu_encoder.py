@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
         [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
-        [--dinosaur-steps N] [--ar-steps N]
+        [--dinosaur-steps N] [--ar-steps N] [--network-scale S]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -25,7 +25,8 @@ test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order)
 encoder, its reconstruction MSE on test with each image's own slots and with the slots of
 the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
-instead of training one per seed.
+instead of training one per seed. ``--network-scale`` sets the regions and shapes encoders'
+``network_scale`` (the weight of the network's dims against the colour dims in the tokens).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PAT
 REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
-def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path]) -> dict:
+def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path], network_scale: float = 1.0) -> dict:
     """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``)."""
     if name == "patch":
         return PATCH | {"patch_size": patch_size}
@@ -82,7 +83,7 @@ def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path])
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
     if name in ("regions", "shapes"):
         return {"name": "ssl", "image_size": 64, "path": str(prerequisites[name]), "patch_size": patch_size,
-                **REGION_COLOUR}
+                **REGION_COLOUR, "network_scale": network_scale}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
 
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
+    parser.add_argument("--network-scale", type=float, default=1.0,
+                        help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -185,7 +188,7 @@ def main() -> None:
             prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
-                dinosaur_encoder = encoder_settings(name, 2, prerequisites)
+                dinosaur_encoder = encoder_settings(name, 2, prerequisites, args.network_scale)
                 encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
                 row = {
                     "seed": seed,
@@ -196,8 +199,8 @@ def main() -> None:
                     "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur"),
                 }
                 if args.ar_steps != 0:
-                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), seed, args.ar_steps,
-                                                   run / "spot")
+                    spot_encoder = encoder_settings(name, 4, prerequisites, args.network_scale)
+                    row["autoregressive"] = ar_row(spot_encoder, seed, args.ar_steps, run / "spot")
                 rows[name].append(row)
                 print(name, seed, row, flush=True)
     blocks = evaluate_blocks(build_dataset(TEST), num_slots=7, grid=(16, 16))["metrics"]
@@ -212,6 +215,7 @@ def main() -> None:
             for name, runs in rows.items()
         },
         "prerequisite_train_seconds": prerequisite_seconds,
+        "network_scale": args.network_scale,
         "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else "spot-tiny-raster",
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine_info(),

@@ -111,11 +111,13 @@ class SSLEncoder(Encoder):
     when ``patch_size`` is finer than the network's stride, averaged when coarser). With ``colour_frequencies`` set,
     each token also carries the mean colour of its cell and that many random Fourier
     features of it (as the patch encoder's): the network is trained to ignore colour, while
-    on the scenes colour is what tells two objects of one class apart.
+    on the scenes colour is what tells two objects of one class apart. ``network_scale``
+    multiplies the network's dims (not the colour dims) in the tokens.
     """
 
     def __init__(self, network: nn.Module, image_size: int, patch_size: int | None = None,
-                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0):
+                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0,
+                 network_scale: float = 1.0):
         self.network_kind = network_kind(network)
         stride = network.config.output_stride
         patch_size = stride if patch_size is None else patch_size
@@ -124,10 +126,13 @@ class SSLEncoder(Encoder):
         if stride % patch_size and patch_size % stride:
             raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
                              f"or be a multiple of it")
+        if not network_scale > 0:
+            raise ValueError(f"encoder.network_scale={network_scale} must be > 0")
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
         super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
         self.patch_size = patch_size
+        self.network_scale = network_scale
         self.with_colour = colour_frequencies is not None
         frequencies = torch.randn(colour_frequencies or 0, 3, generator=seeded_generator(seed)) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
@@ -142,7 +147,7 @@ class SSLEncoder(Encoder):
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
-        tokens = self.network(pixels)
+        tokens = self.network(pixels) * self.network_scale
         if tuple(tokens.shape[-2:]) != grid:
             stride = self.network.config.output_stride
             if self.patch_size > stride:  # a cell covers several of the network's: their mean
@@ -171,6 +176,11 @@ class SSLEncoderConfig(EncoderConfig):
             also gets its cell's mean colour and ``k`` random Fourier colour features
             (``dim`` then grows by ``3 + 2 k``).
         colour_sigma: std of those frequencies.
+        network_scale: factor on the network's dims in the tokens (> 0; the colour dims keep
+            theirs). A slot method normalises each token over all its dims (LayerNorm) and
+            reconstructs all of them, so this sets how much the network's features weigh
+            against the colour features in grouping and in the loss; a linear probe can
+            still read them at any scale.
     """
 
     name: str = "ssl"
@@ -178,9 +188,12 @@ class SSLEncoderConfig(EncoderConfig):
     patch_size: int | None = None
     colour_frequencies: int | None = None
     colour_sigma: float = 1.0
+    network_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.network_scale > 0:
+            raise ValueError(f"encoder.network_scale={self.network_scale} must be > 0")
         if self.colour_frequencies is not None and self.colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
@@ -209,7 +222,7 @@ def build_ssl_encoder(
             "builds the encoder loads it and passes it as network"
         )
     encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
-                         config.colour_sigma, config.seed)
+                         config.colour_sigma, config.seed, config.network_scale)
     if config.dim is not None and config.dim != encoder.dim:
         raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
                          f"gives {encoder.dim}: unset it or fix it")
