@@ -196,8 +196,8 @@ class SSLEncoderConfig(EncoderConfig):
             ``features`` (each pixel's Fourier features averaged over the cell, as the patch
             encoder takes them). A cell on the border of two objects gets, with ``colour``,
             the features of a blended colour that neither object has; with ``features``, a
-            mixture of both objects' features. DINOSAUR's slot attention groups better on
-            ``features`` (docs/ssl-encoder.md).
+            mixture of both objects' features (on the scenes it helped DINOSAUR's slot
+            attention only at short budgets; docs/ssl-encoder.md).
         network_scale: factor on the network's dims in the tokens (> 0; the colour dims keep
             theirs). A slot method normalises each token over all its dims (LayerNorm) and
             reconstructs all of them, so this sets how much the network's features weigh
