@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
         [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
-        [--dinosaur-steps N] [--ar-steps N]
+        [--dinosaur-steps N] [--dinosaur-set KEY=VALUE ...] [--ar-steps N]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -24,6 +24,8 @@ decoder's alpha masks are from uniform: their mean largest value against 1 / K),
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder, its reconstruction MSE on test with each image's own slots and with the slots of
 the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
+``--dinosaur-set`` changes the DINOSAUR runs only (e.g. ``model.encoder.position_frequencies=4``:
+the class probe and copy ratio still read the encoder without it).
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
 instead of training one per seed.
 """
@@ -91,9 +93,10 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
     return train(config, out, progress=False)
 
 
-def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path, extra: list[str] = ()) -> dict:
     # The encoder replaces the preset's, and whatever it reads is given with it: no preset input remains.
     overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
+    overrides += list(extra)
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)
     row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps}
@@ -172,6 +175,8 @@ def main() -> None:
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
+    parser.add_argument("--dinosaur-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of dinosaur-tiny after the encoder's, as slotlab train --set (DINOSAUR rows only)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,7 +198,8 @@ def main() -> None:
                         encoder, build_dataset(PROBE_TRAIN), build_dataset(TEST), seed),
                     "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, build_dataset(TEST)),
                     "token_grid": list(encoder.grid_size()),
-                    "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur"),
+                    "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur",
+                                             args.dinosaur_set),
                 }
                 if args.ar_steps != 0:
                     row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), seed, args.ar_steps,
@@ -212,6 +218,7 @@ def main() -> None:
             for name, runs in rows.items()
         },
         "prerequisite_train_seconds": prerequisite_seconds,
+        "dinosaur_overrides": args.dinosaur_set,
         "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else "spot-tiny-raster",
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine_info(),
