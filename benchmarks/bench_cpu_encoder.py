@@ -2,7 +2,8 @@
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
         [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
-        [--dinosaur-steps N] [--dinosaur-set KEY=VALUE ...] [--ar-steps N]
+        [--dinosaur-steps N] [--dinosaur-set KEY=VALUE ...] [--ar-steps N] [--network-scale S]
+        [--colour-pooling colour|features]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -22,12 +23,18 @@ ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) e
 the test split with its decoder masks and with its slot-attention masks (and how far the
 decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
-encoder, its reconstruction MSE on test with each image's own slots and with the slots of
-the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
-``--dinosaur-set`` changes the DINOSAUR runs only (e.g. ``model.encoder.position_frequencies=4``:
-the class probe and copy ratio still read the encoder without it).
+encoder (tokens wider than its decoder get the decoder's linear output head), its
+reconstruction MSE on test with each image's own slots and with the slots of the previous
+image in the batch (bench_spot.slot_use), the MSE of copying the previous token, and the
+left-neighbour copy ratio of its 16 x 16 tokens. ``--dinosaur-steps 0`` / ``--ar-steps 0`` skip
+DINOSAUR / the slot-swap test. ``--dinosaur-set`` changes the DINOSAUR runs only (e.g.
+``model.encoder.position_frequencies=4``: the class probe and copy ratio still read the
+encoder without it).
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
-instead of training one per seed.
+instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` set the regions and shapes
+encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
+tokens) and ``colour_pooling`` (the colour features of a cell's mean colour or the mean of
+its pixels' colour features).
 """
 
 from __future__ import annotations
@@ -53,12 +60,14 @@ from slotlab.metrics.encoder_features import (
     object_class_probe,
 )
 from slotlab.nn.encoders import encoder_config
+from slotlab.nn.encoders.ssl import COLOUR_POOLINGS
 from slotlab.train.config import build_train_config
 from slotlab.train.evaluate import evaluate_blocks, evaluate_model, predict
 from slotlab.train.trainer import train
 from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
+AR_PRESET = "spot-tiny-raster"
 PROBE_TRAIN = "scenes?split=train&size=500"
 SUPERVISION = {
     "patch": "none: fixed colour features",
@@ -76,15 +85,16 @@ PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PAT
 REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
-def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path]) -> dict:
-    """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``)."""
+def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path], network_colour: dict) -> dict:
+    """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``;
+    ``network_colour``: the ssl encoder's network_scale and colour_pooling, for regions and shapes)."""
     if name == "patch":
         return PATCH | {"patch_size": patch_size}
     if name == "segmenter":
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
     if name in ("regions", "shapes"):
         return {"name": "ssl", "image_size": 64, "path": str(prerequisites[name]), "patch_size": patch_size,
-                **REGION_COLOUR}
+                **REGION_COLOUR, **network_colour}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
 
@@ -128,13 +138,26 @@ def copy_previous_token_mse(model, dataset, batch_size: int = 32) -> float:
     return statistics.fmean(errors)
 
 
-def ar_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+def ar_overrides(encoder: dict, token_width: int, steps: int | None) -> list[str]:
+    """Overrides of AR_PRESET for ``encoder``, whose tokens are ``token_width`` wide. SPOT's
+    decoder predicts the tokens at its own width (no head); tokens of another width (the
+    regions and shapes encoders' network + colour features) get the decoder's optional
+    linear output head to their width, the decoder itself unchanged."""
     overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
-    result = train_preset("spot-tiny-raster", out, seed, overrides)
+    if token_width != load_preset(AR_PRESET)["model"]["decoder"]["width"]:
+        overrides.append(f"model.decoder.output_dim={token_width}")
+    return overrides
+
+
+def ar_row(encoder: dict, token_width: int, seed: int, steps: int | None, out: Path) -> dict:
+    result = train_preset(AR_PRESET, out, seed, ar_overrides(encoder, token_width, steps))
     test = build_dataset(TEST)
-    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps} | slot_use(result.model, test)
+    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps,
+           "decoder_output_head": result.model.decoder.head is not None} | slot_use(result.model, test)
     row["swap_increase"] = row["mse_other_image_slots"] / row["mse_own_slots"] - 1
-    return row | {"mse_copy_previous_token": copy_previous_token_mse(result.model, test)}
+    row["mse_copy_previous_token"] = copy_previous_token_mse(result.model, test)
+    row["left_neighbour_copy_ratio"] = left_neighbour_copy_ratio(result.model.encoder, test)
+    return row
 
 
 def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
@@ -173,13 +196,18 @@ def main() -> None:
     parser.add_argument("--regions", type=Path, default=None, help="a trained ssl-regions-scenes-tiny model directory")
     parser.add_argument("--shapes", type=Path, default=None, help="a trained ssl-shapes-scenes-tiny model directory")
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
-    parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
+    parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's; 0 skips DINOSAUR")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
     parser.add_argument("--dinosaur-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of dinosaur-tiny after the encoder's, as slotlab train --set (DINOSAUR rows only)")
+    parser.add_argument("--network-scale", type=float, default=1.0,
+                        help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale)")
+    parser.add_argument("--colour-pooling", default="colour", choices=COLOUR_POOLINGS,
+                        help="the regions/shapes tokens' colour features (encoder.colour_pooling)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    network_colour = {"network_scale": args.network_scale, "colour_pooling": args.colour_pooling}
     start = time.perf_counter()
     rows: dict[str, list[dict]] = {name: [] for name in args.encoders}
     prerequisite_seconds = {}
@@ -190,7 +218,7 @@ def main() -> None:
             prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
-                dinosaur_encoder = encoder_settings(name, 2, prerequisites)
+                dinosaur_encoder = encoder_settings(name, 2, prerequisites, network_colour)
                 encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
                 row = {
                     "seed": seed,
@@ -198,12 +226,13 @@ def main() -> None:
                         encoder, build_dataset(PROBE_TRAIN), build_dataset(TEST), seed),
                     "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, build_dataset(TEST)),
                     "token_grid": list(encoder.grid_size()),
-                    "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur",
-                                             args.dinosaur_set),
                 }
+                if args.dinosaur_steps != 0:
+                    row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur",
+                                                   args.dinosaur_set)
                 if args.ar_steps != 0:
-                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), seed, args.ar_steps,
-                                                   run / "spot")
+                    spot_encoder = encoder_settings(name, 4, prerequisites, network_colour)
+                    row["autoregressive"] = ar_row(spot_encoder, encoder.dim, seed, args.ar_steps, run / "spot")
                 rows[name].append(row)
                 print(name, seed, row, flush=True)
     blocks = evaluate_blocks(build_dataset(TEST), num_slots=7, grid=(16, 16))["metrics"]
@@ -219,7 +248,9 @@ def main() -> None:
         },
         "prerequisite_train_seconds": prerequisite_seconds,
         "dinosaur_overrides": args.dinosaur_set,
-        "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else "spot-tiny-raster",
+        "regions_shapes_encoder": network_colour,
+        "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else "dinosaur-tiny",
+        "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else AR_PRESET,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine_info(),
     }
