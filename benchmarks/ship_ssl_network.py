@@ -84,7 +84,8 @@ def main() -> None:
         directory = save_ssl_network(load_ssl_network(run / MODEL_DIR, "--run"), WEIGHTS_DIR / name)
     bench_name = BENCH_ENCODER[args.preset]
     settings = encoder_settings(bench_name, 2, {bench_name: SHIPPED_PREFIX + name})
-    encoder = build_method_encoder(encoder_config(**settings))
+    # read from the directory: the name resolves once provenance.json, written last, marks it complete
+    encoder = build_method_encoder(encoder_config(**(settings | {"path": str(directory)})))
     probe = object_class_probe(encoder, build_dataset(PROBE_TRAIN), build_dataset(TEST), seed=0)
     record = {
         "name": name,
