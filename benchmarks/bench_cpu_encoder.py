@@ -22,8 +22,11 @@ ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) e
 the test split with its decoder masks and with its slot-attention masks (and how far the
 decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
-encoder, its reconstruction MSE on test with each image's own slots and with the slots of
-the next image in the batch (bench_spot.slot_use), and the MSE of copying the previous token.
+encoder (tokens wider than its decoder get the decoder's linear output head), its
+reconstruction MSE on test with each image's own slots and with the slots of the previous
+image in the batch (bench_spot.slot_use), the MSE of copying the previous token, and the
+left-neighbour copy ratio of its 16 x 16 tokens. ``--dinosaur-steps 0`` / ``--ar-steps 0`` skip
+DINOSAUR / the slot-swap test.
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
 instead of training one per seed.
 """
@@ -57,6 +60,7 @@ from slotlab.train.trainer import train
 from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
+AR_PRESET = "spot-tiny-raster"
 PROBE_TRAIN = "scenes?split=train&size=500"
 SUPERVISION = {
     "patch": "none: fixed colour features",
@@ -125,13 +129,26 @@ def copy_previous_token_mse(model, dataset, batch_size: int = 32) -> float:
     return statistics.fmean(errors)
 
 
-def ar_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+def ar_overrides(encoder: dict, token_width: int, steps: int | None) -> list[str]:
+    """Overrides of AR_PRESET for ``encoder``, whose tokens are ``token_width`` wide. SPOT's
+    decoder predicts the tokens at its own width (no head); tokens of another width (the
+    regions and shapes encoders' network + colour features) get the decoder's optional
+    linear output head to their width, the decoder itself unchanged."""
     overrides = [f"model.encoder={encoder}"] + ([f"stages.0.steps={steps}"] if steps else [])
-    result = train_preset("spot-tiny-raster", out, seed, overrides)
+    if token_width != load_preset(AR_PRESET)["model"]["decoder"]["width"]:
+        overrides.append(f"model.decoder.output_dim={token_width}")
+    return overrides
+
+
+def ar_row(encoder: dict, token_width: int, seed: int, steps: int | None, out: Path) -> dict:
+    result = train_preset(AR_PRESET, out, seed, ar_overrides(encoder, token_width, steps))
     test = build_dataset(TEST)
-    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps} | slot_use(result.model, test)
+    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps,
+           "decoder_output_head": result.model.decoder.head is not None} | slot_use(result.model, test)
     row["swap_increase"] = row["mse_other_image_slots"] / row["mse_own_slots"] - 1
-    return row | {"mse_copy_previous_token": copy_previous_token_mse(result.model, test)}
+    row["mse_copy_previous_token"] = copy_previous_token_mse(result.model, test)
+    row["left_neighbour_copy_ratio"] = left_neighbour_copy_ratio(result.model.encoder, test)
+    return row
 
 
 def prerequisites_for(seed: int, args, work: Path) -> dict[str, Path]:
@@ -170,7 +187,7 @@ def main() -> None:
     parser.add_argument("--regions", type=Path, default=None, help="a trained ssl-regions-scenes-tiny model directory")
     parser.add_argument("--shapes", type=Path, default=None, help="a trained ssl-shapes-scenes-tiny model directory")
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
-    parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's")
+    parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's; 0 skips DINOSAUR")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -193,11 +210,12 @@ def main() -> None:
                         encoder, build_dataset(PROBE_TRAIN), build_dataset(TEST), seed),
                     "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, build_dataset(TEST)),
                     "token_grid": list(encoder.grid_size()),
-                    "dinosaur": dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur"),
                 }
+                if args.dinosaur_steps != 0:
+                    row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur")
                 if args.ar_steps != 0:
-                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), seed, args.ar_steps,
-                                                   run / "spot")
+                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), encoder.dim, seed,
+                                                   args.ar_steps, run / "spot")
                 rows[name].append(row)
                 print(name, seed, row, flush=True)
     blocks = evaluate_blocks(build_dataset(TEST), num_slots=7, grid=(16, 16))["metrics"]
@@ -212,7 +230,8 @@ def main() -> None:
             for name, runs in rows.items()
         },
         "prerequisite_train_seconds": prerequisite_seconds,
-        "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else "spot-tiny-raster",
+        "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else "dinosaur-tiny",
+        "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else AR_PRESET,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine_info(),
     }

@@ -88,8 +88,8 @@ def train_row(preset: str, seed: int, steps: int | None, out: str, teacher: str 
 
 @torch.no_grad()
 def slot_use(model, dataset, batch_size: int = 32) -> dict:
-    """Raster-order reconstruction MSE with each image's own slots and with the next image's:
-    how much the decoder reads the slots (equal values: it ignores them)."""
+    """Raster-order reconstruction MSE with each image's own slots and with the previous
+    image's in the batch: how much the decoder reads the slots (equal values: it ignores them)."""
     from torch.utils.data import DataLoader
 
     from slotlab.data.sample import collate
@@ -101,6 +101,9 @@ def slot_use(model, dataset, batch_size: int = 32) -> dict:
     own, other = [], []
     with fixed_randomness(0, model.device):
         for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+            if len(batch.image) < 2:  # an image alone would be decoded with its own slots as "another's"
+                raise ValueError(f"slot_use: {len(dataset)} images in batches of {batch_size} leave a batch of one "
+                                 "image; choose a batch_size that leaves at least two")
             out = model(batch.image)
             raster = model.order_indices(len(out.slots), out.slots.device)
             own.append(float(reconstruction_loss(out.reconstruction, out.targets)))
