@@ -30,6 +30,9 @@ from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
+#: How a token's colour features are taken from its cell: the Fourier features of the cell's
+#: mean colour, or each pixel's Fourier features averaged over the cell (as the patch encoder).
+COLOUR_POOLINGS = ("colour", "features")
 
 
 @dataclass
@@ -127,11 +130,15 @@ class SSLEncoder(Encoder):
     when ``patch_size`` is finer than the network's stride, averaged when coarser). With ``colour_frequencies`` set,
     each token also carries the mean colour of its cell and that many random Fourier
     features of it (as the patch encoder's): the network is trained to ignore colour, while
-    on the scenes colour is what tells two objects of one class apart.
+    on the scenes colour is what tells two objects of one class apart. ``colour_pooling``
+    (:data:`COLOUR_POOLINGS`) says whether those features are of the cell's mean colour or
+    the mean of its pixels' features; ``network_scale`` multiplies the network's dims (not
+    the colour dims) in the tokens.
     """
 
     def __init__(self, network: nn.Module, image_size: int, patch_size: int | None = None,
-                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0):
+                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0,
+                 network_scale: float = 1.0, colour_pooling: str = "colour"):
         self.network_kind = network_kind(network)
         stride = network.config.output_stride
         patch_size = stride if patch_size is None else patch_size
@@ -140,10 +147,16 @@ class SSLEncoder(Encoder):
         if stride % patch_size and patch_size % stride:
             raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
                              f"or be a multiple of it")
+        if not network_scale > 0:
+            raise ValueError(f"encoder.network_scale={network_scale} must be > 0")
+        if colour_pooling not in COLOUR_POOLINGS:
+            raise ValueError(f"encoder.colour_pooling={colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
         super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
         self.patch_size = patch_size
+        self.network_scale = network_scale
+        self.colour_pooling = colour_pooling
         self.with_colour = colour_frequencies is not None
         frequencies = torch.randn(colour_frequencies or 0, 3, generator=seeded_generator(seed)) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
@@ -158,7 +171,7 @@ class SSLEncoder(Encoder):
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
-        tokens = self.network(pixels)
+        tokens = self.network(pixels) * self.network_scale
         if tuple(tokens.shape[-2:]) != grid:
             stride = self.network.config.output_stride
             if self.patch_size > stride:  # a cell covers several of the network's: their mean
@@ -166,9 +179,17 @@ class SSLEncoder(Encoder):
             else:
                 tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
         if self.with_colour:
-            colours = F.avg_pool2d(pixels, self.patch_size)
-            tokens = torch.cat([tokens, colours, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
+            tokens = torch.cat([tokens, self.colour_features(pixels)], dim=1)
         return tokens.flatten(2).transpose(1, 2)
+
+    def colour_features(self, pixels: Tensor) -> Tensor:
+        """(B, 3 + 2F, grid): each cell's mean colour and its Fourier colour features."""
+        colours = F.avg_pool2d(pixels, self.patch_size)
+        if self.colour_pooling == "features":
+            fourier = F.avg_pool2d(colour_fourier_features(pixels, self.colour_frequencies), self.patch_size)
+        else:
+            fourier = colour_fourier_features(colours, self.colour_frequencies)
+        return torch.cat([colours, fourier], dim=1)
 
 
 @dataclass
@@ -189,6 +210,19 @@ class SSLEncoderConfig(EncoderConfig):
             also gets its cell's mean colour and ``k`` random Fourier colour features
             (``dim`` then grows by ``3 + 2 k``).
         colour_sigma: std of those frequencies.
+        colour_pooling: ``colour`` (the Fourier features of the cell's mean colour) or
+            ``features`` (each pixel's Fourier features averaged over the cell, as the patch
+            encoder takes them). A cell on the border of two objects gets, with ``colour``,
+            the features of a blended colour that neither object has; with ``features``, a
+            mixture of both objects' features. DINOSAUR's slot attention groups better on
+            ``features`` (docs/ssl-encoder.md).
+        network_scale: factor on the network's dims in the tokens (> 0; the colour dims keep
+            theirs). A slot method normalises each token over all its dims (LayerNorm) and
+            reconstructs all of them, so this sets how much the network's features weigh
+            against the colour features in grouping and in the loss. A converged linear
+            probe reads them at any scale; slotlab's probe (unstandardised, at most 100
+            epochs) reads less of them at smaller scales. On the scenes no scale other than
+            1 helped DINOSAUR's slot attention (docs/ssl-encoder.md).
     """
 
     name: str = "ssl"
@@ -196,9 +230,15 @@ class SSLEncoderConfig(EncoderConfig):
     patch_size: int | None = None
     colour_frequencies: int | None = None
     colour_sigma: float = 1.0
+    network_scale: float = 1.0
+    colour_pooling: str = "colour"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.network_scale > 0:
+            raise ValueError(f"encoder.network_scale={self.network_scale} must be > 0")
+        if self.colour_pooling not in COLOUR_POOLINGS:
+            raise ValueError(f"encoder.colour_pooling={self.colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
         if self.colour_frequencies is not None and self.colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
@@ -225,7 +265,8 @@ def build_ssl_encoder(
             "builds the encoder loads it and passes it as network"
         )
     encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
-                         config.colour_sigma, config.seed)
+                         config.colour_sigma, config.seed, config.network_scale,
+                         config.colour_pooling)
     if config.dim is not None and config.dim != encoder.dim:
         raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
                          f"gives {encoder.dim}: unset it or fix it")
