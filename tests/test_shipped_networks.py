@@ -61,7 +61,7 @@ def test_the_shipped_network_loads_through_the_encoder_config():
     assert tokens.shape == (2, 32 * 32, encoder.dim) and torch.isfinite(tokens).all()
     assert tokens[..., :64].abs().sum(-1).gt(0).float().mean() > 0.5  # most cells lie in a region
     assert not any(p.requires_grad for p in encoder.parameters())
-    assert "silhouette_contrast (network shipped with slotlab as shipped:ssl-shapes-scenes-tiny)" in \
+    assert "by silhouette_contrast, shipped with slotlab as shipped:ssl-shapes-scenes-tiny)" in \
         describe_supervision({"method": "dinosaur", "model": {"encoder": SHAPES_ENCODER}})
 
 

@@ -88,7 +88,7 @@ def _ssl_method(path: str) -> str | None:
     if not is_shipped(path):
         return (_run_config(path) or {}).get("method")
     try:
-        return f"{provenance(path)['method']} (network shipped with slotlab as {path})"
+        return f"{provenance(path)['method']}, shipped with slotlab as {path}"
     except (ValueError, OSError, KeyError):  # a name this installation does not ship
         return None
 
