@@ -32,9 +32,10 @@ COMPARE_ON = "scenes?split=val&size=64"
 #: within 100 steps, yet the network keeps the shipped one's basis: mean cosine of each
 #: region's two embeddings 0.956, linear CKA 0.989. Trained with seed 1: 0.031 and 0.949;
 #: untrained: 0.300 and 0.331. The cosine tells the recipe's network from another seed's (a
-#: model trained on the shipped tokens reads their dims); CKA, that it computes the same function.
+#: model trained on the shipped tokens reads their dims); CKA, that it computes a function of
+#: the same kind (its floor sits between untrained and trained, with room for other CPUs' drift).
 MIN_MEAN_COSINE = 0.8
-MIN_CKA = 0.97
+MIN_CKA = 0.9
 
 
 def region_embeddings(network: SilhouetteNet, images: torch.Tensor) -> torch.Tensor:
