@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
         [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
-        [--dinosaur-steps N] [--ar-steps N]
+        [--dinosaur-steps N] [--ar-steps N] [--network-scale S] [--colour-pooling colour|features]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -28,7 +28,10 @@ image in the batch (bench_spot.slot_use), the MSE of copying the previous token,
 left-neighbour copy ratio of its 16 x 16 tokens. ``--dinosaur-steps 0`` / ``--ar-steps 0`` skip
 DINOSAUR / the slot-swap test.
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
-instead of training one per seed.
+instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` set the regions and shapes
+encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
+tokens) and ``colour_pooling`` (the colour features of a cell's mean colour or the mean of
+its pixels' colour features).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from slotlab.metrics.encoder_features import (
     object_class_probe,
 )
 from slotlab.nn.encoders import encoder_config
+from slotlab.nn.encoders.ssl import COLOUR_POOLINGS
 from slotlab.train.config import build_train_config
 from slotlab.train.evaluate import evaluate_blocks, evaluate_model, predict
 from slotlab.train.trainer import train
@@ -78,15 +82,16 @@ PATCH = {"name": "patch", "image_size": 64, "dim": 64, "colour_frequencies": PAT
 REGION_COLOUR = {"colour_frequencies": PATCH_COLOUR_FREQUENCIES, "colour_sigma": PATCH_COLOUR_SIGMA}
 
 
-def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path]) -> dict:
-    """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``)."""
+def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path], network_colour: dict) -> dict:
+    """model.encoder of a preset for encoder ``name`` (patch encoders at ``patch_size``;
+    ``network_colour``: the ssl encoder's network_scale and colour_pooling, for regions and shapes)."""
     if name == "patch":
         return PATCH | {"patch_size": patch_size}
     if name == "segmenter":
         return PATCH | {"patch_size": patch_size, "semantic_model": str(prerequisites["segmenter"]), "semantic_gain": 1.0}
     if name in ("regions", "shapes"):
         return {"name": "ssl", "image_size": 64, "path": str(prerequisites[name]), "patch_size": patch_size,
-                **REGION_COLOUR}
+                **REGION_COLOUR, **network_colour}
     return {"name": "ssl", "image_size": 64, "path": str(prerequisites["ssl"])}
 
 
@@ -189,9 +194,14 @@ def main() -> None:
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's; 0 skips DINOSAUR")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
+    parser.add_argument("--network-scale", type=float, default=1.0,
+                        help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale)")
+    parser.add_argument("--colour-pooling", default="colour", choices=COLOUR_POOLINGS,
+                        help="the regions/shapes tokens' colour features (encoder.colour_pooling)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    network_colour = {"network_scale": args.network_scale, "colour_pooling": args.colour_pooling}
     start = time.perf_counter()
     rows: dict[str, list[dict]] = {name: [] for name in args.encoders}
     prerequisite_seconds = {}
@@ -202,7 +212,7 @@ def main() -> None:
             prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
-                dinosaur_encoder = encoder_settings(name, 2, prerequisites)
+                dinosaur_encoder = encoder_settings(name, 2, prerequisites, network_colour)
                 encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
                 row = {
                     "seed": seed,
@@ -214,8 +224,8 @@ def main() -> None:
                 if args.dinosaur_steps != 0:
                     row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur")
                 if args.ar_steps != 0:
-                    row["autoregressive"] = ar_row(encoder_settings(name, 4, prerequisites), encoder.dim, seed,
-                                                   args.ar_steps, run / "spot")
+                    spot_encoder = encoder_settings(name, 4, prerequisites, network_colour)
+                    row["autoregressive"] = ar_row(spot_encoder, encoder.dim, seed, args.ar_steps, run / "spot")
                 rows[name].append(row)
                 print(name, seed, row, flush=True)
     blocks = evaluate_blocks(build_dataset(TEST), num_slots=7, grid=(16, 16))["metrics"]
@@ -230,6 +240,7 @@ def main() -> None:
             for name, runs in rows.items()
         },
         "prerequisite_train_seconds": prerequisite_seconds,
+        "regions_shapes_encoder": network_colour,
         "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else "dinosaur-tiny",
         "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else AR_PRESET,
         "wall_seconds": round(time.perf_counter() - start, 1),

@@ -114,3 +114,43 @@ def test_ssl_encoder_adds_each_cells_colour_on_a_finer_grid(tmp_path):
     assert torch.allclose(tokens[:, 16:19], torch.nn.functional.avg_pool2d(images * 2 - 1, 2), atol=1e-5)
     with pytest.raises(ValueError, match="must divide"):
         SSLEncoder(network, image_size=48, patch_size=6)
+
+
+def test_ssl_encoder_network_scale_weighs_the_network_dims_and_leaves_the_colour_dims():
+    from slotlab.config import ConfigError, from_dict
+    from slotlab.nn.encoders import build_encoder, encoder_config
+    from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig, SSLEncoderConfig
+
+    torch.manual_seed(0)
+    network = ConvNet(ConvNetConfig(channels=16, skip_channels=8, dim=16, dilations=(1,), output_stride=2))
+    images = torch.rand(2, 3, 32, 32)
+    settings = {"name": "ssl", "image_size": 32, "colour_frequencies": 2, "colour_sigma": 1.0}
+    plain = build_encoder(encoder_config(**settings), network=network)(images)
+    scaled = build_encoder(encoder_config(**settings, network_scale=0.25), network=network)(images)
+    assert scaled.shape == plain.shape and plain[..., :16].abs().max() > 0.1
+    assert torch.allclose(scaled[..., :16], 0.25 * plain[..., :16], atol=1e-6)
+    assert torch.equal(scaled[..., 16:], plain[..., 16:])
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="model.encoder.*network_scale.*must be > 0"):
+            from_dict(SSLEncoderConfig, {"network_scale": bad}, "model.encoder")
+
+
+def test_ssl_encoder_colour_pooling_averages_each_pixels_colour_features():
+    from slotlab.nn.encoders import build_encoder, encoder_config
+    from slotlab.nn.encoders.pixel_features import colour_fourier_features
+    from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
+
+    torch.manual_seed(0)
+    network = ConvNet(ConvNetConfig(channels=16, skip_channels=8, dim=16, dilations=(1,), output_stride=2))
+    images = torch.rand(2, 3, 32, 32)
+    settings = {"name": "ssl", "image_size": 32, "colour_frequencies": 2, "colour_sigma": 3.0}
+    of_mean = build_encoder(encoder_config(**settings), network=network)
+    pooled = build_encoder(encoder_config(**settings, colour_pooling="features"), network=network)
+    tokens, mean_tokens = pooled(images), of_mean(images)
+    pixels = images * 2 - 1
+    expected = torch.nn.functional.avg_pool2d(colour_fourier_features(pixels, pooled.colour_frequencies), 2)
+    assert torch.allclose(tokens[..., 19:], expected.flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.equal(tokens[..., :19], mean_tokens[..., :19])  # network dims and mean colour agree
+    assert not torch.allclose(tokens[..., 19:], mean_tokens[..., 19:], atol=1e-2)
+    with pytest.raises(ValueError, match="colour_pooling='pixel': choose one of"):
+        encoder_config(**settings, colour_pooling="pixel")

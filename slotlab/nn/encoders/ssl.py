@@ -25,10 +25,14 @@ from slotlab.config import from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
 from slotlab.nn.encoders.blocks import GROUPS, conv_block
 from slotlab.nn.encoders.pixel_features import colour_fourier_features
+from slotlab.nn.encoders.shipped import resolve_network_path
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
+#: How a token's colour features are taken from its cell: the Fourier features of the cell's
+#: mean colour, or each pixel's Fourier features averaged over the cell (as the patch encoder).
+COLOUR_POOLINGS = ("colour", "features")
 
 
 @dataclass
@@ -104,6 +108,21 @@ def network_kind(network: nn.Module) -> str:
                     f"got {type(network).__name__}")
 
 
+def network_architecture(network: nn.Module) -> dict:
+    """The shape of a label-free network as checkpoints and network directories store it."""
+    return {"network": asdict(network.config), "network_kind": network_kind(network)}
+
+
+def network_from_architecture(architecture: dict, where: str = "stored ssl network") -> nn.Module:
+    """A network of the stored shape (:func:`network_architecture`; records written before
+    silhouette networks existed name no kind and describe a conv net), weights not loaded."""
+    kind = architecture.get("network_kind", "conv")
+    if kind not in NETWORKS:
+        raise ValueError(f"{where}: network kind {kind!r} is unknown: choose one of {', '.join(NETWORKS)}")
+    network_class, config_class = NETWORKS[kind]
+    return network_class(from_dict(config_class, architecture["network"], where))
+
+
 class SSLEncoder(Encoder):
     """A trained, frozen label-free network (:data:`NETWORKS`) as an encoder: tokens in raster order.
 
@@ -111,11 +130,15 @@ class SSLEncoder(Encoder):
     when ``patch_size`` is finer than the network's stride, averaged when coarser). With ``colour_frequencies`` set,
     each token also carries the mean colour of its cell and that many random Fourier
     features of it (as the patch encoder's): the network is trained to ignore colour, while
-    on the scenes colour is what tells two objects of one class apart.
+    on the scenes colour is what tells two objects of one class apart. ``colour_pooling``
+    (:data:`COLOUR_POOLINGS`) says whether those features are of the cell's mean colour or
+    the mean of its pixels' features; ``network_scale`` multiplies the network's dims (not
+    the colour dims) in the tokens.
     """
 
     def __init__(self, network: nn.Module, image_size: int, patch_size: int | None = None,
-                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0):
+                 colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0,
+                 network_scale: float = 1.0, colour_pooling: str = "colour"):
         self.network_kind = network_kind(network)
         stride = network.config.output_stride
         patch_size = stride if patch_size is None else patch_size
@@ -124,10 +147,16 @@ class SSLEncoder(Encoder):
         if stride % patch_size and patch_size % stride:
             raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
                              f"or be a multiple of it")
+        if not network_scale > 0:
+            raise ValueError(f"encoder.network_scale={network_scale} must be > 0")
+        if colour_pooling not in COLOUR_POOLINGS:
+            raise ValueError(f"encoder.colour_pooling={colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
         super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
         self.patch_size = patch_size
+        self.network_scale = network_scale
+        self.colour_pooling = colour_pooling
         self.with_colour = colour_frequencies is not None
         frequencies = torch.randn(colour_frequencies or 0, 3, generator=seeded_generator(seed)) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
@@ -138,11 +167,11 @@ class SSLEncoder(Encoder):
         return side, side
 
     def architecture(self) -> dict:
-        return {"network": asdict(self.network.config), "network_kind": self.network_kind}
+        return network_architecture(self.network)
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
-        tokens = self.network(pixels)
+        tokens = self.network(pixels) * self.network_scale
         if tuple(tokens.shape[-2:]) != grid:
             stride = self.network.config.output_stride
             if self.patch_size > stride:  # a cell covers several of the network's: their mean
@@ -150,9 +179,17 @@ class SSLEncoder(Encoder):
             else:
                 tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
         if self.with_colour:
-            colours = F.avg_pool2d(pixels, self.patch_size)
-            tokens = torch.cat([tokens, colours, colour_fourier_features(colours, self.colour_frequencies)], dim=1)
+            tokens = torch.cat([tokens, self.colour_features(pixels)], dim=1)
         return tokens.flatten(2).transpose(1, 2)
+
+    def colour_features(self, pixels: Tensor) -> Tensor:
+        """(B, 3 + 2F, grid): each cell's mean colour and its Fourier colour features."""
+        colours = F.avg_pool2d(pixels, self.patch_size)
+        if self.colour_pooling == "features":
+            fourier = F.avg_pool2d(colour_fourier_features(pixels, self.colour_frequencies), self.patch_size)
+        else:
+            fourier = colour_fourier_features(colours, self.colour_frequencies)
+        return torch.cat([colours, fourier], dim=1)
 
 
 @dataclass
@@ -161,9 +198,11 @@ class SSLEncoderConfig(EncoderConfig):
     self-distillation run, the network of a region- or silhouette-contrast run).
 
     Attributes:
-        path: the run's model directory (``slotlab train --preset ssl-shapes-scenes-tiny``); the
-            method that builds the encoder loads it and hands the network over
-            (``build_encoder(..., network=...)``).
+        path: the run's model directory (``slotlab train --preset ssl-shapes-scenes-tiny``), a
+            network directory, or ``shipped:NAME``, a network that ships with slotlab
+            (:mod:`slotlab.nn.encoders.shipped`; checked here, so a wrong name fails when the
+            config is read); the method that builds the encoder loads it and hands the
+            network over (``build_encoder(..., network=...)``).
         patch_size: token cell side in pixels; default the network's stride, which it must
             divide (a finer grid resizes the network's map) or be a multiple of (a coarser
             grid averages it).
@@ -171,6 +210,19 @@ class SSLEncoderConfig(EncoderConfig):
             also gets its cell's mean colour and ``k`` random Fourier colour features
             (``dim`` then grows by ``3 + 2 k``).
         colour_sigma: std of those frequencies.
+        colour_pooling: ``colour`` (the Fourier features of the cell's mean colour) or
+            ``features`` (each pixel's Fourier features averaged over the cell, as the patch
+            encoder takes them). A cell on the border of two objects gets, with ``colour``,
+            the features of a blended colour that neither object has; with ``features``, a
+            mixture of both objects' features. DINOSAUR's slot attention groups better on
+            ``features`` (docs/ssl-encoder.md).
+        network_scale: factor on the network's dims in the tokens (> 0; the colour dims keep
+            theirs). A slot method normalises each token over all its dims (LayerNorm) and
+            reconstructs all of them, so this sets how much the network's features weigh
+            against the colour features in grouping and in the loss. A converged linear
+            probe reads them at any scale; slotlab's probe (unstandardised, at most 100
+            epochs) reads less of them at smaller scales. On the scenes no scale other than
+            1 helped DINOSAUR's slot attention (docs/ssl-encoder.md).
     """
 
     name: str = "ssl"
@@ -178,13 +230,21 @@ class SSLEncoderConfig(EncoderConfig):
     patch_size: int | None = None
     colour_frequencies: int | None = None
     colour_sigma: float = 1.0
+    network_scale: float = 1.0
+    colour_pooling: str = "colour"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.network_scale > 0:
+            raise ValueError(f"encoder.network_scale={self.network_scale} must be > 0")
+        if self.colour_pooling not in COLOUR_POOLINGS:
+            raise ValueError(f"encoder.colour_pooling={self.colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
         if self.colour_frequencies is not None and self.colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
             raise ValueError(f"encoder.patch_size={self.patch_size} must be >= 1")
+        if self.path is not None:
+            resolve_network_path(self.path)
         if self.trainable_blocks:
             raise ValueError("the ssl encoder is frozen (encoder.trainable_blocks must be 0): train it with its own preset")
 
@@ -197,11 +257,7 @@ def build_ssl_encoder(
     networks existed name no kind and hold a conv net) a network of that shape whose weights
     the caller loads."""
     if architecture is not None:
-        kind = architecture.get("network_kind", "conv")
-        if kind not in NETWORKS:
-            raise ValueError(f"stored ssl network kind {kind!r} is unknown: choose one of {', '.join(NETWORKS)}")
-        network_class, config_class = NETWORKS[kind]
-        network = network_class(from_dict(config_class, architecture["network"], "stored ssl network"))
+        network = network_from_architecture(architecture)
     elif network is None:
         raise ValueError(
             "the ssl encoder needs a trained network: set encoder.path to a label-free run's model "
@@ -209,7 +265,8 @@ def build_ssl_encoder(
             "builds the encoder loads it and passes it as network"
         )
     encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
-                         config.colour_sigma, config.seed)
+                         config.colour_sigma, config.seed, config.network_scale,
+                         config.colour_pooling)
     if config.dim is not None and config.dim != encoder.dim:
         raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
                          f"gives {encoder.dim}: unset it or fix it")
