@@ -2,7 +2,8 @@
 
     python benchmarks/bench_cpu_encoder.py --out bench-cpu-encoder.json [--seeds 0 1 2]
         [--encoders patch segmenter ssl regions shapes] [--ssl DIR] [--regions DIR] [--shapes DIR] [--segmenter DIR]
-        [--dinosaur-steps N] [--ar-steps N] [--network-scale S] [--colour-pooling colour|features]
+        [--dinosaur-steps N] [--dinosaur-set KEY=VALUE ...] [--ar-steps N] [--network-scale S]
+        [--colour-pooling colour|features]
 
 Encoders (each row says what supervision it saw):
 - patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
@@ -26,7 +27,9 @@ encoder (tokens wider than its decoder get the decoder's linear output head), it
 reconstruction MSE on test with each image's own slots and with the slots of the previous
 image in the batch (bench_spot.slot_use), the MSE of copying the previous token, and the
 left-neighbour copy ratio of its 16 x 16 tokens. ``--dinosaur-steps 0`` / ``--ar-steps 0`` skip
-DINOSAUR / the slot-swap test.
+DINOSAUR / the slot-swap test. ``--dinosaur-set`` changes the DINOSAUR runs only (e.g.
+``model.encoder.position_frequencies=4``: the class probe and copy ratio still read the
+encoder without it).
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
 instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` set the regions and shapes
 encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
@@ -100,9 +103,10 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
     return train(config, out, progress=False)
 
 
-def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path) -> dict:
+def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path, extra: list[str] = ()) -> dict:
     # The encoder replaces the preset's, and whatever it reads is given with it: no preset input remains.
     overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
+    overrides += list(extra)
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)
     row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps}
@@ -194,6 +198,8 @@ def main() -> None:
     parser.add_argument("--segmenter", type=Path, default=None, help="a trained segmenter-scenes-tiny model directory")
     parser.add_argument("--dinosaur-steps", type=int, default=None, help="default: dinosaur-tiny's; 0 skips DINOSAUR")
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
+    parser.add_argument("--dinosaur-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of dinosaur-tiny after the encoder's, as slotlab train --set (DINOSAUR rows only)")
     parser.add_argument("--network-scale", type=float, default=1.0,
                         help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale)")
     parser.add_argument("--colour-pooling", default="colour", choices=COLOUR_POOLINGS,
@@ -222,7 +228,8 @@ def main() -> None:
                     "token_grid": list(encoder.grid_size()),
                 }
                 if args.dinosaur_steps != 0:
-                    row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur")
+                    row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur",
+                                                   args.dinosaur_set)
                 if args.ar_steps != 0:
                     spot_encoder = encoder_settings(name, 4, prerequisites, network_colour)
                     row["autoregressive"] = ar_row(spot_encoder, encoder.dim, seed, args.ar_steps, run / "spot")
@@ -240,6 +247,7 @@ def main() -> None:
             for name, runs in rows.items()
         },
         "prerequisite_train_seconds": prerequisite_seconds,
+        "dinosaur_overrides": args.dinosaur_set,
         "regions_shapes_encoder": network_colour,
         "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else "dinosaur-tiny",
         "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else AR_PRESET,

@@ -463,10 +463,25 @@ def test_patch_position_features_make_tokens_position_dependent():
     torch.testing.assert_close(features[0, 0], torch.sin(torch.pi * torch.linspace(0, 1, 5)))
 
 
+def test_patch_position_scale_sets_the_amplitude_of_the_position_features():
+    def tokens(scale: float) -> torch.Tensor:
+        config = encoder_config(name="patch", image_size=16, patch_size=4, dim=8, position_frequencies=2,
+                                position_scale=scale)
+        return build_encoder(config)(torch.full((1, 3, 16, 16), 0.5))
+
+    full, half, quarter = tokens(1.0), tokens(0.5), tokens(0.25)
+    position = 2 * (full - half)  # the fixed projection is linear: tokens = colour + scale * position
+    assert position.abs().amax() > 0.1
+    torch.testing.assert_close(half - quarter, position / 4)
+    with pytest.raises(ValueError, match="encoder.position_scale scales encoder.position_frequencies"):
+        encoder_config(name="patch", image_size=16, position_scale=0.5)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"colour_frequencies": -1}, "encoder.colour_frequencies must be >= 0, got -1"),
     ({"position_frequencies": -2}, "encoder.position_frequencies must be >= 0, got -2"),
     ({"semantic_gain": 0.0}, "encoder.semantic_gain must be > 0, got 0.0"),
+    ({"position_scale": 0.0}, "encoder.position_scale must be > 0, got 0.0"),
 ])
 def test_patch_config_fields_out_of_range_are_refused_by_name(values, message):
     from slotlab.nn.encoders.patch import PatchEncoderConfig

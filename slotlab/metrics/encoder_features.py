@@ -8,6 +8,8 @@
   autoregressive decoder in raster order reads the previous token, so at a low ratio it can
   reconstruct without the slots (the failure of SPOT on colour features, reference-facts
   "Calibration").
+- :func:`linear_cka`: how alike two encoders' features of the same inputs are, up to a
+  rotation and scale (whether a retrained network computes the shipped one's function).
 """
 
 from __future__ import annotations
@@ -59,3 +61,15 @@ def left_neighbour_copy_ratio(encoder: nn.Module, dataset: Dataset, batch_size: 
     copy_error = (maps[..., 1:] - maps[..., :-1]).pow(2).sum(1).mean()
     variance = (maps - maps.mean((0, 2, 3), keepdim=True)).pow(2).sum(1).mean()
     return float(copy_error / variance)
+
+
+def linear_cka(first: Tensor, second: Tensor) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019, CKA with linear kernels) of
+    two sets of features of the same n inputs, (n, d1) and (n, d2): 1 when one is a rotation
+    and scale of the other, near 0 when they are unrelated."""
+    if len(first) != len(second):
+        raise ValueError(f"linear_cka compares features of the same inputs: got {len(first)} and {len(second)} rows")
+    x = (first - first.mean(0)).double()
+    y = (second - second.mean(0)).double()
+    cross = (y.T @ x).pow(2).sum()
+    return float(cross / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()))

@@ -17,6 +17,7 @@ import yaml
 from slotlab.data.generated import RunLayout
 from slotlab.data.registry import DatasetError, parse_spec
 from slotlab.io.layout import RUN_CONFIG_FILE
+from slotlab.nn.encoders.shipped import is_shipped, provenance
 
 #: What each encoder family's features learnt from (patch: see :func:`_features`).
 ENCODER_FEATURES = {
@@ -82,6 +83,16 @@ def _segmenter(path: str) -> str:
     return f"supervised segmenter on {_class_maps(((run or {}).get('data') or {}).get('train'))}"
 
 
+def _ssl_method(path: str) -> str | None:
+    """The method that trained the ssl network at ``path`` (a run's model or a shipped network)."""
+    if not is_shipped(path):
+        return (_run_config(path) or {}).get("method")
+    try:
+        return f"{provenance(path)['method']}, shipped with slotlab as {path}"
+    except (ValueError, OSError, KeyError):  # a name this installation does not ship
+        return None
+
+
 def _features(encoder: dict) -> str:
     name = encoder.get("name", "patch")
     if encoder.get("tiny"):
@@ -91,7 +102,7 @@ def _features(encoder: dict) -> str:
     if encoder.get("semantic_model"):
         return f"colour + {_segmenter(encoder['semantic_model'])}"
     if name == "ssl" and encoder.get("path"):
-        method = (_run_config(encoder["path"]) or {}).get("method")
+        method = _ssl_method(encoder["path"])
         if method:
             return f"none (a CNN trained on images without labels by {method})"
     return ENCODER_FEATURES[name]

@@ -7,10 +7,15 @@ same function (tests/test_parity_mlp_decoder.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from slotlab.nn.slot_attention import cartesian_grid
+
+POSITION_INITS = ("normal", "grid")
 
 
 @dataclass
@@ -19,6 +24,13 @@ class MLPDecoderConfig:
 
     The reference GLASS code uses 3 hidden layers of 2048; the GLASS paper's table says
     hidden 1536. DINOSAUR uses 4 layers of 1024 (ViT-B). Defaults follow GLASS's paper.
+
+    position_init: how the learned position table (added to every broadcast slot) starts.
+    "normal": random normal, std 0.02 (DINOSAUR's and GLASS's code). "grid": a random linear
+    projection of the 4-channel Cartesian grid (Slot Attention's soft position embedding,
+    ``cartesian_grid``), so neighbouring tokens start with similar embeddings at the scale
+    of nn.Linear's initialisation; needs a square token grid. Either way the table is then
+    trained freely.
     """
 
     slot_dim: int = 768
@@ -27,6 +39,11 @@ class MLPDecoderConfig:
     hidden_dim: int = 1536
     hidden_layers: int = 3
     zero_bias_init: bool = False
+    position_init: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.position_init not in POSITION_INITS:
+            raise ValueError(f"decoder.position_init={self.position_init!r} is unknown; choose one of {POSITION_INITS}")
 
 
 @dataclass
@@ -34,6 +51,17 @@ class MLPDecoderOutput:
     reconstruction: Tensor  # (B, N, feature_dim)
     masks: Tensor  # (B, K, N) alpha, softmax over slots
     per_slot: Tensor  # (B, K, N, feature_dim)
+
+
+def smooth_position_table(num_tokens: int, dim: int) -> Tensor:
+    """(1, 1, N, dim): a random nn.Linear(4, dim) of the square grid's ``cartesian_grid``."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(
+            f"decoder.position_init='grid' needs a square token grid, got {num_tokens} tokens; use position_init='normal'"
+        )
+    with torch.no_grad():
+        return nn.Linear(4, dim)(cartesian_grid(side, side))[None, None]
 
 
 class MLPDecoder(nn.Module):
@@ -51,6 +79,9 @@ class MLPDecoder(nn.Module):
             width = c.hidden_dim
         layers.append(nn.Linear(width, c.feature_dim + 1))
         self.mlp = nn.Sequential(*layers)
+        if c.position_init == "grid":  # after the MLP, so its seeded init is unchanged
+            with torch.no_grad():
+                self.position.copy_(smooth_position_table(c.num_tokens, c.slot_dim))
         if c.zero_bias_init:  # after construction, so the weights' seeded init is unchanged
             for layer in self.mlp:
                 if isinstance(layer, nn.Linear):

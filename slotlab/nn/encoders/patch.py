@@ -37,6 +37,9 @@ class PatchEncoderConfig(CPUEncoderConfig):
         position_frequencies: number of fixed Fourier frequencies of each pixel's (x, y)
             position appended per pixel (sin and cos of each coordinate); default 0. Gives
             the tokens the position information ViT features carry.
+        position_scale: amplitude of those position features (default 1.0, the unit
+            sin/cos). Below 1 the tokens carry position weakly: slot attention still groups
+            by colour, while each slot's weighted mean carries its object's place.
         edge_scales: Gaussian scales (pixels) of edge-context features appended per pixel
             (see :func:`edge_context_features`); default none. They tell a pixel where the
             nearest colour edges lie, i.e. where it sits inside its object, part-relative
@@ -59,6 +62,7 @@ class PatchEncoderConfig(CPUEncoderConfig):
     colour_frequencies: int = bounded(0, low=0)
     colour_sigma: float = 1.0
     position_frequencies: int = bounded(0, low=0)
+    position_scale: float = bounded(1.0, low=0, low_open=True)
     edge_scales: tuple[float, ...] = bounded((), low=0, low_open=True)
     structure_scales: tuple[float, ...] = bounded((), low=0, low_open=True)
     semantic_model: str | None = None
@@ -71,6 +75,8 @@ class PatchEncoderConfig(CPUEncoderConfig):
                 "the patch encoder has no blocks to fine-tune (encoder.trainable_blocks must be 0): "
                 "use encoder.projection='learned' for a trainable projection"
             )
+        if self.position_scale != 1.0 and not self.position_frequencies:
+            raise ValueError("encoder.position_scale scales encoder.position_frequencies' features: set position_frequencies > 0 or unset it")
         if self.semantic_gain != 1.0 and self.semantic_model is None:
             raise ValueError("encoder.semantic_gain scales encoder.semantic_model's output: set semantic_model or unset it")
 
@@ -97,6 +103,7 @@ class PatchEncoder(CPUEncoder):
         structure_scales: tuple[float, ...] = (),
         semantic_network: SegmenterNetwork | None = None,
         semantic_gain: float = 1.0,
+        position_scale: float = 1.0,
     ):
         if projection not in PATCH_PROJECTIONS:
             raise ValueError(f"encoder.projection={projection!r}: choose one of {PATCH_PROJECTIONS}")
@@ -120,6 +127,7 @@ class PatchEncoder(CPUEncoder):
         frequencies = torch.randn(colour_frequencies, 3, generator=generator) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
         self.position_frequencies = position_frequencies
+        self.position_scale = float(position_scale)
         self.edge_scales = tuple(float(scale) for scale in edge_scales)
         self.structure_scales = tuple(float(scale) for scale in structure_scales)
         self.semantic_network = semantic_network
@@ -151,6 +159,7 @@ class PatchEncoder(CPUEncoder):
         if self.position_frequencies:
             b, _, h, w = pixels.shape
             position = position_fourier_features(h, w, self.position_frequencies, pixels.device).to(pixels.dtype)
+            position = self.position_scale * position
             pixels = torch.cat([pixels, position.expand(b, -1, -1, -1)], dim=1)
         patches = image_to_patches(pixels, self.patch_size)
         if self.projection_kind == "random":
@@ -176,6 +185,7 @@ def build_patch_encoder(
         tuple(config.structure_scales),
         semantic_network_for(config, architecture, semantic_network),
         config.semantic_gain,
+        config.position_scale,
     )
 
 

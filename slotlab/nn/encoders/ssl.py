@@ -25,6 +25,7 @@ from slotlab.config import from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
 from slotlab.nn.encoders.blocks import GROUPS, conv_block
 from slotlab.nn.encoders.pixel_features import colour_fourier_features
+from slotlab.nn.encoders.shipped import resolve_network_path
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
 
@@ -107,6 +108,21 @@ def network_kind(network: nn.Module) -> str:
                     f"got {type(network).__name__}")
 
 
+def network_architecture(network: nn.Module) -> dict:
+    """The shape of a label-free network as checkpoints and network directories store it."""
+    return {"network": asdict(network.config), "network_kind": network_kind(network)}
+
+
+def network_from_architecture(architecture: dict, where: str = "stored ssl network") -> nn.Module:
+    """A network of the stored shape (:func:`network_architecture`; records written before
+    silhouette networks existed name no kind and describe a conv net), weights not loaded."""
+    kind = architecture.get("network_kind", "conv")
+    if kind not in NETWORKS:
+        raise ValueError(f"{where}: network kind {kind!r} is unknown: choose one of {', '.join(NETWORKS)}")
+    network_class, config_class = NETWORKS[kind]
+    return network_class(from_dict(config_class, architecture["network"], where))
+
+
 class SSLEncoder(Encoder):
     """A trained, frozen label-free network (:data:`NETWORKS`) as an encoder: tokens in raster order.
 
@@ -151,7 +167,7 @@ class SSLEncoder(Encoder):
         return side, side
 
     def architecture(self) -> dict:
-        return {"network": asdict(self.network.config), "network_kind": self.network_kind}
+        return network_architecture(self.network)
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
@@ -182,9 +198,11 @@ class SSLEncoderConfig(EncoderConfig):
     self-distillation run, the network of a region- or silhouette-contrast run).
 
     Attributes:
-        path: the run's model directory (``slotlab train --preset ssl-shapes-scenes-tiny``); the
-            method that builds the encoder loads it and hands the network over
-            (``build_encoder(..., network=...)``).
+        path: the run's model directory (``slotlab train --preset ssl-shapes-scenes-tiny``), a
+            network directory, or ``shipped:NAME``, a network that ships with slotlab
+            (:mod:`slotlab.nn.encoders.shipped`; checked here, so a wrong name fails when the
+            config is read); the method that builds the encoder loads it and hands the
+            network over (``build_encoder(..., network=...)``).
         patch_size: token cell side in pixels; default the network's stride, which it must
             divide (a finer grid resizes the network's map) or be a multiple of (a coarser
             grid averages it).
@@ -203,8 +221,9 @@ class SSLEncoderConfig(EncoderConfig):
             reconstructs all of them, so this sets how much the network's features weigh
             against the colour features in grouping and in the loss. A converged linear
             probe reads them at any scale; slotlab's probe (unstandardised, at most 100
-            epochs) reads less of them at smaller scales. On the scenes no scale other than
-            1 helped DINOSAUR's slot attention (docs/ssl-encoder.md).
+            epochs) reads less of them at smaller scales. On the scenes 0.5 lifted DINOSAUR's
+            slot attention with the 800-step silhouette network, not with a 400-step one
+            (docs/ssl-encoder.md).
     """
 
     name: str = "ssl"
@@ -225,6 +244,8 @@ class SSLEncoderConfig(EncoderConfig):
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
             raise ValueError(f"encoder.patch_size={self.patch_size} must be >= 1")
+        if self.path is not None:
+            resolve_network_path(self.path)
         if self.trainable_blocks:
             raise ValueError("the ssl encoder is frozen (encoder.trainable_blocks must be 0): train it with its own preset")
 
@@ -237,11 +258,7 @@ def build_ssl_encoder(
     networks existed name no kind and hold a conv net) a network of that shape whose weights
     the caller loads."""
     if architecture is not None:
-        kind = architecture.get("network_kind", "conv")
-        if kind not in NETWORKS:
-            raise ValueError(f"stored ssl network kind {kind!r} is unknown: choose one of {', '.join(NETWORKS)}")
-        network_class, config_class = NETWORKS[kind]
-        network = network_class(from_dict(config_class, architecture["network"], "stored ssl network"))
+        network = network_from_architecture(architecture)
     elif network is None:
         raise ValueError(
             "the ssl encoder needs a trained network: set encoder.path to a label-free run's model "
