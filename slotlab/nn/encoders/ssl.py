@@ -123,6 +123,14 @@ def network_from_architecture(architecture: dict, where: str = "stored ssl netwo
     return network_class(from_dict(config_class, architecture["network"], where))
 
 
+def check_token_options(network_scale: float, colour_pooling: str) -> None:
+    """Validate the ssl encoder's token options (config and encoder alike)."""
+    if not network_scale > 0:
+        raise ValueError(f"encoder.network_scale={network_scale} must be > 0")
+    if colour_pooling not in COLOUR_POOLINGS:
+        raise ValueError(f"encoder.colour_pooling={colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
+
+
 class SSLEncoder(Encoder):
     """A trained, frozen label-free network (:data:`NETWORKS`) as an encoder: tokens in raster order.
 
@@ -147,10 +155,7 @@ class SSLEncoder(Encoder):
         if stride % patch_size and patch_size % stride:
             raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
                              f"or be a multiple of it")
-        if not network_scale > 0:
-            raise ValueError(f"encoder.network_scale={network_scale} must be > 0")
-        if colour_pooling not in COLOUR_POOLINGS:
-            raise ValueError(f"encoder.colour_pooling={colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
+        check_token_options(network_scale, colour_pooling)
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
         super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
@@ -236,10 +241,7 @@ class SSLEncoderConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.network_scale > 0:
-            raise ValueError(f"encoder.network_scale={self.network_scale} must be > 0")
-        if self.colour_pooling not in COLOUR_POOLINGS:
-            raise ValueError(f"encoder.colour_pooling={self.colour_pooling!r}: choose one of {COLOUR_POOLINGS}")
+        check_token_options(self.network_scale, self.colour_pooling)
         if self.colour_frequencies is not None and self.colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
