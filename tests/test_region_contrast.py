@@ -154,3 +154,25 @@ def test_ssl_encoder_colour_pooling_averages_each_pixels_colour_features():
     assert not torch.allclose(tokens[..., 19:], mean_tokens[..., 19:], atol=1e-2)
     with pytest.raises(ValueError, match="colour_pooling='pixel': choose one of"):
         encoder_config(**settings, colour_pooling="pixel")
+
+
+def test_ssl_encoder_position_features_are_each_cells_mean_of_its_pixels_scaled():
+    from slotlab.nn.encoders import build_encoder, encoder_config
+    from slotlab.nn.encoders.pixel_features import position_fourier_features
+    from slotlab.nn.encoders.ssl import ConvNet, ConvNetConfig
+
+    torch.manual_seed(0)
+    network = ConvNet(ConvNetConfig(channels=16, skip_channels=8, dim=16, dilations=(1,), output_stride=2))
+    images = torch.rand(2, 3, 32, 32)
+    settings = {"name": "ssl", "image_size": 32, "colour_frequencies": 2}
+    plain = build_encoder(encoder_config(**settings), network=network)
+    placed = build_encoder(encoder_config(**settings, position_frequencies=3, position_scale=0.25), network=network)
+    tokens, plain_tokens = placed(images), plain(images)
+    assert placed.dim == plain.dim + 12 and tokens.shape[-1] == placed.dim
+    assert torch.equal(tokens[..., :plain.dim], plain_tokens)
+    cells = torch.nn.functional.avg_pool2d(position_fourier_features(32, 32, 3), 2)  # (12, 16, 16)
+    expected = 0.25 * cells.flatten(1).T
+    assert torch.allclose(tokens[0, :, plain.dim:], expected, atol=1e-6)
+    assert torch.equal(tokens[0, :, plain.dim:], tokens[1, :, plain.dim:])  # position does not depend on the image
+    with pytest.raises(ValueError, match="encoder.position_scale scales encoder.position_frequencies"):
+        encoder_config(**settings, position_scale=0.5)

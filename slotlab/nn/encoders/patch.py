@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from slotlab.config import bounded
 from slotlab.nn.encoders.base import CPU_DEFAULT_DIM, CPUEncoder, CPUEncoderConfig, Encoder
 from slotlab.nn.encoders.pixel_features import (
+    check_position_options,
     colour_fourier_features,
     edge_context_features,
     image_to_patches,
@@ -75,8 +76,7 @@ class PatchEncoderConfig(CPUEncoderConfig):
                 "the patch encoder has no blocks to fine-tune (encoder.trainable_blocks must be 0): "
                 "use encoder.projection='learned' for a trainable projection"
             )
-        if self.position_scale != 1.0 and not self.position_frequencies:
-            raise ValueError("encoder.position_scale scales encoder.position_frequencies' features: set position_frequencies > 0 or unset it")
+        check_position_options(self.position_frequencies, self.position_scale)
         if self.semantic_gain != 1.0 and self.semantic_model is None:
             raise ValueError("encoder.semantic_gain scales encoder.semantic_model's output: set semantic_model or unset it")
 

@@ -31,6 +31,13 @@ def position_fourier_features(height: int, width: int, frequencies: int, device=
     return torch.cat([phase.sin(), phase.cos()])
 
 
+def check_position_options(frequencies: int, scale: float) -> None:
+    """A position scale means nothing without position features: refuse it (patch and ssl encoders)."""
+    if scale != 1.0 and not frequencies:
+        raise ValueError("encoder.position_scale scales encoder.position_frequencies' features: "
+                         "set position_frequencies > 0 or unset it")
+
+
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of (B, C, H, W), reflecting at the borders (radius 3 sigma)."""
     radius = max(1, math.ceil(3 * sigma))

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.config import from_dict
+from slotlab.config import bounded, from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
 from slotlab.nn.encoders.blocks import GROUPS, conv_block
-from slotlab.nn.encoders.pixel_features import colour_fourier_features
+from slotlab.nn.encoders.pixel_features import check_position_options, colour_fourier_features, position_fourier_features
 from slotlab.nn.encoders.shipped import resolve_network_path
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
@@ -141,12 +141,14 @@ class SSLEncoder(Encoder):
     on the scenes colour is what tells two objects of one class apart. ``colour_pooling``
     (:data:`COLOUR_POOLINGS`) says whether those features are of the cell's mean colour or
     the mean of its pixels' features; ``network_scale`` multiplies the network's dims (not
-    the colour dims) in the tokens.
+    the colour dims) in the tokens. ``position_frequencies`` appends the mean over the cell of
+    each pixel's Fourier position features (the patch encoder's), times ``position_scale``.
     """
 
     def __init__(self, network: nn.Module, image_size: int, patch_size: int | None = None,
                  colour_frequencies: int | None = None, colour_sigma: float = 1.0, seed: int = 0,
-                 network_scale: float = 1.0, colour_pooling: str = "colour"):
+                 network_scale: float = 1.0, colour_pooling: str = "colour",
+                 position_frequencies: int = 0, position_scale: float = 1.0):
         self.network_kind = network_kind(network)
         stride = network.config.output_stride
         patch_size = stride if patch_size is None else patch_size
@@ -156,13 +158,17 @@ class SSLEncoder(Encoder):
             raise ValueError(f"encoder.patch_size={patch_size} must divide the ssl network's stride {stride} "
                              f"or be a multiple of it")
         check_token_options(network_scale, colour_pooling)
+        check_position_options(position_frequencies, position_scale)
         colour_dim = 0 if colour_frequencies is None else 3 + 2 * colour_frequencies
-        super().__init__(network.config.dim + colour_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
+        position_dim = 4 * position_frequencies
+        super().__init__(network.config.dim + colour_dim + position_dim, image_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         self.network = network.eval()
         self.patch_size = patch_size
         self.network_scale = network_scale
         self.colour_pooling = colour_pooling
         self.with_colour = colour_frequencies is not None
+        self.position_frequencies = position_frequencies
+        self.position_scale = float(position_scale)
         frequencies = torch.randn(colour_frequencies or 0, 3, generator=seeded_generator(seed)) * colour_sigma
         self.register_buffer("colour_frequencies", frequencies)
         self.set_trainable([])
@@ -185,7 +191,16 @@ class SSLEncoder(Encoder):
                 tokens = F.interpolate(tokens, size=grid, mode="bilinear", align_corners=False)
         if self.with_colour:
             tokens = torch.cat([tokens, self.colour_features(pixels)], dim=1)
+        if self.position_frequencies:
+            tokens = torch.cat([tokens, self.position_features(pixels)], dim=1)
         return tokens.flatten(2).transpose(1, 2)
+
+    def position_features(self, pixels: Tensor) -> Tensor:
+        """(B, 4F, grid): each cell's mean of its pixels' Fourier position features, scaled."""
+        b, _, h, w = pixels.shape
+        position = position_fourier_features(h, w, self.position_frequencies, pixels.device).to(pixels.dtype)
+        position = F.avg_pool2d(position[None], self.patch_size) * self.position_scale
+        return position.expand(b, -1, -1, -1)
 
     def colour_features(self, pixels: Tensor) -> Tensor:
         """(B, 3 + 2F, grid): each cell's mean colour and its Fourier colour features."""
@@ -229,6 +244,11 @@ class SSLEncoderConfig(EncoderConfig):
             epochs) reads less of them at smaller scales. On the scenes 0.5 lifted DINOSAUR's
             slot attention with the 800-step silhouette network, not with a 400-step one
             (docs/ssl-encoder.md).
+        position_frequencies: number of Fourier frequencies of each pixel's (x, y) position,
+            averaged over the token's cell and appended (``dim`` grows by ``4 k``); default 0.
+            On the scenes DINOSAUR's decoder masks separate objects only when the
+            reconstruction target carries position (docs/ssl-encoder.md).
+        position_scale: amplitude of those features (default 1.0).
     """
 
     name: str = "ssl"
@@ -238,10 +258,13 @@ class SSLEncoderConfig(EncoderConfig):
     colour_sigma: float = 1.0
     network_scale: float = 1.0
     colour_pooling: str = "colour"
+    position_frequencies: int = bounded(0, low=0)
+    position_scale: float = bounded(1.0, low=0, low_open=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_token_options(self.network_scale, self.colour_pooling)
+        check_position_options(self.position_frequencies, self.position_scale)
         if self.colour_frequencies is not None and self.colour_frequencies < 0:
             raise ValueError(f"encoder.colour_frequencies={self.colour_frequencies} must be >= 0 (or null: no colour)")
         if self.patch_size is not None and self.patch_size < 1:
@@ -269,7 +292,7 @@ def build_ssl_encoder(
         )
     encoder = SSLEncoder(network, config.image_size, config.patch_size, config.colour_frequencies,
                          config.colour_sigma, config.seed, config.network_scale,
-                         config.colour_pooling)
+                         config.colour_pooling, config.position_frequencies, config.position_scale)
     if config.dim is not None and config.dim != encoder.dim:
         raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
                          f"gives {encoder.dim}: unset it or fix it")
