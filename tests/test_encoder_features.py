@@ -52,3 +52,10 @@ def test_class_probe_reads_the_class_when_the_tokens_carry_it():
 
     assert object_class_probe(MapEncoder(class_maps), train, test) > 0.8
     assert object_class_probe(MapEncoder(lambda images: torch.randn(len(images), 8, 8, 8)), train, test) < 0.5
+    # The same class maps scaled down: the plain probe reads less of them, the standardised
+    # probe reads them exactly as at full scale.
+    faint = MapEncoder(lambda images: 1e-2 * class_maps(images))
+    full_standardised = object_class_probe(MapEncoder(class_maps), train, test, standardise=True)
+    assert full_standardised > 0.8
+    assert abs(object_class_probe(faint, train, test, standardise=True) - full_standardised) < 0.01
+    assert object_class_probe(faint, train, test) < full_standardised - 0.2

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -44,10 +46,20 @@ def object_feature_pairs(encoder: nn.Module, dataset: Dataset, batch_size: int =
     return SlotPairs.concatenate(parts)
 
 
-def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: int = 0) -> float:
-    """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects."""
+def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: int = 0,
+                       standardise: bool = False) -> float:
+    """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects.
+
+    ``standardise`` z-scores each feature dim with the fitting split's mean and std first (as
+    a linear probe behind a non-affine BatchNorm), so the reading no longer depends on how
+    the encoder scales its dims; without it the probe is the slot probe's protocol as is
+    (AdamW at a constant lr, at most 100 epochs), which reads small-scale dims less."""
     train_all, test_pairs = object_feature_pairs(encoder, train), object_feature_pairs(encoder, test)
     fit, held_out = split_pairs(train_all, seed=seed)
+    if standardise:
+        mean, std = fit.slots.mean(0), fit.slots.std(0).clamp_min(1e-6)
+        fit, held_out, test_pairs = (replace(pairs, slots=(pairs.slots - mean) / std)
+                                     for pairs in (fit, held_out, test_pairs))
     num_classes = int(max(train_all.class_ids.max(), test_pairs.class_ids.max())) + 1
     return evaluate_probe(train_probe(fit, held_out, "class", seed, num_classes=num_classes), test_pairs)
 
