@@ -24,7 +24,11 @@ from torch import Tensor, nn
 from slotlab.config import bounded, from_dict
 from slotlab.nn.encoders.base import SYMMETRIC_MEAN, SYMMETRIC_STD, Encoder, EncoderConfig
 from slotlab.nn.encoders.blocks import GROUPS, conv_block
-from slotlab.nn.encoders.pixel_features import check_position_options, colour_fourier_features, position_fourier_features
+from slotlab.nn.encoders.pixel_features import (
+    check_position_options,
+    colour_fourier_features,
+    position_fourier_features,
+)
 from slotlab.nn.encoders.shipped import resolve_network_path
 from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig
 from slotlab.ops.random import seeded_generator
