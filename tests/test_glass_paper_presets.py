@@ -49,7 +49,8 @@ def test_paper_preset_evaluates_on_its_validation_data(preset, protocol):
     assert metrics["protocol"] == protocol and metrics["settings"]["eval_size"] == 256
     assert metrics["images"] == len(dataset)
     for name in get_protocol(protocol).image_metrics:
-        assert 0.0 <= metrics["metrics"][name] <= 1.0, name
+        low = -1.0 if "ari" in name.split("_") else 0.0  # ARI is below 0 for worse-than-chance partitions (untrained model)
+        assert low <= metrics["metrics"][name] <= 1.0, name
 
 
 GENERATE_COMMAND = re.compile(r"slotlab generate --preset (\S+)(?: .*)? --out (\S+)")
