@@ -20,8 +20,8 @@ Encoders (each row says what supervision it saw):
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), as is and on standardised
 features (``_standardised``: the reading no longer depends on the scale of the dims), the
-left-neighbour copy ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this encoder) evaluated on
-the test split with its decoder masks and with its slot-attention masks (and how far the
+left-neighbour copy ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this
+encoder) evaluated on the test split with its decoder masks and with its slot-attention masks (and how far the
 decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder (tokens wider than its decoder get the decoder's linear output head), its
@@ -221,13 +221,13 @@ def main() -> None:
                 run = work / f"{name}-seed{seed}"
                 dinosaur_encoder = encoder_settings(name, 2, prerequisites, network_colour)
                 encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
-                probe_data = build_dataset(PROBE_TRAIN), build_dataset(TEST)
+                probe_train, test = build_dataset(PROBE_TRAIN), build_dataset(TEST)
                 row = {
                     "seed": seed,
-                    "object_features_class_accuracy": object_class_probe(encoder, *probe_data, seed),
+                    "object_features_class_accuracy": object_class_probe(encoder, probe_train, test, seed),
                     "object_features_class_accuracy_standardised": object_class_probe(
-                        encoder, *probe_data, seed, standardise=True),
-                    "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, build_dataset(TEST)),
+                        encoder, probe_train, test, seed, standardise=True),
+                    "left_neighbour_copy_ratio": left_neighbour_copy_ratio(encoder, test),
                     "token_grid": list(encoder.grid_size()),
                 }
                 if args.dinosaur_steps != 0:

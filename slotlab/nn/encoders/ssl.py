@@ -298,6 +298,6 @@ def build_ssl_encoder(
                          config.colour_sigma, config.seed, config.network_scale,
                          config.colour_pooling, config.position_frequencies, config.position_scale)
     if config.dim is not None and config.dim != encoder.dim:
-        raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour features) "
+        raise ValueError(f"encoder.dim={config.dim} but the ssl network at {config.path} (with its colour and position features) "
                          f"gives {encoder.dim}: unset it or fix it")
     return encoder
