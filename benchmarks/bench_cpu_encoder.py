@@ -110,7 +110,8 @@ def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path, extra: 
     overrides += list(extra)
     result = train_preset("dinosaur-tiny", out, seed, overrides)
     test = build_dataset(TEST)
-    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps}
+    row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps,
+           "token_grid": list(result.model.grid)}  # the row's own: --dinosaur-set may change the patch size
     for source in ("decoder", "attention"):
         result.model.config.mask_source = source
         metrics = evaluate_model(result.model, test, progress=False, seed=seed)["metrics"]

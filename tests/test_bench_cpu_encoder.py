@@ -41,3 +41,10 @@ def test_slot_swap_needs_another_image_in_every_batch(bench):
     assert scores["mse_other_image_slots"] != scores["mse_own_slots"]
     with pytest.raises(ValueError, match="batch of one"):
         slot_use(model, build_dataset("scenes?split=test&size=3"), batch_size=2)
+
+
+def test_dinosaur_row_reports_its_own_token_grid(bench, tmp_path):
+    # --dinosaur-set may change the patch size after the probe's encoder is built.
+    row = bench.dinosaur_row(bench.PATCH | {"patch_size": 2}, 0, 1, tmp_path, ["model.encoder.patch_size=4"])
+    assert row["steps"] == 1 and row["token_grid"] == [16, 16]
+    assert 0 <= row["decoder_masks_mbo_i"] <= 1 and 0 <= row["attention_masks_mbo_i"] <= 1
