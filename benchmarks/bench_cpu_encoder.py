@@ -6,8 +6,8 @@
         [--colour-pooling colour|features]
 
 Encoders (each row says what supervision it saw):
-- patch: the CPU presets' patch encoder, label-free (colour and random Fourier colour
-  features; no training): the presets' default;
+- patch: the patch encoder, label-free (colour and random Fourier colour features; no
+  training): glass-tiny's and dinosaur-tiny-patch's;
 - segmenter: the same plus the class probabilities of the segmenter (segmenter-scenes-tiny,
   trained WITH the scenes' class labels);
 - ssl: the network trained by self-distillation on scenes train images WITHOUT labels
@@ -15,13 +15,14 @@ Encoders (each row says what supervision it saw):
 - regions: the network trained by region contrast on the colour regions of scenes train
   images WITHOUT labels (ssl-regions-scenes-tiny), each token with its colour features;
 - shapes: the network trained by contrast of the silhouettes of the colour regions of scenes
-  train images WITHOUT labels (ssl-shapes-scenes-tiny), each token with its colour features.
+  train images WITHOUT labels (ssl-shapes-scenes-tiny), each token with its colour features:
+  dinosaur-tiny's, with ``--shapes shipped:ssl-shapes-scenes-tiny``.
 
 Per encoder and seed: the class probe of the features under the true instance masks
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), as is and on standardised
 features (``_standardised``: the reading no longer depends on the scale of the dims), the
-left-neighbour copy ratio of the tokens (test 256), DINOSAUR-MLP (dinosaur-tiny with this
-encoder) evaluated on the test split with its decoder masks and with its slot-attention masks (and how far the
+left-neighbour copy ratio of the tokens (test 256; both on the 32 x 32 grid), DINOSAUR-MLP
+(dinosaur-tiny with this encoder at its patch size and position features) evaluated on the test split with its decoder masks and with its slot-attention masks (and how far the
 decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder (tokens wider than its decoder get the decoder's linear output head), its
@@ -29,11 +30,11 @@ reconstruction MSE on test with each image's own slots and with the slots of the
 image in the batch (bench_spot.slot_use), the MSE of copying the previous token, and the
 left-neighbour copy ratio of its 16 x 16 tokens. ``--dinosaur-steps 0`` / ``--ar-steps 0`` skip
 DINOSAUR / the slot-swap test. ``--dinosaur-set`` changes the DINOSAUR runs only (e.g.
-``model.encoder.position_frequencies=4``: the class probe and copy ratio still read the
-encoder without it).
+``model.encoder.position_scale=0``: the class probe and copy ratio read the encoder
+without position either way).
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
-instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` set the regions and shapes
-encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
+instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` (default:
+dinosaur-tiny's) set the regions and shapes encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
 tokens) and ``colour_pooling`` (the colour features of a cell's mean colour or the mean of
 its pixels' colour features).
 """
@@ -102,6 +103,13 @@ def encoder_settings(name: str, patch_size: int, prerequisites: dict[str, Path],
 def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -> object:
     config = build_train_config(load_preset(preset_name), [f"seed={seed}", *overrides])
     return train(config, out, progress=False)
+
+
+def dinosaur_encoder(name: str, prerequisites: dict[str, Path], network_colour: dict) -> dict:
+    """model.encoder of the DINOSAUR rows: encoder ``name`` at dinosaur-tiny's patch size, with its position features."""
+    preset = load_preset("dinosaur-tiny")["model"]["encoder"]
+    position = {key: preset[key] for key in ("position_frequencies", "position_scale")}
+    return encoder_settings(name, preset["patch_size"], prerequisites, network_colour) | position
 
 
 def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path, extra: list[str] = ()) -> dict:
@@ -202,10 +210,13 @@ def main() -> None:
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
     parser.add_argument("--dinosaur-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of dinosaur-tiny after the encoder's, as slotlab train --set (DINOSAUR rows only)")
-    parser.add_argument("--network-scale", type=float, default=1.0,
-                        help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale)")
-    parser.add_argument("--colour-pooling", default="colour", choices=COLOUR_POOLINGS,
-                        help="the regions/shapes tokens' colour features (encoder.colour_pooling)")
+    preset_encoder = load_preset("dinosaur-tiny")["model"]["encoder"]
+    parser.add_argument("--network-scale", type=float, default=preset_encoder["network_scale"],
+                        help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale; "
+                        "default: dinosaur-tiny's, %(default)s)")
+    parser.add_argument("--colour-pooling", default=preset_encoder["colour_pooling"], choices=COLOUR_POOLINGS,
+                        help="the regions/shapes tokens' colour features (encoder.colour_pooling; default: "
+                        "dinosaur-tiny's, %(default)s)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -220,8 +231,7 @@ def main() -> None:
             prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
-                dinosaur_encoder = encoder_settings(name, 2, prerequisites, network_colour)
-                encoder = build_method_encoder(encoder_config(**dinosaur_encoder))
+                encoder = build_method_encoder(encoder_config(**encoder_settings(name, 2, prerequisites, network_colour)))
                 probe_train, test = build_dataset(PROBE_TRAIN), build_dataset(TEST)
                 row = {
                     "seed": seed,
@@ -232,8 +242,8 @@ def main() -> None:
                     "token_grid": list(encoder.grid_size()),
                 }
                 if args.dinosaur_steps != 0:
-                    row["dinosaur"] = dinosaur_row(dinosaur_encoder, seed, args.dinosaur_steps, run / "dinosaur",
-                                                   args.dinosaur_set)
+                    row["dinosaur"] = dinosaur_row(dinosaur_encoder(name, prerequisites, network_colour), seed,
+                                                   args.dinosaur_steps, run / "dinosaur", args.dinosaur_set)
                 if args.ar_steps != 0:
                     spot_encoder = encoder_settings(name, 4, prerequisites, network_colour)
                     row["autoregressive"] = ar_row(spot_encoder, encoder.dim, seed, args.ar_steps, run / "spot")

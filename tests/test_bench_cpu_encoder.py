@@ -43,8 +43,15 @@ def test_slot_swap_needs_another_image_in_every_batch(bench):
         slot_use(model, build_dataset("scenes?split=test&size=3"), batch_size=2)
 
 
+def test_dinosaur_rows_take_the_presets_grid_and_position(bench):
+    encoder = bench.dinosaur_encoder("patch", {}, {})
+    preset = load_preset("dinosaur-tiny")["model"]["encoder"]
+    assert encoder["name"] == "patch" and encoder["patch_size"] == preset["patch_size"]
+    assert encoder["position_frequencies"] == preset["position_frequencies"] > 0
+
+
 def test_dinosaur_row_reports_its_own_token_grid(bench, tmp_path):
     # --dinosaur-set may change the patch size after the probe's encoder is built.
-    row = bench.dinosaur_row(bench.PATCH | {"patch_size": 2}, 0, 1, tmp_path, ["model.encoder.patch_size=4"])
-    assert row["steps"] == 1 and row["token_grid"] == [16, 16]
+    row = bench.dinosaur_row(bench.PATCH | {"patch_size": 4}, 0, 1, tmp_path, ["model.encoder.patch_size=2"])
+    assert row["steps"] == 1 and row["token_grid"] == [32, 32]
     assert 0 <= row["decoder_masks_mbo_i"] <= 1 and 0 <= row["attention_masks_mbo_i"] <= 1

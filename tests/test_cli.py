@@ -110,7 +110,7 @@ def test_demo_segmenter_must_be_a_segmenter_checkpoint(capsys, tmp_path, segment
     reader = ["--methods", "dinosaur-segmenter"]
     assert main(["demo", *reader, "--segmenter", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 2
     assert "none" in capsys.readouterr().err
-    config = build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"])
+    config = build_train_config(load_preset("dinosaur-tiny-patch"), [f"model.encoder.semantic_model={segmenter_dir}"])
     get_method("dinosaur")(config.model).save_pretrained(tmp_path / "dino")
     assert main(["demo", *reader, "--segmenter", str(tmp_path / "dino"), "--out", str(tmp_path / "d")]) == 2
     assert "not a segmenter" in capsys.readouterr().err
@@ -134,7 +134,8 @@ def test_demo_methods_in_worker_processes_match_in_process(tmp_path, segmenter_d
     from slotlab.train.demo import run_demo
     from slotlab.train.demo_methods import DemoMethod
 
-    methods = (DemoMethod("dinosaur", "dinosaur-tiny", segmenter=True), DemoMethod("again", "dinosaur-tiny", segmenter=True))
+    methods = (DemoMethod("dinosaur", "dinosaur-tiny-patch", segmenter=True),
+               DemoMethod("again", "dinosaur-tiny-patch", segmenter=True))
     parallel = run_demo(tmp_path / "p", steps=4, methods=methods, tasks=(), jobs=2, progress=False)
     assert parallel["segmenter"]["supervision"] == "training: supervised on scenes class maps"
     assert parallel["again"]["supervision"].startswith("features: colour + supervised segmenter on scenes class maps")

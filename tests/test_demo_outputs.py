@@ -84,7 +84,7 @@ def test_a_complete_demo_replaces_its_earlier_outputs_and_names_final_paths(tmp_
 
     out = tmp_path / "out"
     _earlier_demo(out)
-    run_demo(out, steps=2, methods=(DemoMethod("dinosaur", "dinosaur-tiny", segmenter=True),), tasks=(), jobs=1,
+    run_demo(out, steps=2, methods=(DemoMethod("dinosaur", "dinosaur-tiny-patch", segmenter=True),), tasks=(), jobs=1,
              progress=False, segmenter=segmenter_dir)
     assert json.loads((out / "metrics.json").read_text())["dinosaur"]["train_steps"] == 2
     assert (out / "runs" / "mine" / "config.yaml").read_text() == "the user's own run"

@@ -89,7 +89,7 @@ def test_a_model_with_semantic_features_reloads_without_the_segmenter(tmp_path, 
     """The segmenter's weights travel in the model's checkpoint; its directory may go."""
     moved = tmp_path / "segmenter"
     shutil.copytree(segmenter_dir, moved)
-    preset = load_preset("dinosaur-tiny")
+    preset = load_preset("dinosaur-tiny-patch")
     model = build_model(build_train_config(preset, [f"model.encoder.semantic_model={moved}"]))
     model.save_pretrained(tmp_path / "model")
     shutil.rmtree(moved)
@@ -101,7 +101,7 @@ def test_a_model_with_semantic_features_reloads_without_the_segmenter(tmp_path, 
 def test_missing_or_wrong_semantic_model_is_a_clear_error(tmp_path, segmenter_dir):
     with pytest.raises(FileNotFoundError, match="segmenter-scenes-tiny"):
         build_method_encoder(encoder_config(**PATCH, semantic_model=str(tmp_path / "nothing")))
-    dinosaur = build_model(build_train_config(load_preset("dinosaur-tiny"), [f"model.encoder.semantic_model={segmenter_dir}"]))
+    dinosaur = build_model(build_train_config(load_preset("dinosaur-tiny-patch"), [f"model.encoder.semantic_model={segmenter_dir}"]))
     dinosaur.save_pretrained(tmp_path / "dinosaur")
     with pytest.raises(ValueError, match="not a segmenter"):
         build_method_encoder(encoder_config(**PATCH, semantic_model=str(tmp_path / "dinosaur")))

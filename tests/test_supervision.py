@@ -73,7 +73,8 @@ def test_glass_names_its_segmenter_its_pseudo_masks_and_its_decoder(tmp_path):
 
 
 def test_without_a_segmenter_the_features_saw_no_labels(tmp_path):
-    text = describe_supervision(saved("dinosaur-tiny"))  # the CPU presets' default encoder
-    assert text.startswith("features: none (fixed pixel and colour features)")
+    assert describe_supervision(saved("dinosaur-tiny")).startswith(
+        "features: none (a CNN trained on images without labels by silhouette_contrast, shipped with slotlab")
+    assert describe_supervision(saved("dinosaur-tiny-patch")).startswith("features: none (fixed pixel and colour features)")
     missing = describe_supervision(saved("glass-tiny", f"data.train=generated:{tmp_path / 'gone'}"))
     assert f"generated data in {tmp_path / 'gone'} (its run.json, which says how, is unreadable)" in missing
