@@ -85,7 +85,7 @@ MINUTES: dict[str, float] = {
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, measured while other jobs loaded it, "
             "benchmarks/results/demo-each-*.json; on idle cores expect about three quarters: in the default demo "
-            "the dinosaur and glass jobs took 5.3 and 5.9 min, benchmarks/results/demo.json")
+            "the dinosaur and glass jobs took 4.7 and 5.8 min, benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
