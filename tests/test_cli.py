@@ -85,8 +85,8 @@ def test_demo_writes_metrics_pictures_and_report(tmp_path):
         assert 0.0 <= metrics[name]["probe_object_features_class_accuracy"] <= 1.0
         assert 0.0 <= metrics[name]["probe_image_features_class_accuracy"] <= 1.0
     # every row says what its features and training saw, read off the run's saved config
-    for name in ("dinosaur", "glass"):
-        assert metrics[name]["supervision"].startswith("features: none (fixed pixel and colour features)")
+    assert metrics["dinosaur"]["supervision"].startswith("features: none (a CNN trained on images without labels")
+    assert metrics["glass"]["supervision"].startswith("features: none (fixed pixel and colour features)")
     assert metrics["dinosaur"]["supervision"].endswith("training: none (reconstructs its encoder's features)")
     assert "the scenes generator's ground-truth class masks" in metrics["glass"]["supervision"]
     assert "decoder: pretrained on description tokens" in metrics["glass"]["supervision"]
