@@ -22,7 +22,8 @@ Per encoder and seed: the class probe of the features under the true instance ma
 (slotlab.metrics.encoder_features; scenes train 500 -> test 256), as is and on standardised
 features (``_standardised``: the reading no longer depends on the scale of the dims), the
 left-neighbour copy ratio of the tokens (test 256; both on the 32 x 32 grid), DINOSAUR-MLP
-(dinosaur-tiny with this encoder at its patch size and position features) evaluated on the test split with its decoder masks and with its slot-attention masks (and how far the
+(dinosaur-tiny with this encoder at its patch size and position features) evaluated on the
+test split with its decoder masks and with its slot-attention masks (and how far the
 decoder's alpha masks are from uniform: their mean largest value against 1 / K), and the slot-swap
 test of an autoregressive decoder: spot-tiny-raster (SPOT stage 1, raster order) with this
 encoder (tokens wider than its decoder get the decoder's linear output head), its
@@ -34,14 +35,15 @@ DINOSAUR / the slot-swap test. ``--dinosaur-set`` changes the DINOSAUR runs only
 without position either way).
 ``--ssl``/``--regions``/``--shapes``/``--segmenter`` reuse trained runs (one for every seed)
 instead of training one per seed. ``--network-scale`` and ``--colour-pooling`` (default:
-dinosaur-tiny's) set the regions and shapes encoders' ``network_scale`` (the weight of the network's dims against the colour dims in the
-tokens) and ``colour_pooling`` (the colour features of a cell's mean colour or the mean of
-its pixels' colour features).
+dinosaur-tiny's) set the regions and shapes encoders' ``network_scale`` (the weight of the
+network's dims against the colour dims in the tokens) and ``colour_pooling`` (the colour
+features of a cell's mean colour or the mean of its pixels' colour features).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -70,6 +72,7 @@ from slotlab.viz.report import flatten
 
 TEST = "scenes?split=test&size=256"
 AR_PRESET = "spot-tiny-raster"
+DINOSAUR_PRESET = "dinosaur-tiny"
 PROBE_TRAIN = "scenes?split=train&size=500"
 SUPERVISION = {
     "patch": "none: fixed colour features",
@@ -105,9 +108,15 @@ def train_preset(preset_name: str, out: Path, seed: int, overrides: list[str]) -
     return train(config, out, progress=False)
 
 
+@functools.cache
+def dinosaur_preset_encoder() -> dict:
+    """model.encoder of the DINOSAUR preset, read once."""
+    return load_preset(DINOSAUR_PRESET)["model"]["encoder"]
+
+
 def dinosaur_encoder(name: str, prerequisites: dict[str, Path], network_colour: dict) -> dict:
-    """model.encoder of the DINOSAUR rows: encoder ``name`` at dinosaur-tiny's patch size, with its position features."""
-    preset = load_preset("dinosaur-tiny")["model"]["encoder"]
+    """model.encoder of the DINOSAUR rows: encoder ``name`` at dinosaur-tiny's patch size and position features."""
+    preset = dinosaur_preset_encoder()
     position = {key: preset[key] for key in ("position_frequencies", "position_scale")}
     return encoder_settings(name, preset["patch_size"], prerequisites, network_colour) | position
 
@@ -116,7 +125,7 @@ def dinosaur_row(encoder: dict, seed: int, steps: int | None, out: Path, extra: 
     # The encoder replaces the preset's, and whatever it reads is given with it: no preset input remains.
     overrides = [f"model.encoder={encoder}", "inputs={}"] + ([f"stages.0.steps={steps}"] if steps else [])
     overrides += list(extra)
-    result = train_preset("dinosaur-tiny", out, seed, overrides)
+    result = train_preset(DINOSAUR_PRESET, out, seed, overrides)
     test = build_dataset(TEST)
     row = {"train_seconds": round(result.train_seconds, 1), "steps": result.steps,
            "token_grid": list(result.model.grid)}  # the row's own: --dinosaur-set may change the patch size
@@ -210,7 +219,7 @@ def main() -> None:
     parser.add_argument("--ar-steps", type=int, default=None, help="default: spot-tiny-raster's; 0 skips the test")
     parser.add_argument("--dinosaur-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of dinosaur-tiny after the encoder's, as slotlab train --set (DINOSAUR rows only)")
-    preset_encoder = load_preset("dinosaur-tiny")["model"]["encoder"]
+    preset_encoder = dinosaur_preset_encoder()
     parser.add_argument("--network-scale", type=float, default=preset_encoder["network_scale"],
                         help="factor on the regions/shapes network's dims in the tokens (encoder.network_scale; "
                         "default: dinosaur-tiny's, %(default)s)")
@@ -231,7 +240,8 @@ def main() -> None:
             prerequisite_seconds[seed] = prerequisites.pop("train_seconds")
             for name in args.encoders:
                 run = work / f"{name}-seed{seed}"
-                encoder = build_method_encoder(encoder_config(**encoder_settings(name, 2, prerequisites, network_colour)))
+                probe_encoder = encoder_settings(name, 2, prerequisites, network_colour)
+                encoder = build_method_encoder(encoder_config(**probe_encoder))
                 probe_train, test = build_dataset(PROBE_TRAIN), build_dataset(TEST)
                 row = {
                     "seed": seed,
@@ -263,7 +273,7 @@ def main() -> None:
         "prerequisite_train_seconds": prerequisite_seconds,
         "dinosaur_overrides": args.dinosaur_set,
         "regions_shapes_encoder": network_colour,
-        "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else "dinosaur-tiny",
+        "dinosaur": "not run (--dinosaur-steps 0)" if args.dinosaur_steps == 0 else DINOSAUR_PRESET,
         "autoregressive_test": "not run (--ar-steps 0)" if args.ar_steps == 0 else AR_PRESET,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine_info(),
