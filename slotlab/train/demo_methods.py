@@ -67,27 +67,24 @@ ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 #: CPU seconds measured by ``benchmarks/bench_demo.py --each --steps N`` at N = 20 and 60 and
 #: brought to the presets' steps by ``benchmarks/demo_minutes.py`` (TIMED_ON says where).
 #: dinosaur: demo-each-{20,60}-dinosaur-ssl.json (dinosaur-tiny on the learned encoder); glass
-#: and spot: demo-each-{20,60}-glass-spot.json. The others' files (demo-each-{20,60}-{1..4}.json)
-#: predate the label-free default: their dinosaur and glass rows are today's dinosaur-segmenter
-#: and glass-segmenter.
+#: and spot: demo-each-{20,60}-glass-spot.json; the others: demo-each-{20,60}-others.json.
 MINUTES: dict[str, float] = {
     "dinosaur": 4.6,
     "glass": 5.8,
-    "dinosaur-segmenter": 7.2,
-    "glass-segmenter": 8.2,
+    "dinosaur-segmenter": 5.1,
+    "glass-segmenter": 6.2,
     "spot": 5.1,
-    "slate": 23.4,
-    "slate-msf": 23.4,
-    "slotdiffusion": 27.0,
-    "slotdiffusion-msf": 26.4,
+    "slate": 19.5,
+    "slate-msf": 19.3,
+    "slotdiffusion": 21.4,
+    "slotdiffusion-msf": 19.2,
 }
 #: The segmenter the ``-segmenter`` methods read, trained first on every core (then cached):
 #: benchmarks/results/demo-segmenter.json (102 s on 2 idle cores).
 SEGMENTER_MINUTES = 1.6
-TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, benchmarks/results/demo-each-*.json: dinosaur, "
-            "glass and spot with at most one other job beside them, the others while more jobs loaded it (on idle "
-            "cores expect about three quarters of theirs); in the default demo the dinosaur and glass jobs took "
-            "4.7 and 5.8 min, benchmarks/results/demo.json")
+TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, benchmarks/results/demo-each-*.json, each "
+            "method with at most one other job beside it; in the default demo the dinosaur and glass jobs "
+            "took 4.7 and 5.8 min, benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
