@@ -14,12 +14,13 @@ every trained model stay in DIR (e.g. to score the models' reconstructions after
 Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward steps/s of
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
-Ceilings: the instance scores of three oracle "models" on the same val split, scored exactly
+Ceilings: the instance scores of four oracle "models" on the same val split, scored exactly
 like a model (soft masks at a token grid, upsampled bilinearly): the ground-truth
 class segments as slots (the best that grouping by class alone can reach: instances of one
 class share a slot), the instances merged by colour name (the best of grouping by colour
-alone, what the colour features of the CPU encoder offer) and the ground-truth instances as
-slots (the limit of the token grid). Each at the 16x16, 32x32 (the presets': 64 px images in
+alone, what the colour features of the patch encoder offer), the instances merged by colour
+name and class together (what features carrying both offer, such as the learned ``ssl``
+encoder's) and the ground-truth instances as slots (the limit of the token grid). Each at the 16x16, 32x32 (the presets': 64 px images in
 2 px patches) and 64x64 token grids, to show what the patch size allows.
 """
 
@@ -68,7 +69,9 @@ def oracle_ceilings(grids: tuple[int, ...]) -> dict:
     """Instance scores of class-segment, colour and instance oracles per token grid (module docstring)."""
     val = build_dataset(VAL)
     batch = collate([val[i] for i in range(len(val))])
-    oracles = (("class_segments_as_slots", batch.semantic_mask), ("colour_groups_as_slots", colour_groups(batch)),
+    oracles = (("class_segments_as_slots", batch.semantic_mask),
+               ("colour_groups_as_slots", instance_groups(batch, ("color",))),
+               ("colour_and_class_groups_as_slots", instance_groups(batch, ("color", "class"))),
                ("instances_as_slots", batch.instance_mask))
     results: dict = {}
     for grid in grids:
@@ -79,13 +82,15 @@ def oracle_ceilings(grids: tuple[int, ...]) -> dict:
     return results
 
 
-def colour_groups(batch) -> torch.Tensor:
-    """(B, H, W) labels: the instances of each image merged by their colour name (scene metadata)."""
+def instance_groups(batch, keys: tuple[str, ...]) -> torch.Tensor:
+    """(B, H, W) labels: the instances of each image merged when their scene metadata agree on
+    every key (("color",): by colour name; ("color", "class"): by colour name and class)."""
     labels = torch.zeros_like(batch.instance_mask)
     for item, meta in enumerate(batch.meta):
-        groups: dict[str, int] = {}
+        groups: dict[tuple, int] = {}
         for index, obj in enumerate(meta["objects"], start=1):  # instance id = position in the list + 1
-            labels[item][batch.instance_mask[item] == index] = groups.setdefault(obj["color"], len(groups) + 1)
+            group = groups.setdefault(tuple(obj[key] for key in keys), len(groups) + 1)
+            labels[item][batch.instance_mask[item] == index] = group
     return labels
 
 
