@@ -15,13 +15,14 @@ Speed: steps/s of the tiny preset (phase 1 and phase 2), and forward+backward st
 the paper configuration's modules (DINOv2 + SD UNet + VAE + MLP decoder + matching) on tiny
 random weights.
 Ceilings: the instance scores of four oracle "models" on the same val split, scored exactly
-like a model (soft masks at a token grid, upsampled bilinearly): the ground-truth
-class segments as slots (the best that grouping by class alone can reach: instances of one
-class share a slot), the instances merged by colour name (the best of grouping by colour
-alone, what the colour features of the patch encoder offer), the instances merged by colour
-name and class together (what features carrying both offer, such as the learned ``ssl``
-encoder's) and the ground-truth instances as slots (the limit of the token grid). Each at the 16x16, 32x32 (the presets': 64 px images in
-2 px patches) and 64x64 token grids, to show what the patch size allows.
+like a model (soft masks at a token grid, upsampled bilinearly): the ground-truth class
+segments as slots (the best that grouping by class alone can reach: instances of one class
+share a slot), the instances merged by colour name (the best of grouping by colour alone, what
+the colour features of the patch encoder offer), the instances merged by colour name and class
+together (what features carrying both offer, such as the learned ``ssl`` encoder's) and the
+ground-truth instances as slots (the limit of the token grid). Each at the 16x16, 32x32 (the
+presets': 64 px images in 2 px patches) and 64x64 token grids, to show what the patch size
+allows.
 """
 
 from __future__ import annotations
@@ -43,16 +44,16 @@ from report import emit, machine_info
 from slotlab.config import from_dict, load_preset
 from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate, one_hot_masks
-from slotlab.train.config import build_train_config
-from slotlab.train.demo import die_with_parent, pretrain, steps_overrides
-from slotlab.train.demo_methods import select_methods
-from slotlab.train.evaluate import evaluate_model
-from slotlab.train.trainer import train
 from slotlab.datagen.config import GenerateConfig
 from slotlab.datagen.run import run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.evaluation import evaluate_masks
 from slotlab.metrics.protocols import get_protocol
+from slotlab.train.config import build_train_config
+from slotlab.train.demo import die_with_parent, pretrain, steps_overrides
+from slotlab.train.demo_methods import select_methods
+from slotlab.train.evaluate import evaluate_model
+from slotlab.train.trainer import train
 
 ROWS = {  # Table 6a row -> CPU preset
     "recon": "glass-tiny-recon",
@@ -66,7 +67,8 @@ TOKEN_GRIDS = (16, 32, 64)  # 64 px images in 4, 2 (the CPU presets) and 1 px pa
 
 
 def oracle_ceilings(grids: tuple[int, ...]) -> dict:
-    """Instance scores of class-segment, colour and instance oracles per token grid (module docstring)."""
+    """Instance scores of the class, colour, colour-and-class and instance oracles per token grid
+    (module docstring)."""
     val = build_dataset(VAL)
     batch = collate([val[i] for i in range(len(val))])
     oracles = (("class_segments_as_slots", batch.semantic_mask),
