@@ -16,8 +16,9 @@ from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.methods.silhouette_contrast import (SilhouetteContrast, SilhouetteViewsConfig, nt_xent,
                                                  random_transforms)
 from slotlab.nn.encoders import build_encoder, encoder_config
-from slotlab.nn.encoders.silhouettes import (SilhouetteNet, SilhouetteNetConfig, flat_regions, region_frames,
-                                             silhouette_crops)
+from slotlab.nn.encoders.pixel_features import fourier_of_positions
+from slotlab.nn.encoders.silhouettes import (SilhouetteNet, SilhouetteNetConfig, flat_regions, region_centroid_features,
+                                             region_frames, silhouette_crops)
 from slotlab.train.config import build_train_config
 from slotlab.train.supervision import describe_supervision
 from slotlab.train.trainer import build_model, train
@@ -152,3 +153,32 @@ def test_pixels_in_no_region_get_no_embedding():
     with pytest.raises(ValueError, match="multiples of its output_stride"):
         network(torch.zeros(1, 3, 18, 18))
 
+
+
+def test_region_centroid_features_give_each_region_the_features_of_its_centroid():
+    image = square(6, 2, 2)
+    image[0, 0, 20:26, 14:20] = 0.9  # a second red square, apart from the first
+    image[0, :, 30, 0] = 1.0  # a speck: in no region
+    features = region_centroid_features(image, frequencies=3, min_pixels=4)[0]  # (12, 32, 32)
+    first = fourier_of_positions(torch.tensor([(2 + 2.5 + 0.5) / 32, (2 + 2.5 + 0.5) / 32]), 3)
+    second = fourier_of_positions(torch.tensor([(14 + 2.5 + 0.5) / 32, (20 + 2.5 + 0.5) / 32]), 3)  # (x, y)
+    assert torch.allclose(features[:, 2:8, 2:8], first[:, None, None].expand(12, 6, 6), atol=1e-5)
+    assert torch.allclose(features[:, 20:26, 14:20], second[:, None, None].expand(12, 6, 6), atol=1e-5)
+    assert not torch.allclose(first, second, atol=0.1)  # same colour, same shape, told apart
+    assert torch.equal(features[:, 30, 0], torch.zeros(12))
+
+
+def test_ssl_encoder_region_features_are_each_cells_mean_scaled():
+    network = SilhouetteNet(SilhouetteNetConfig(**SMALL_NETWORK, output_stride=4)).eval()
+    image = square(6, 2, 2)
+    image[0, 0, 20:26, 14:20] = 0.9
+    settings = {"name": "ssl", "image_size": 32, "colour_frequencies": 2, "position_frequencies": 1}
+    plain = build_encoder(encoder_config(**settings), network=network)
+    placed = build_encoder(encoder_config(**settings, region_frequencies=3, region_scale=0.5), network=network)
+    tokens, plain_tokens = placed(image), plain(image)
+    assert placed.dim == plain.dim + 12 and tokens.shape[-1] == placed.dim
+    assert torch.equal(tokens[..., :plain.dim], plain_tokens)
+    cells = torch.nn.functional.avg_pool2d(region_centroid_features(image, 3), 4)[0]  # (12, 8, 8)
+    assert torch.allclose(tokens[0, :, plain.dim:], 0.5 * cells.flatten(1).T, atol=1e-6)
+    with pytest.raises(ValueError, match="encoder.region_scale scales encoder.region_frequencies"):
+        encoder_config(**settings, region_scale=0.5)

@@ -21,21 +21,28 @@ def colour_fourier_features(pixels: Tensor, frequencies: Tensor) -> Tensor:
     return torch.cat([phase.sin(), phase.cos()], dim=1)
 
 
+def fourier_of_positions(xy: Tensor, frequencies: int) -> Tensor:
+    """(..., 2) positions (x, y) in [0, 1] -> (..., 4F): sin and cos of pi 2^k x and pi 2^k y, k < F."""
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=xy.device)
+    phase = torch.cat([xy[..., :1] * scales, xy[..., 1:] * scales], -1)
+    return torch.cat([phase.sin(), phase.cos()], -1)
+
+
 def position_fourier_features(height: int, width: int, frequencies: int, device=None) -> Tensor:
-    """(4F, H, W): sin and cos of pi 2^k x and pi 2^k y, k < F, with x, y in [0, 1]."""
+    """(4F, H, W): :func:`fourier_of_positions` of every pixel, with x, y in [0, 1] across the image."""
     ys = torch.linspace(0.0, 1.0, height, device=device)
     xs = torch.linspace(0.0, 1.0, width, device=device)
     y, x = torch.meshgrid(ys, xs, indexing="ij")
-    scales = math.pi * 2.0 ** torch.arange(frequencies, device=device)
-    phase = torch.cat([x[None] * scales[:, None, None], y[None] * scales[:, None, None]])
-    return torch.cat([phase.sin(), phase.cos()])
+    return fourier_of_positions(torch.stack([x, y], -1), frequencies).permute(2, 0, 1)
 
 
-def check_position_options(frequencies: int, scale: float) -> None:
-    """A position scale means nothing without position features: refuse it (patch and ssl encoders)."""
+def check_position_options(frequencies: int, scale: float, kind: str = "position") -> None:
+    """A scale means nothing without the Fourier features it scales: refuse it (``kind``
+    "position": the patch and ssl encoders' pixel positions; "region": the ssl encoder's
+    region centroids)."""
     if scale != 1.0 and not frequencies:
-        raise ValueError("encoder.position_scale scales encoder.position_frequencies' features: "
-                         "set position_frequencies > 0 or unset it")
+        raise ValueError(f"encoder.{kind}_scale scales encoder.{kind}_frequencies' features: "
+                         f"set {kind}_frequencies > 0 or unset it")
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
