@@ -159,7 +159,7 @@ def test_region_centroid_features_give_each_region_the_features_of_its_centroid(
     image = square(6, 2, 2)
     image[0, 0, 20:26, 14:20] = 0.9  # a second red square, apart from the first
     image[0, :, 30, 0] = 1.0  # a speck: in no region
-    features = region_centroid_features(image, frequencies=3, min_pixels=4)[0]  # (12, 32, 32)
+    features = region_centroid_features(flat_regions(image, threshold=0.06, min_pixels=4), frequencies=3)[0]  # (12, 32, 32)
     first = fourier_of_positions(torch.tensor([(2 + 2.5 + 0.5) / 32, (2 + 2.5 + 0.5) / 32]), 3)
     second = fourier_of_positions(torch.tensor([(14 + 2.5 + 0.5) / 32, (20 + 2.5 + 0.5) / 32]), 3)  # (x, y)
     assert torch.allclose(features[:, 2:8, 2:8], first[:, None, None].expand(12, 6, 6), atol=1e-5)
@@ -178,7 +178,7 @@ def test_ssl_encoder_region_features_are_each_cells_mean_scaled():
     tokens, plain_tokens = placed(image), plain(image)
     assert placed.dim == plain.dim + 12 and tokens.shape[-1] == placed.dim
     assert torch.equal(tokens[..., :plain.dim], plain_tokens)
-    cells = torch.nn.functional.avg_pool2d(region_centroid_features(image, 3), 4)[0]  # (12, 8, 8)
+    cells = torch.nn.functional.avg_pool2d(region_centroid_features(network.regions(image * 2 - 1), 3), 4)[0]  # (12, 8, 8)
     assert torch.allclose(tokens[0, :, plain.dim:], 0.5 * cells.flatten(1).T, atol=1e-6)
     with pytest.raises(ValueError, match="encoder.region_scale scales encoder.region_frequencies"):
         encoder_config(**settings, region_scale=0.5)

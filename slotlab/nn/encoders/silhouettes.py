@@ -117,15 +117,13 @@ def region_frames(regions: Tensor) -> RegionFrames:
     return RegionFrames(image, centre, (spread / sizes).sqrt().clamp_min(2 / w))
 
 
-def region_centroid_features(images: Tensor, frequencies: int, threshold: float = REGION_THRESHOLD,
-                              min_pixels: int = REGION_MIN_PIXELS) -> Tensor:
-    """(B, 4F, H, W) for (B, 3, H, W) images in [0, 1]: every pixel of a flat-colour region
-    (:func:`flat_regions`) gets the Fourier features of its region's centroid
-    (:func:`fourier_of_positions`, x and y in [0, 1]); pixels of no region get zeros. Two
-    separated objects of one colour and shape differ here, where colour and shape features
-    alike cannot tell them apart. Read from the pixels; no label."""
-    regions = flat_regions(images, threshold, min_pixels)
-    out = torch.zeros(*regions.shape, 4 * frequencies, device=images.device)
+def region_centroid_features(regions: Tensor, frequencies: int) -> Tensor:
+    """(B, 4F, H, W) for (B, H, W) region ids (:func:`flat_regions`): every pixel of a region
+    gets the Fourier features of its region's centroid (:func:`fourier_of_positions`, x and y
+    in [0, 1]); pixels of no region get zeros. Two separated objects of one colour and shape
+    differ here, where colour and shape features alike cannot tell them apart. The regions
+    come from the pixels; no label."""
+    out = torch.zeros(*regions.shape, 4 * frequencies, device=regions.device)
     inside = regions >= 0
     if inside.any():
         centres = (region_frames(regions).centre + 1) / 2
@@ -175,12 +173,13 @@ class SilhouetteNet(nn.Module):
         """Silhouette crops (R, 1, S, S) in [0, 1] -> embeddings (R, dim)."""
         return self.norm(self.project(self.body(crops * 2 - 1).mean((2, 3))))
 
-    def forward(self, pixels: Tensor) -> Tensor:
+    def forward(self, pixels: Tensor, regions: Tensor | None = None) -> Tensor:
+        """``regions``: this batch's :meth:`regions`, when the caller has found them already."""
         stride = self.config.output_stride
         if pixels.shape[-1] % stride or pixels.shape[-2] % stride:
             raise ValueError(f"the silhouette network needs input sides that are multiples of its output_stride "
                              f"{stride}, got {tuple(pixels.shape[-2:])}")
-        regions = self.regions(pixels)
+        regions = self.regions(pixels) if regions is None else regions
         covered = (regions >= 0).to(pixels.dtype)[:, None]
         if not covered.any():
             b, _, h, w = pixels.shape

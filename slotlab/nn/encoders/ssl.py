@@ -30,7 +30,14 @@ from slotlab.nn.encoders.pixel_features import (
     position_fourier_features,
 )
 from slotlab.nn.encoders.shipped import resolve_network_path
-from slotlab.nn.encoders.silhouettes import SilhouetteNet, SilhouetteNetConfig, region_centroid_features
+from slotlab.nn.encoders.silhouettes import (
+    REGION_MIN_PIXELS,
+    REGION_THRESHOLD,
+    SilhouetteNet,
+    SilhouetteNetConfig,
+    flat_regions,
+    region_centroid_features,
+)
 from slotlab.ops.random import seeded_generator
 
 OUTPUT_STRIDES = (2, 4)
@@ -192,7 +199,11 @@ class SSLEncoder(Encoder):
 
     def encode(self, pixels: Tensor) -> Tensor:
         grid = self.grid_size()
-        tokens = self.network(pixels) * self.network_scale
+        regions = self.find_regions(pixels) if self.region_frequencies else None
+        if regions is not None and isinstance(self.network, SilhouetteNet):  # found once for both
+            tokens = self.network(pixels, regions) * self.network_scale
+        else:
+            tokens = self.network(pixels) * self.network_scale
         if tuple(tokens.shape[-2:]) != grid:
             stride = self.network.config.output_stride
             if self.patch_size > stride:  # a cell covers several of the network's: their mean
@@ -203,14 +214,21 @@ class SSLEncoder(Encoder):
             tokens = torch.cat([tokens, self.colour_features(pixels)], dim=1)
         if self.position_frequencies:
             tokens = torch.cat([tokens, self.position_features(pixels)], dim=1)
-        if self.region_frequencies:
-            tokens = torch.cat([tokens, self.region_features(pixels)], dim=1)
+        if regions is not None:
+            tokens = torch.cat([tokens, self.region_features(regions).to(pixels.dtype)], dim=1)
         return tokens.flatten(2).transpose(1, 2)
 
-    def region_features(self, pixels: Tensor) -> Tensor:
+    def find_regions(self, pixels: Tensor) -> Tensor:
+        """Flat-colour region ids (B, H, W) of pixels normalised to [-1, 1]: the silhouette
+        network's own (its threshold), else :func:`flat_regions` at its defaults."""
+        if isinstance(self.network, SilhouetteNet):
+            return self.network.regions(pixels)
+        return flat_regions((pixels + 1) / 2, REGION_THRESHOLD, REGION_MIN_PIXELS)
+
+    def region_features(self, regions: Tensor) -> Tensor:
         """(B, 4F, grid): each cell's mean of its pixels' region-centroid features, scaled."""
-        features = region_centroid_features((pixels.float() + 1) / 2, self.region_frequencies)
-        return (F.avg_pool2d(features, self.patch_size) * self.region_scale).to(pixels.dtype)
+        features = region_centroid_features(regions, self.region_frequencies)
+        return F.avg_pool2d(features, self.patch_size) * self.region_scale
 
     def position_features(self, pixels: Tensor) -> Tensor:
         """(B, 4F, grid): each cell's mean of its pixels' Fourier position features, scaled."""
