@@ -15,6 +15,8 @@ Conventions (see docs/datasets.md):
   discards them.
 - Images without (kept) annotations: ``empty="keep"`` (default; the OCLF conversion keeps
   them and its metrics skip them) or ``empty="skip"`` (they are left out of the index).
+- ``max_objects`` / ``min_box_area`` / ``filter_resolution``: MSF's image filter
+  (:mod:`slotlab.data.object_filter`), on the JSON's ``bbox`` of each instance.
 - Panoptic (the MSF convention): "thing" segments become instances, "stuff" segments
   become background; void pixels (id 0) go to ``ignore_mask`` (``void="ignore"``, the
   default, so that each evaluation protocol decides how to score them) or become
@@ -34,13 +36,14 @@ from slotlab.data.imageio import (
     BadSampleError,
     DatasetError,
     FileDataset,
-    FileReading,
+    image_size,
     make_sample,
     require_dir,
     require_file,
     resolve_under,
 )
 from slotlab.data.coco_masks import decode_rles, paint_instances, segmentation_rle, valid_polygon
+from slotlab.data.object_filter import FilteredReading, Measured, ObjectFilter, xywh_to_xyxy
 from slotlab.data.sample import Sample
 
 CrowdPolicy = Literal["instance", "ignore", "drop"]
@@ -120,9 +123,9 @@ def image_records(images: list, annotation_file: Path, note_issue) -> list[dict]
     return records
 
 
-class COCOOptions(FileReading, total=False):
+class COCOOptions(FilteredReading, total=False):
     """The options both COCO layouts take besides ROOT and the split (dataset spec keys),
-    with the reading options; their defaults are :class:`_COCOFiles`'s.
+    with the reading and image-filter options; their defaults are :class:`_COCOFiles`'s.
 
     Keys:
         annotations: the annotation JSON (relative to ROOT or absolute).
@@ -139,14 +142,15 @@ class COCOOptions(FileReading, total=False):
 
 class _COCOFiles(FileDataset):
     """What both COCO layouts share: ROOT, the split, the crowd and empty-image policies, an
-    annotation JSON (``annotations``, else ``default_annotations`` under ROOT) and the image
-    folder (``images``, else ROOT/split)."""
+    annotation JSON (``annotations``, else ``default_annotations`` under ROOT), the image
+    folder (``images``, else ROOT/split) and the image filter."""
 
     def __init__(
         self, root: str | Path, split: str, default_annotations: str, what: str, annotations: str | None = None,
         images: str | None = None, crowd: CrowdPolicy = "instance", empty: EmptyPolicy = "keep",
-        **reading: Unpack[FileReading],
+        **reading: Unpack[FilteredReading],
     ) -> None:
+        self.object_filter = ObjectFilter.pop_from(reading)
         super().__init__(**reading)
         _check_choice(crowd, CROWD_POLICIES, "crowd")
         _check_choice(empty, EMPTY_POLICIES, "empty")
@@ -157,6 +161,18 @@ class _COCOFiles(FileDataset):
         self.annotation_file = require_file(resolve_under(self.root, annotations or default_annotations), what,
                                             "pass annotations=PATH (relative to ROOT or absolute)")
         self.image_dir = require_dir(resolve_under(self.root, images or split), "COCO image", "pass images=DIR")
+
+    def _measure(self, record: dict, objects: list[dict], what: str) -> Measured:
+        """The filter's view of an image: its objects' JSON boxes and its size (read from the
+        file's header when the JSON lacks it; None when that fails, so the loader reports it)."""
+        unboxed = [o["id"] for o in objects if not isinstance(o.get("bbox"), list) or len(o["bbox"]) != 4]
+        if unboxed:
+            raise DatasetError(f"{self.annotation_file}: {what} without a bbox [x, y, w, h] (ids {_summarise(unboxed)}) "
+                               "but max_objects/min_box_area read the boxes; add them or leave the filter out")
+        size = (record["height"], record["width"])
+        if None in size:
+            size = image_size(self.image_dir / record["file_name"])
+        return None if size is None else (xywh_to_xyxy(o["bbox"] for o in objects), *size)
 
 
 class COCOInstances(_COCOFiles):
@@ -187,11 +203,15 @@ class COCOInstances(_COCOFiles):
         per_image = self._index_annotations(data, {im["id"] for im in images})
         self._images = sorted(images, key=lambda im: im["id"])
         if self.empty == "skip":
-            self._images = [im for im in self._images if self._has_instances(per_image.get(im["id"], []))]
+            self._images = [im for im in self._images if self._instances(per_image.get(im["id"], []))]
+        self._images = self.object_filter.apply(
+            self._images, lambda im: self._measure(im, self._instances(per_image.get(im["id"], [])), "annotations"),
+            self.name)
         self._annotations = [per_image.get(im["id"], []) for im in self._images]
 
-    def _has_instances(self, anns: list[dict]) -> bool:
-        return any(self.crowd == "instance" or not a["iscrowd"] for a in anns)
+    def _instances(self, anns: list[dict]) -> list[dict]:
+        """The annotations that become instances (a crowd one only with ``crowd="instance"``)."""
+        return [a for a in anns if self.crowd == "instance" or not a["iscrowd"]]
 
     def _index_annotations(self, data: dict, image_ids: set[int]) -> dict[int, list[dict]]:
         """Kept annotations per image id (file order); one issue line per kind of repair."""
@@ -226,7 +246,8 @@ class COCOInstances(_COCOFiles):
         elif not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
             problems["dropped annotations without a polygon or RLE segmentation"].append(ann["id"])
             return None
-        return {"id": ann["id"], "category_id": ann["category_id"], "iscrowd": crowd, "segmentation": segmentation}
+        return {"id": ann["id"], "category_id": ann["category_id"], "iscrowd": crowd, "segmentation": segmentation,
+                "bbox": ann.get("bbox")}
 
     def __len__(self) -> int:
         return len(self._images)
@@ -323,7 +344,8 @@ class COCOPanoptic(_COCOFiles):
             segments = []
             for seg in ann["segments_info"]:
                 if seg["category_id"] in self.category_to_class or seg["category_id"] in self._stuff_ids:
-                    segments.append({k: seg.get(k, 0) for k in ("id", "category_id", "iscrowd")})
+                    segments.append({**{k: seg.get(k, 0) for k in ("id", "category_id", "iscrowd")},
+                                     "bbox": seg.get("bbox")})
                 else:
                     unknown.append(seg["id"])
             if empty == "skip" and not any(self._is_instance(s) for s in segments):
@@ -334,7 +356,9 @@ class COCOPanoptic(_COCOFiles):
                 f"{self.annotation_file}: segments with category ids absent from 'categories' are treated as void "
                 f"(segment ids {_summarise(unknown)})"
             )
-        return entries
+        return self.object_filter.apply(
+            entries, lambda e: self._measure(e, [s for s in e["segments"] if self._is_instance(s)], "segments"),
+            self.name)
 
     def _is_instance(self, segment: dict) -> bool:
         if segment["category_id"] not in self.category_to_class:

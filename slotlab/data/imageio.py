@@ -102,6 +102,18 @@ def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     return image
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of an image from its header (no pixels decoded); None when it cannot be opened."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return height, width
+
+
 def _rgb_float(image: Image.Image) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1] from any Pillow mode.
 

@@ -17,6 +17,10 @@ images of the SBD-augmented training set). Most of its images have no instance P
 ``require_masks`` defaults to False for it, and such images come without ground truth
 (``meta["has_masks"] = False``, every pixel ignored). ``split="all"`` takes every image
 that has a ``SegmentationObject`` PNG; ``split_file`` points at any other id list.
+
+``max_objects`` / ``min_box_area`` / ``filter_resolution``: MSF's image filter
+(:mod:`slotlab.data.object_filter`), on the boxes of the ``SegmentationObject`` objects
+(the PNGs are read once, when the dataset is built); an image without one is kept.
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from pathlib import Path
 from typing import Unpack
 
 import numpy as np
+import torch
 
 from slotlab.data.imageio import (
     BadSampleError,
     DatasetError,
     FileDataset,
-    FileReading,
     make_sample,
     relabel_consecutive,
     require_dir,
@@ -38,7 +42,8 @@ from slotlab.data.imageio import (
     resolve_under,
     unannotated_sample,
 )
-from slotlab.data.sample import Sample
+from slotlab.data.object_filter import FilteredReading, Measured, ObjectFilter
+from slotlab.data.sample import Sample, boxes_from_instance_mask
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -72,8 +77,9 @@ class VOCSegmentation(FileDataset):
         split: str = "val",
         split_file: str | None = None,
         require_masks: bool | None = None,
-        **reading: Unpack[FileReading],
+        **reading: Unpack[FilteredReading],
     ) -> None:
+        self.object_filter = ObjectFilter.pop_from(reading)
         super().__init__(**reading)
         self.root = Path(root)
         self.split = split
@@ -81,7 +87,20 @@ class VOCSegmentation(FileDataset):
         self.image_dir = require_dir(self.root / "JPEGImages", "VOC image", "ROOT must hold JPEGImages/")
         self.object_dir = self.root / "SegmentationObject"
         self.class_dir = self.root / "SegmentationClass"
-        self.ids = self._read_ids(split_file)
+        self.ids = self.object_filter.apply(self._read_ids(split_file), self._measure, self.name)
+
+    def _measure(self, image_id: str) -> Measured:
+        """The filter's view of an image: the pixel boxes of its objects and its size (None
+        without a readable object PNG: the image is kept and the loader deals with it)."""
+        try:
+            objects = self.read_label_map(self.object_dir / f"{image_id}.png")
+        except BadSampleError:
+            return None
+        labels, original_ids = relabel_consecutive(objects, exclude=(0, VOC_BORDER))
+        height, width = objects.shape
+        unit_boxes = boxes_from_instance_mask(torch.from_numpy(labels), len(original_ids)).numpy()
+        # Mask boxes are whole pixels; rounding undoes the float32 error of the normalised form.
+        return np.rint(unit_boxes * np.array([width, height, width, height])), height, width
 
     def _read_ids(self, split_file: str | None) -> list[str]:
         if split_file is None and self.split == ALL_SPLIT:
