@@ -11,13 +11,11 @@ token grid and dim, and the best and median images/s over the repeats.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
 
 import torch
+from report import emit, machine_info
 
 from slotlab.nn.encoders import EncoderConfig, build_encoder, encoder_config
 
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cifar-weights", help="a CIFAR ResNet checkpoint to time the real network too")
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -79,17 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "repeat": args.repeat,
         "threads": args.threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "results": results,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -19,15 +19,13 @@ steadier number.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from report import median_seconds
+from report import emit, machine_info, median_seconds
 
 from slotlab.datagen.pseudo_masks import refine_with_self_attention
 
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=1000, help="samples for the scenes-backend throughput")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps for the capture cost")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -150,14 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         "scenes_backend": bench_scenes(args.scenes),
         "attention_capture": bench_capture(args.steps, args.repeat),
         "threads": args.threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    emit(report, args.out)
     return 0
 
 

@@ -11,13 +11,11 @@ shared and the wall clock includes waiting for a core).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
 
 import torch
+from report import emit, machine_info
 
 from slotlab.data.scenes import ScenesConfig, ScenesDataset
 
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--num", type=int, default=2000, help="samples per repeat")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -57,16 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "scenes_render",
         "num_per_repeat": args.num,
         "repeat": args.repeat,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "results": results,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    emit(report, args.out)
     return 0
 
 

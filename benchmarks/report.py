@@ -41,7 +41,7 @@ def median_seconds(fn, repeat: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def emit(report: dict, out: str | None) -> None:
+def emit(report: dict, out: str | Path | None) -> None:
     """Print the report as JSON and, if ``out`` is given, write it there too."""
     text = results_json(report)
     print(text)
