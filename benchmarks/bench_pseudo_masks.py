@@ -19,7 +19,6 @@ steadier number.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +122,7 @@ def bench_capture(steps: int, repeat: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="images per refinement batch")
     parser.add_argument("--max-classes", type=int, default=10)
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="denoising steps for the capture cost")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     refinement = bench_refinement(args.images, args.max_classes, args.repeat)
@@ -151,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
     }
     emit(report, args.out)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

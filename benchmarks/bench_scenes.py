@@ -11,11 +11,10 @@ shared and the wall clock includes waiting for a core).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
-from report import emit, machine_info
+from report import best_and_median, emit, machine_info
 
 from slotlab.data.scenes import ScenesConfig, ScenesDataset
 
@@ -33,23 +32,20 @@ def samples_per_second(resolution: int, num: int, repeat: int) -> tuple[list[flo
     return wall, cpu
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--num", type=int, default=2000, help="samples per repeat")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_args()
 
     torch.set_num_threads(1)
     results = {}
     for resolution in args.resolutions:
         wall, cpu = samples_per_second(resolution, args.num, args.repeat)
         results[str(resolution)] = {
-            "best_samples_per_s": round(max(wall), 1),
-            "median_samples_per_s": round(statistics.median(wall), 1),
-            "best_cpu_samples_per_s": round(max(cpu), 1),
-            "median_cpu_samples_per_s": round(statistics.median(cpu), 1),
+            **best_and_median(wall, "samples_per_s"), **best_and_median(cpu, "cpu_samples_per_s")
         }
     report = {
         "benchmark": "scenes_render",
@@ -59,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
     }
     emit(report, args.out)
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
