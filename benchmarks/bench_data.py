@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from report import emit, machine_info
 from torch.utils.data import DataLoader, Dataset
 
 from slotlab.data.coco import COCOInstances
@@ -105,7 +104,6 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate data (default: a temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
         start = time.perf_counter()
@@ -152,12 +150,9 @@ def main() -> None:
                         "packed_full": round(_size_mb(root / "packed_full"), 1),
                         "packed_full_jpeg": round(_size_mb(root / "packed_full_jpeg"), 1),
                         "packed_transformed": round(_size_mb(root / "packed_256"), 1)},
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+            "machine": machine_info(),
         }
-    args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from dataclasses import asdict
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from report import emit, machine_info
 from torch import Tensor, nn
 
 from slotlab.ops.resize import resize_image
@@ -328,18 +328,14 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(sections))
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {', '.join(sections)}")
-    report = {
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__,
-                    "python": platform.python_version(), "load_average_at_start": list(os.getloadavg())},
-    }  # fmt: skip
+    report = {}
     for name in chosen:
         start = time.perf_counter()
         report[name] = sections[name](args)
         report[name]["section_seconds"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(report[name]), flush=True)
-    report["machine"]["peak_rss_gb"] = round(peak_rss_gb(), 2)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    report["machine"] = {**machine_info(), "peak_rss_gb": round(peak_rss_gb(), 2)}
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,10 @@ token grid and dim, and the best and median images/s over the repeats.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
 import time
 
 import torch
+from report import best_and_median, emit, machine_info
 
 from slotlab.nn.encoders import EncoderConfig, build_encoder, encoder_config
 
@@ -55,43 +52,31 @@ def images_per_second(config: EncoderConfig, batch: int, repeat: int) -> tuple[d
     return shape, rates
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cifar-weights", help="a CIFAR ResNet checkpoint to time the real network too")
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     results = {}
     for name, config in encoder_configs(args.image_size, args.cifar_weights).items():
         shape, rates = images_per_second(config, args.batch, args.repeat)
-        results[name] = {
-            **shape,
-            "best_images_per_s": round(max(rates), 1),
-            "median_images_per_s": round(statistics.median(rates), 1),
-        }
+        results[name] = {**shape, **best_and_median(rates, "images_per_s")}
     report = {
         "benchmark": "encoders_forward",
         "batch": args.batch,
         "repeat": args.repeat,
         "threads": args.threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "results": results,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
-    return 0
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -17,15 +17,13 @@ Both implementations score the same batches (mBO, mIoU, FG-ARI); the values must
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from report import emit, machine_info
 from scipy.optimize import linear_sum_assignment
 
 from slotlab.data.sample import one_hot_masks
@@ -156,13 +154,7 @@ def run(args: argparse.Namespace) -> dict:
             "metrics": list(METRICS),
             "protocol": "spot (ignore_background, overlaps ignored, if_empty='one')",
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "speedup_wall": wall["reference_loop"] / wall["slotlab"],
@@ -184,17 +176,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-objects", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
     result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0 if result["agree"] else 1
 
 

@@ -19,15 +19,12 @@ steadier number.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from report import median_seconds
+from report import emit, machine_info, median_seconds
 
 from slotlab.datagen.pseudo_masks import refine_with_self_attention
 
@@ -125,7 +122,7 @@ def bench_capture(steps: int, repeat: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="images per refinement batch")
     parser.add_argument("--max-classes", type=int, default=10)
@@ -133,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=1000, help="samples for the scenes-backend throughput")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps for the capture cost")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     refinement = bench_refinement(args.images, args.max_classes, args.repeat)
@@ -150,16 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         "scenes_backend": bench_scenes(args.scenes),
         "attention_capture": bench_capture(args.steps, args.repeat),
         "threads": args.threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
-    return 0
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

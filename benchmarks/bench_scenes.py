@@ -11,13 +11,10 @@ shared and the wall clock includes waiting for a core).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
 import time
 
 import torch
+from report import best_and_median, emit, machine_info
 
 from slotlab.data.scenes import ScenesConfig, ScenesDataset
 
@@ -35,40 +32,30 @@ def samples_per_second(resolution: int, num: int, repeat: int) -> tuple[list[flo
     return wall, cpu
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--num", type=int, default=2000, help="samples per repeat")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", help="write the JSON here instead of stdout")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
 
     torch.set_num_threads(1)
     results = {}
     for resolution in args.resolutions:
         wall, cpu = samples_per_second(resolution, args.num, args.repeat)
         results[str(resolution)] = {
-            "best_samples_per_s": round(max(wall), 1),
-            "median_samples_per_s": round(statistics.median(wall), 1),
-            "best_cpu_samples_per_s": round(max(cpu), 1),
-            "median_cpu_samples_per_s": round(statistics.median(cpu), 1),
+            **best_and_median(wall, "samples_per_s"), **best_and_median(cpu, "cpu_samples_per_s")
         }
     report = {
         "benchmark": "scenes_render",
         "num_per_repeat": args.num,
         "repeat": args.repeat,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
         "results": results,
+        "machine": machine_info(),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
-    return 0
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

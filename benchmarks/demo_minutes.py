@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from report import emit
+
 from slotlab.config import load_preset
 from slotlab.train.demo import pretraining_run
 from slotlab.train.demo_methods import ALL_METHODS
@@ -41,6 +43,7 @@ def job_seconds(name: str, short: dict, long: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="bench_demo.py --each --steps N outputs (two values of N)")
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     rows: dict[str, dict[int, dict]] = {}
     for path in args.files:
@@ -53,7 +56,7 @@ def main() -> None:
         if len(by_steps) == 2:
             short, long = (by_steps[s] for s in sorted(by_steps))
             minutes[name] = round(job_seconds(name, short, long) / 60, 1)
-    print(json.dumps(minutes, indent=1))
+    emit(minutes, args.out)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,13 @@ def median_seconds(fn, repeat: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def emit(report: dict, out: str | None) -> None:
+def best_and_median(rates: list[float], unit: str) -> dict[str, float]:
+    """The best and the median of per-repeat rates (one decimal), as ``best_<unit>`` and
+    ``median_<unit>``."""
+    return {f"best_{unit}": round(max(rates), 1), f"median_{unit}": round(statistics.median(rates), 1)}
+
+
+def emit(report: dict, out: str | Path | None) -> None:
     """Print the report as JSON and, if ``out`` is given, write it there too."""
     text = results_json(report)
     print(text)
