@@ -74,11 +74,11 @@ def test_panoptic_count_and_area_boundaries(tmp_path):
 
 
 def test_panoptic_crowd_counts_only_when_it_is_an_instance(tmp_path):
-    root = _panoptic(tmp_path, {1: {"things": _boxes(10), "crowd": [[60, 60, 2, 2]]}})
-    assert _kept(COCOPanoptic(root, max_objects=10)) == []  # crowd="instance": 11 objects
-    assert _kept(COCOPanoptic(root, min_box_area=16)) == []  # and the crowd box is 4 px
-    assert _kept(COCOPanoptic(root, max_objects=10, min_box_area=16, crowd="ignore")) == ["1"]
-    assert _kept(COCOPanoptic(root, max_objects=10, min_box_area=16, crowd="drop")) == ["1"]
+    root = _panoptic(tmp_path, {1: {"things": _boxes(10), "crowd": [[60, 60, 2, 2]]}, 2: {"things": _boxes(1)}})
+    assert _kept(COCOPanoptic(root, max_objects=10)) == ["2"]  # crowd="instance": 11 objects
+    assert _kept(COCOPanoptic(root, min_box_area=16)) == ["2"]  # and the crowd box is 4 px
+    assert _kept(COCOPanoptic(root, max_objects=10, min_box_area=16, crowd="ignore")) == ["1", "2"]
+    assert _kept(COCOPanoptic(root, max_objects=10, min_box_area=16, crowd="drop")) == ["1", "2"]
 
 
 def test_filter_resolution_measures_in_the_resized_centre_crop(tmp_path):
@@ -178,3 +178,9 @@ def test_msf_presets_filter_train_and_val_as_msf_a2(name):
     for split in ("train", "val"):
         options = parse_spec(data[split]).options
         assert (options["max_objects"], options["min_box_area"], options["filter_resolution"]) == ("10", "16", "128")
+
+
+def test_a_filter_that_keeps_no_image_is_an_error_naming_the_options(tmp_path):
+    root = _panoptic(tmp_path, {1: {"things": _boxes(11)}, 2: {"things": _boxes(12)}})
+    with pytest.raises(DatasetError, match="keeps none of its 2 images; raise max_objects"):
+        COCOPanoptic(root, max_objects=10)

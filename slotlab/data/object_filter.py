@@ -120,5 +120,8 @@ class ObjectFilter:
         if not self.active:
             return items
         kept = [item for item in items if (found := measure(item)) is None or self.keeps(*found)]
+        if items and not kept:  # an empty split would only fail later, far from its cause
+            raise DatasetError(f"{name}: {self} keeps none of its {len(items)} images; raise max_objects, lower "
+                               "min_box_area or leave them out")
         logger.info("%s: %s kept %d of %d images", name, self, len(kept), len(items))
         return kept
