@@ -17,7 +17,7 @@ from slotlab.io.hub import downloads_allowed
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotlab",
-        description="Object-centric learning with slots: GLASS and DINOSAUR on shared parts, with the metric protocols of GLASS, SPOT and MSF.",
+        description="Object-centric learning with slots: GLASS, DINOSAUR, SPOT, and MSF with SLATE and SlotDiffusion, on shared parts, with the metric protocols of GLASS, SPOT and MSF.",
     )
     parser.add_argument("--threads", type=int_option(low=1), default=None,
                         help="torch intra-op CPU threads (default: torch's own; `demo` uses 1 per worker process, which is fastest for "
