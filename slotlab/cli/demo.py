@@ -19,10 +19,11 @@ def add_command(sub) -> None:
             "Generate built-in scenes, train each method's CPU preset, evaluate it on the scenes val split "
             "(protocol 'native') next to the K-equal-blocks baseline, and write DIR/metrics.json, DIR/overlays.png "
             "and DIR/report.html. Runs in minutes on a 2-core CPU. The presets' encoders are label-free "
-            "(DINOSAUR's: a small network shipped with slotlab, trained on scenes images without labels, with "
-            "colour and position; GLASS's and SPOT's: colour features of the pixels; SLATE and SlotDiffusion "
+            "(DINOSAUR's and spot-mlp's: a small network shipped with slotlab, trained on scenes images without "
+            "labels, with colour and position; GLASS's and spot's: colour features of the pixels; SLATE and "
+            "SlotDiffusion "
             "train a CNN guided by a VQ-VAE trained on the scenes); the -segmenter methods add the class probabilities of a segmenter "
-            "trained first on the scenes' class maps, and their rows say so.", WIDTH),
+            "trained first on the scenes' class maps, and their rows say so.", WIDTH, break_on_hyphens=False),
         _demo_arguments, _run_demo,
     )
     p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines

@@ -1,11 +1,12 @@
 """`slotlab demo`: every method's CPU preset trained on built-in scenes, evaluated, pictured.
 
-The CPU presets' encoders are label-free: DINOSAUR's is a small network shipped with slotlab,
-trained on scenes images without labels, with colour and position; GLASS's and SPOT's are colour
-features of the pixels; SLATE and SlotDiffusion train a CNN, guided by a VQ-VAE trained on the
-scenes. The ``-segmenter`` methods (e.g. ``dinosaur-segmenter``) also read the class of each
-pixel from a small segmenter trained on the scenes' class maps (``encoder.semantic_model``):
-when one of them is chosen, the demo trains that first, on all the cores, and points them at it.
+The CPU presets' encoders are label-free: DINOSAUR's and spot-mlp's are a small network shipped
+with slotlab, trained on scenes images without labels, with colour and position; GLASS's and the
+autoregressive SPOT's are colour features of the pixels; SLATE and SlotDiffusion train a CNN,
+guided by a VQ-VAE trained on the scenes. The ``-segmenter`` methods (e.g.
+``dinosaur-segmenter``) also read the class of each pixel from a small segmenter trained on the
+scenes' class maps (``encoder.semantic_model``): when one of them is chosen, the demo trains
+that first, on all the cores, and points them at it.
 
 Methods are independent, so with two or more CPU cores they train in parallel worker
 processes (``jobs``), each with its share of the torch threads; every method's run is a

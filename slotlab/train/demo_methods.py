@@ -49,6 +49,8 @@ DEMO_METHODS = (
 #: Every other method slotlab implements, at its CPU preset on the scenes (``--methods``).
 EXTRA_METHODS = (
     DemoMethod("spot", "spot-tiny"),
+    # SPOT with the MLP decoder: stage 2 (self-training) with stage 1 trained first as its teacher.
+    DemoMethod("spot-mlp", "spot-mlp-tiny-stage2", pretrain=Pretraining("spot-mlp-tiny", "model.teacher", "stage1")),
     DemoMethod("slate", "slate-scenes-tiny", pretrain=Pretraining("vqvae-scenes-tiny", "model.vqvae", "vqvae")),
     DemoMethod("slate-msf", "slate-msf-scenes-tiny",
                pretrain=Pretraining("vqvae-msf-scenes-tiny", "model.vqvae", "vqvae")),
@@ -67,13 +69,15 @@ ALL_METHODS = DEMO_METHODS + EXTRA_METHODS
 #: CPU seconds measured by ``benchmarks/bench_demo.py --each --steps N`` at N = 20 and 60 and
 #: brought to the presets' steps by ``benchmarks/demo_minutes.py`` (TIMED_ON says where).
 #: dinosaur: demo-each-{20,60}-dinosaur-ssl.json (dinosaur-tiny on the learned encoder); glass
-#: and spot: demo-each-{20,60}-glass-spot.json; the others: demo-each-{20,60}-others.json.
+#: and spot: demo-each-{20,60}-glass-spot.json; spot-mlp: demo-each-{20,60}-spot-mlp.json; the others:
+#: demo-each-{20,60}-others.json.
 MINUTES: dict[str, float] = {
     "dinosaur": 4.6,
     "glass": 5.8,
     "dinosaur-segmenter": 5.1,
     "glass-segmenter": 6.2,
     "spot": 5.1,
+    "spot-mlp": 13.1,
     "slate": 19.5,
     "slate-msf": 19.3,
     "slotdiffusion": 21.4,
