@@ -14,18 +14,10 @@ def test_every_paper_setting_has_both_stages():
         assert {f"spot-{data}", f"spot-{data}-stage2"} <= set(PRESETS)
 
 
-#: CPU presets whose stage 1 is DINOSAUR-MLP: they train with dinosaur-tiny's optimiser, so that
-#: stage 1 is that preset's run (docs/spot.md, "SPOT with the MLP decoder on CPU").
-DINOSAUR_RECIPE = {"spot-mlp-tiny", "spot-mlp-tiny-stage2"}
-
-
 def test_every_preset_clips_gradients_as_the_authors_do():
     for preset in PRESETS:
         optim = build_train_config(load_preset(preset)).optim
-        if preset in DINOSAUR_RECIPE:
-            assert optim == build_train_config(load_preset("dinosaur-tiny")).optim, preset
-        else:
-            assert (optim.grad_clip, optim.grad_clip_norm) == (0.3, float("inf")), preset  # max-abs clipping at 0.3
+        assert (optim.grad_clip, optim.grad_clip_norm) == (0.3, float("inf")), preset  # max-abs clipping at 0.3
 
 
 MOVI = [p for p in PRESETS if p.startswith("spot-movi-")]
