@@ -50,12 +50,15 @@ def test_class_probe_reads_the_class_when_the_tokens_carry_it():
         small = resize_mask(masks, (8, 8))
         return nn.functional.one_hot(small, 7).permute(0, 3, 1, 2).float()
 
-    assert object_class_probe(MapEncoder(class_maps), train, test) > 0.8
-    assert object_class_probe(MapEncoder(lambda images: torch.randn(len(images), 8, 8, 8)), train, test) < 0.5
-    # The same class maps scaled down: the plain probe reads less of them, the standardised
-    # probe reads them exactly as at full scale.
+    assert object_class_probe(MapEncoder(class_maps), train, test).accuracy > 0.8
+    noise = MapEncoder(lambda images: torch.randn(len(images), 8, 8, 8))
+    assert object_class_probe(noise, train, test).accuracy < 0.5
+    # The same class maps scaled down: the plain probe reads less of them within its epoch
+    # limit (which then ends it), the standardised probe reads them exactly as at full scale.
     faint = MapEncoder(lambda images: 1e-2 * class_maps(images))
-    full_standardised = object_class_probe(MapEncoder(class_maps), train, test, standardise=True)
+    full_standardised = object_class_probe(MapEncoder(class_maps), train, test, standardise=True).accuracy
     assert full_standardised > 0.8
-    assert abs(object_class_probe(faint, train, test, standardise=True) - full_standardised) < 0.01
-    assert object_class_probe(faint, train, test) < full_standardised - 0.2
+    assert abs(object_class_probe(faint, train, test, standardise=True).accuracy - full_standardised) < 0.01
+    cut = object_class_probe(faint, train, test, max_epochs=20)
+    assert (cut.epochs, cut.stopped_early) == (20, False)
+    assert cut.accuracy < full_standardised - 0.2

@@ -2,7 +2,8 @@
 
 - :func:`object_class_probe`: a linear probe of each object's class from the encoder's
   features averaged under the object's true mask (the probe of ``slotlab.metrics.probe``, on
-  a perfect slot). The encoder never sees a label; the probe does, to score it.
+  a perfect slot). The encoder never sees a label; the probe does, to score it. It reports
+  how many epochs the probe trained, so a reader sees whether its epoch limit cut it short.
 - :func:`left_neighbour_copy_ratio`: how much of a token its left neighbour already gives:
   the mean squared error of copying the left neighbour, over the tokens' total variance. An
   autoregressive decoder in raster order reads the previous token, so at a low ratio it can
@@ -14,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -46,14 +47,25 @@ def object_feature_pairs(encoder: nn.Module, dataset: Dataset, batch_size: int =
     return SlotPairs.concatenate(parts)
 
 
+@dataclass(frozen=True)
+class ClassProbeReading:
+    """Test accuracy of a class probe and how its training ended."""
+
+    accuracy: float
+    epochs: int  # epochs trained
+    stopped_early: bool  # False: the epoch limit ended it, possibly before it converged
+
+
 def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: int = 0,
-                       standardise: bool = False) -> float:
+                       standardise: bool = False, max_epochs: int = 100) -> ClassProbeReading:
     """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects.
 
-    ``standardise`` z-scores each feature dim with the fitting split's mean and std first (as
-    a linear probe behind a non-affine BatchNorm), so the reading no longer depends on how
-    the encoder scales its dims; without it the probe is the slot probe's protocol as is
-    (AdamW at a constant lr, at most 100 epochs), which reads small-scale dims less."""
+    The probe is the slot probe's protocol (AdamW at a constant lr, early stopping on a
+    held-out part of ``train``) for at most ``max_epochs``. Small-scale dims need many
+    epochs to be read at that lr: ``standardise`` z-scores each feature dim with the fitting
+    split's mean and std first (as a linear probe behind a non-affine BatchNorm), so the
+    reading no longer depends on how the encoder scales its dims; a larger ``max_epochs``
+    lets early stopping end the plain probe instead of the limit."""
     train_all, test_pairs = object_feature_pairs(encoder, train), object_feature_pairs(encoder, test)
     fit, held_out = split_pairs(train_all, seed=seed)
     if standardise:
@@ -61,7 +73,8 @@ def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: 
         fit, held_out, test_pairs = (replace(pairs, slots=(pairs.slots - mean) / std)
                                      for pairs in (fit, held_out, test_pairs))
     num_classes = int(max(train_all.class_ids.max(), test_pairs.class_ids.max())) + 1
-    return evaluate_probe(train_probe(fit, held_out, "class", seed, num_classes=num_classes), test_pairs)
+    trained = train_probe(fit, held_out, "class", seed, max_epochs=max_epochs, num_classes=num_classes)
+    return ClassProbeReading(evaluate_probe(trained, test_pairs), trained.epochs_run, trained.stopped_early)
 
 
 @torch.no_grad()
