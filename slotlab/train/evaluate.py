@@ -76,14 +76,15 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict:
     """Metrics of ``model`` on ``dataset`` under ``protocol`` (the result names the protocol);
-    ``seed`` fixes the slot-initialisation noise (see :func:`predict`). Each readable image is
-    scored once ("images"); "unreadable" names the files of the others and why."""
+    ``seed`` fixes the slot-initialisation noise (see :func:`predict`; the result names it as
+    "seed"). Each readable image is scored once ("images"); "unreadable" names the files of
+    the others and why."""
     from slotlab.metrics.evaluation import evaluate_masks
     from slotlab.metrics.protocols import get_protocol
 
     unreadable: list[SkippedSample] = []
     masks = predict(model, dataset, batch_size, progress, desc=f"eval {model.method}", seed=seed, unreadable=unreadable)
-    return evaluate_masks(masks, get_protocol(protocol)) | {"unreadable": [s.as_dict() for s in unreadable]}
+    return evaluate_masks(masks, get_protocol(protocol)) | {"seed": seed, "unreadable": [s.as_dict() for s in unreadable]}
 
 
 def evaluate_blocks(dataset: Dataset, num_slots: int, grid: tuple[int, int], protocol: str = "native", batch_size: int = 64) -> dict:
