@@ -61,8 +61,9 @@ from slotlab.data.registry import build_dataset
 from slotlab.data.sample import collate
 from slotlab.methods.encoder_parts import build_method_encoder
 from slotlab.metrics.encoder_features import (
+    class_probe_of_pairs,
     left_neighbour_copy_ratio,
-    object_class_probe,
+    object_feature_pairs,
 )
 from slotlab.nn.encoders import encoder_config
 from slotlab.nn.encoders.ssl import COLOUR_POOLINGS
@@ -248,9 +249,10 @@ def main() -> None:
                 probe_encoder = encoder_settings(name, 2, prerequisites, network_colour)
                 encoder = build_method_encoder(encoder_config(**probe_encoder))
                 probe_train, test = build_dataset(PROBE_TRAIN), build_dataset(TEST)
+                train_pairs, test_pairs = object_feature_pairs(encoder, probe_train), object_feature_pairs(encoder, test)
                 row = {"seed": seed}
                 for suffix, standardise in (("", False), ("_standardised", True)):
-                    probe = object_class_probe(encoder, probe_train, test, seed, standardise, args.probe_epochs)
+                    probe = class_probe_of_pairs(train_pairs, test_pairs, seed, standardise, args.probe_epochs)
                     row |= {f"object_features_class_accuracy{suffix}": probe.accuracy,
                             f"object_features_class_probe_epochs{suffix}": probe.epochs,
                             f"object_features_class_probe_stopped_early{suffix}": probe.stopped_early}

@@ -21,9 +21,9 @@ def add_command(sub) -> None:
             "and DIR/report.html. Runs in minutes on a 2-core CPU. The presets' encoders are label-free "
             "(DINOSAUR's and spot-mlp's: a small network shipped with slotlab, trained on scenes images without "
             "labels, with colour and position; GLASS's and spot's: colour features of the pixels; SLATE and "
-            "SlotDiffusion "
-            "train a CNN guided by a VQ-VAE trained on the scenes); the -segmenter methods add the class probabilities of a segmenter "
-            "trained first on the scenes' class maps, and their rows say so.", WIDTH, break_on_hyphens=False),
+            "SlotDiffusion train a CNN guided by a VQ-VAE trained on the scenes); the -segmenter methods add the "
+            "class probabilities of a segmenter trained first on the scenes' class maps, and their rows say so.",
+            WIDTH, break_on_hyphens=False),
         _demo_arguments, _run_demo,
     )
     p.epilog, p.formatter_class = methods_help(), argparse.RawDescriptionHelpFormatter  # keep the table's lines

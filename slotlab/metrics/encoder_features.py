@@ -1,8 +1,8 @@
 """What a frozen encoder's tokens offer slot methods, measured without any slots.
 
-- :func:`object_class_probe`: a linear probe of each object's class from the encoder's
-  features averaged under the object's true mask (the probe of ``slotlab.metrics.probe``, on
-  a perfect slot). The encoder never sees a label; the probe does, to score it. It reports
+- :func:`object_class_probe` (:func:`class_probe_of_pairs` once the features are pooled): a
+  linear probe of each object's class from the encoder's features averaged under the
+  object's true mask (the probe of ``slotlab.metrics.probe``, on a perfect slot). The encoder never sees a label; the probe does, to score it. It reports
   how many epochs the probe trained, so a reader sees whether its epoch limit cut it short.
 - :func:`left_neighbour_copy_ratio`: how much of a token its left neighbour already gives:
   the mean squared error of copying the left neighbour, over the tokens' total variance. An
@@ -58,21 +58,28 @@ class ClassProbeReading:
 
 def object_class_probe(encoder: nn.Module, train: Dataset, test: Dataset, seed: int = 0,
                        standardise: bool = False, max_epochs: int = 100) -> ClassProbeReading:
-    """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects.
+    """Top-1 accuracy on ``test`` of a linear class probe trained on ``train``'s objects
+    (:func:`class_probe_of_pairs` on their :func:`object_feature_pairs`)."""
+    return class_probe_of_pairs(object_feature_pairs(encoder, train), object_feature_pairs(encoder, test),
+                                seed, standardise, max_epochs)
+
+
+def class_probe_of_pairs(train_pairs: SlotPairs, test_pairs: SlotPairs, seed: int = 0,
+                         standardise: bool = False, max_epochs: int = 100) -> ClassProbeReading:
+    """A linear class probe trained on ``train_pairs`` and scored on ``test_pairs``.
 
     The probe is the slot probe's protocol (AdamW at a constant lr, early stopping on a
-    held-out part of ``train``) for at most ``max_epochs``. Small-scale dims need many
+    held-out part of ``train_pairs``) for at most ``max_epochs``. Small-scale dims need many
     epochs to be read at that lr: ``standardise`` z-scores each feature dim with the fitting
     split's mean and std first (as a linear probe behind a non-affine BatchNorm), so the
     reading no longer depends on how the encoder scales its dims; a larger ``max_epochs``
     lets early stopping end the plain probe instead of the limit."""
-    train_all, test_pairs = object_feature_pairs(encoder, train), object_feature_pairs(encoder, test)
-    fit, held_out = split_pairs(train_all, seed=seed)
+    fit, held_out = split_pairs(train_pairs, seed=seed)
     if standardise:
         mean, std = fit.slots.mean(0), fit.slots.std(0).clamp_min(1e-6)
         fit, held_out, test_pairs = (replace(pairs, slots=(pairs.slots - mean) / std)
                                      for pairs in (fit, held_out, test_pairs))
-    num_classes = int(max(train_all.class_ids.max(), test_pairs.class_ids.max())) + 1
+    num_classes = int(max(train_pairs.class_ids.max(), test_pairs.class_ids.max())) + 1
     trained = train_probe(fit, held_out, "class", seed, max_epochs=max_epochs, num_classes=num_classes)
     return ClassProbeReading(evaluate_probe(trained, test_pairs), trained.epochs_run, trained.stopped_early)
 
