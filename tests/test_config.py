@@ -78,17 +78,19 @@ def _without(preset: dict, *paths: str) -> dict:
 
 def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
     """Its decoder reads masks, so it is not the pretrained one: trained from scratch in a longer
-    phase 2, with phase 1 free of L_recon; everything else is glass-tiny's."""
+    phase 2, with phase 1 free of L_recon and at 1e-3, the rate its edits were measured with;
+    everything else is glass-tiny's."""
     base, compose = load_preset("glass-tiny"), load_preset("glass-tiny-compose")
     decoder = compose["model"]["diffusion_decoder"]
     assert decoder["mask_bias_grid"] > 0 and decoder["mask_bias_hard"] is True
     assert compose["stages"][1]["steps"] > base["stages"][1]["steps"]
     assert compose["stages"][0]["loss_weights"] == {"recon": 0.0} and "decoder_init" not in compose["model"]
+    assert compose["stages"][0]["lr"] == {"grouping": 1.0e-3, "instance_decoder": 1.0e-3}
     ignored = ("model.diffusion_decoder.mask_bias_grid", "model.diffusion_decoder.mask_bias_hard", "stages.1.steps",
-               "stages.0.loss_weights")
+               "stages.0.loss_weights", "stages.0.lr")
     # glass-tiny's one input is its pretrained decoder, which compose does not read
     assert set(base["inputs"]) == {"model.decoder_init"} and "inputs" not in compose
-    assert _without(compose, *ignored) == _without(base, "stages.1.steps", "model.decoder_init", "inputs")
+    assert _without(compose, *ignored) == _without(base, "stages.1.steps", "stages.0.lr", "model.decoder_init", "inputs")
 
 
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):

@@ -88,7 +88,7 @@ MINUTES: dict[str, float] = {
 SEGMENTER_MINUTES = 1.6
 TIMED_ON = ("CPU time on a 2-vCPU Intel Xeon with AVX-512 BF16, benchmarks/results/demo-each-*.json, each "
             "method with at most one other job beside it; in the default demo the dinosaur and glass jobs "
-            "took 4.7 and 5.8 min, benchmarks/results/demo.json")
+            "took 4.7 and 5.8 min there, 5.1 and 7.2 min on a 2-vCPU AMD EPYC, benchmarks/results/demo.json")
 
 
 def _minutes(name: str) -> str:
