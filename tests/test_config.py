@@ -93,6 +93,14 @@ def test_glass_tiny_compose_changes_only_the_decoder_and_its_training():
     assert _without(compose, *ignored) == _without(base, "stages.1.steps", "stages.0.lr", "model.decoder_init", "inputs")
 
 
+def test_glass_tiny_long_changes_only_phase_1_steps():
+    """Presets do not inherit: glass-tiny-long is a copy of glass-tiny whose phase 1 runs
+    DINOSAUR's 2,200 steps; its comment and docs compare the two on that difference alone."""
+    base, long = load_preset("glass-tiny"), load_preset("glass-tiny-long")
+    assert long["stages"][0]["steps"] == 2200 > base["stages"][0]["steps"]
+    assert _without(long, "stages.0.steps") == _without(base, "stages.0.steps")
+
+
 def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     from slotlab.train import config as engine_config
 

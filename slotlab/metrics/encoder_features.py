@@ -2,7 +2,8 @@
 
 - :func:`object_class_probe` (:func:`class_probe_of_pairs` once the features are pooled): a
   linear probe of each object's class from the encoder's features averaged under the
-  object's true mask (the probe of ``slotlab.metrics.probe``, on a perfect slot). The encoder never sees a label; the probe does, to score it. It reports
+  object's true mask (the probe of ``slotlab.metrics.probe``, on a perfect slot). The
+  encoder never sees a label; the probe does, to score it. It reports
   how many epochs the probe trained, so a reader sees whether its epoch limit cut it short.
 - :func:`left_neighbour_copy_ratio`: how much of a token its left neighbour already gives:
   the mean squared error of copying the left neighbour, over the tokens' total variance. An
