@@ -44,7 +44,9 @@ def _demo_arguments(p) -> None:
     p.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
                    help="train demo method NAME (one of --methods) with another preset of the same method, e.g. "
                    "glass=glass-tiny-compose (a longer GLASS run whose decoder reads the slot masks: the removal test "
-                   "then sees objects removed; about 20 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
+                   "then sees objects removed; about 20 minutes on 2 cores) or glass=glass-tiny-long (phase 1 at 2,200 steps "
+                   "instead of 400: GLASS then leads DINOSAUR by about +0.12 mIoU_i on scenes test instead of +0.06; "
+                   "about 30 minutes on 2 cores); repeatable (default: dinosaur-tiny and glass-tiny)")
     p.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
                    help="a trained segmenter checkpoint for the -segmenter methods to read (e.g. an earlier demo's "
                    "DIR/runs/segmenter/model, or slotlab train --preset segmenter-scenes-tiny) instead of training one "
