@@ -78,3 +78,18 @@ def test_without_a_segmenter_the_features_saw_no_labels(tmp_path):
     assert describe_supervision(saved("dinosaur-tiny-patch")).startswith("features: none (fixed pixel and colour features)")
     missing = describe_supervision(saved("glass-tiny", f"data.train=generated:{tmp_path / 'gone'}"))
     assert f"generated data in {tmp_path / 'gone'} (its run.json, which says how, is unreadable)" in missing
+
+
+def test_glass_rows_without_l_semantic_read_no_pseudo_masks(tmp_path):
+    """Only L_semantic reads the pseudo masks: the Table 6a rows that set lambda_semantic to 0
+    (L_recon, L_recon + L_instance) must not say they saw them."""
+    data = generated(tmp_path / "scenes-data", "generate-scenes-tiny")
+    rows = {preset: describe_supervision(saved(preset, f"data.train={data}"))
+            for preset in ("glass-tiny-recon", "glass-tiny-recon-instance", "glass-tiny-recon-semantic", "glass-tiny")}
+    for preset in ("glass-tiny-recon", "glass-tiny-recon-instance"):
+        assert "training: none of GLASS's pseudo masks (L_semantic's weight is 0)" in rows[preset]
+    for preset in ("glass-tiny-recon-semantic", "glass-tiny"):
+        assert "training: GLASS pseudo masks from the scenes generator's ground-truth class masks" in rows[preset]
+    # a stage weight overrides the model's lambda, either way
+    assert "none of GLASS's pseudo masks" in describe_supervision(
+        saved("glass-tiny", f"data.train={data}", "stages.0.loss_weights={semantic: 0.0}", "stages.1.loss_weights={semantic: 0.0}"))

@@ -125,16 +125,18 @@ def _generated(spec: str) -> str:
 DESCRIPTIONS = "description tokens read off the generated scenes' ground truth (class, mean colour, box)"
 
 
-def _reads_masks(stages: list[dict]) -> bool:
-    """Does any stage weigh GLASS's mask guidance (semantic or instance loss) above zero?"""
-    return any((stage.get("loss_weights") or {}).get(term, 1.0) != 0 for stage in stages
-               for term in ("semantic", "instance"))
+def _reads_pseudo_masks(model: dict, stages: list[dict]) -> bool:
+    """Does any stage weigh L_semantic, the only GLASS term that reads the pseudo masks, above
+    zero? A stage's ``loss_weights`` override the model's lambda_semantic (the Table 6a rows
+    without it set that lambda to 0; decoder pretraining sets the stage weight to 0)."""
+    default = model.get("lambda_semantic", 1.0)  # absent: GLASS's default, which is not 0
+    return any((stage.get("loss_weights") or {}).get("semantic", default) != 0 for stage in stages)
 
 
 def _glass(model: dict, data: dict, stages: list[dict]) -> list[str]:
     spec = data.get("train") or ""
-    if not _reads_masks(stages):
-        masks = "none of GLASS's mask guidance (its loss weights are 0)"
+    if not _reads_pseudo_masks(model, stages):
+        masks = "none of GLASS's pseudo masks (L_semantic's weight is 0)"
     elif _dataset(spec) == "generated":
         masks = _generated(spec)
     else:
