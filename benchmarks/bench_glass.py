@@ -49,10 +49,11 @@ from slotlab.datagen.run import run_generation
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.evaluation import evaluate_masks
 from slotlab.metrics.protocols import get_protocol
-from slotlab.train.config import build_train_config
+from slotlab.train.config import build_train_config, to_dict
 from slotlab.train.demo import die_with_parent, pretrain, steps_overrides
 from slotlab.train.demo_methods import select_methods
 from slotlab.train.evaluate import evaluate_model
+from slotlab.train.supervision import describe_supervision
 from slotlab.train.trainer import train
 
 ROWS = {  # Table 6a row -> CPU preset
@@ -114,8 +115,8 @@ def ablation_run(preset: str, data: str, shared: list[str], seed: int, steps: in
     overrides = [f"data.train={data}", *shared, f"seed={seed}", *steps_overrides(preset_data, steps)]
     config = build_train_config(preset_data, overrides)
     result = train(config, work / f"{preset}-{seed}", progress=False)
-    run = {"seed": seed, "train_steps": result.steps, "train_seconds": round(result.train_seconds, 1),
-           "precision": result.precision}
+    run = {"seed": seed, "supervision": describe_supervision(to_dict(config)), "train_steps": result.steps,
+           "train_seconds": round(result.train_seconds, 1), "precision": result.precision}
     for split, spec in (("val", VAL), ("test", TEST)):
         metrics = evaluate_model(result.model, build_dataset(spec), protocol="native", progress=False)["metrics"]
         run[split] = {k: metrics[k] for k in ("miou_i", "mbo_i", "fg_ari")}
@@ -139,7 +140,7 @@ def ablation(data: str, shared: list[str], seeds: list[int], steps: int | None, 
             for key in ("miou_i", "mbo_i", "fg_ari"):
                 values = [r[split][key] for r in runs]
                 summary.setdefault(split, {})[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
-        rows[row] = {"preset": preset, "runs": runs, **summary}
+        rows[row] = {"preset": preset, "supervision": runs[0]["supervision"], "runs": runs, **summary}
     return rows
 
 
