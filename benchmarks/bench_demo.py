@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 
 import torch
-from report import emit, machine_info
+from report import emit, machine_info, without_machine_paths
 
 import slotlab.train.demo as demo
 from slotlab.config import load_preset
 from slotlab.data.registry import build_dataset
+from slotlab.io.cache import cache_root
 from slotlab.io.layout import MODEL_DIR, RUNS_DIR
 from slotlab.methods import Method
 from slotlab.train.demo_methods import ALL_METHODS, select_methods, with_presets
@@ -183,7 +184,7 @@ def main() -> None:
         **({"test": test} if test is not None else {}),
         "machine": machine_info(),
     }
-    emit(report, args.out)
+    emit(without_machine_paths(report, {out: "", cache_root(): "CACHE"}), args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from slotlab.diffusion.config import DiffusionDecoderConfig, cpu_config
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
 from slotlab.diffusion.sd import sd21_unet_config, sd21_vae_config
 
-SHARED = Path(os.environ.get("SLOTLAB_SHARED", "/work/shared"))
+# Optional real weights and photos: $SLOTLAB_SHARED, else a `shared` folder beside this checkout.
+SHARED = Path(os.environ.get("SLOTLAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 SLOT_WIDTH = 64
 NUM_SLOTS = 7
 

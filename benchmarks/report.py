@@ -47,6 +47,23 @@ def best_and_median(rates: list[float], unit: str) -> dict[str, float]:
     return {f"best_{unit}": round(max(rates), 1), f"median_{unit}": round(statistics.median(rates), 1)}
 
 
+def without_machine_paths(value, names: dict[Path, str]):
+    """``value`` (nested dicts, lists) with every string that starts with one of the folders in
+    ``names`` rewritten to start with that folder's name instead (e.g. a demo's temporary output
+    as "", the user's cache as "CACHE"), so a stored result names no folder of the machine that
+    produced it."""
+    if isinstance(value, dict):
+        return {key: without_machine_paths(item, names) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_machine_paths(item, names) for item in value]
+    if isinstance(value, str):
+        for folder, name in names.items():
+            prefix = str(folder).rstrip("/") + "/"
+            if value.startswith(prefix):
+                return name + ("/" if name else "") + value[len(prefix):]
+    return value
+
+
 def emit(report: dict, out: str | Path | None) -> None:
     """Print the report as JSON and, if ``out`` is given, write it there too."""
     text = results_json(report)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 from torch import Tensor
-
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity"
+from tests.shared_dir import PARITY
 
 
 @dataclass

@@ -20,11 +20,11 @@ from pycocotools.coco import COCO
 from slotlab.data.coco import COCOInstances, COCOPanoptic
 from slotlab.data.coco_masks import decode_segmentations, paint_instances
 from slotlab.data.imageio import DatasetError
+from tests.shared_dir import FIXTURES
 
 # pycocotools' decoder (used by annToMask for the reference masks) predates NumPy 2.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 H, W = 24, 32
 
 

@@ -16,8 +16,8 @@ from slotlab.data.imageio import DatasetError
 from slotlab.data.packed import PackedDataset, convert
 from slotlab.data.registry import DATASETS, DatasetSpec, build_dataset, describe_datasets, parse_spec
 from slotlab.data.sample_transforms import CenterCrop, Compose, RandomCrop, RandomHorizontalFlip, ShorterSideResize
+from tests.shared_dir import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from slotlab.data.clevrtex import ClevrMasks, ClevrTex
 from slotlab.data.folder import ImageFolder
 from slotlab.data.imageio import DatasetError
 from slotlab.data.movi import MOViFrames
+from tests.shared_dir import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 H, W = 12, 16
 
 

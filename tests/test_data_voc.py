@@ -10,8 +10,8 @@ from PIL import Image
 
 from slotlab.data.imageio import DatasetError
 from slotlab.data.voc import VOC_BORDER, VOC_CLASSES, VOCSegmentation
+from tests.shared_dir import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 H, W = 20, 24
 PERSON, CAR = VOC_CLASSES.index("person"), VOC_CLASSES.index("car")
 

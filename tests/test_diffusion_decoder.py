@@ -3,7 +3,6 @@ slotlab.nn.autoencoders (offline, tiny random parts)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,10 +18,10 @@ from slotlab.diffusion.decoder import SlotDiffusionDecoder
 from slotlab.diffusion.objective import diffusion_target, forward_diffuse
 from slotlab.diffusion.sampling import classifier_free_guidance
 from slotlab.diffusion.sd import SDComponents, encode_empty_prompt, tiny_clip_tokenizer, tiny_text_encoder
+from tests.shared_dir import ASSETS, FIXTURES
 
-SHARED = Path(os.environ.get("SLOTLAB_SHARED", "/work/shared"))
-TAEF2_DIR = SHARED / "assets" / "taef2"
-FIXTURE_PHOTOS = sorted((SHARED / "fixtures" / "coco_instances_sample" / "images").glob("*.jpg"))
+TAEF2_DIR = ASSETS / "taef2"
+FIXTURE_PHOTOS = sorted((FIXTURES / "coco_instances_sample" / "images").glob("*.jpg"))
 
 DIM = 32  # slot width of the tiny configurations
 RES = 32

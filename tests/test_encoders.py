@@ -16,10 +16,9 @@ from slotlab.nn.encoders import ENCODERS, build_encoder, encoder_config
 from slotlab.nn.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from slotlab.nn.encoders.cifar_resnet import CifarResNet, cifar_resnet_blocks_per_stage, load_cifar_resnet
 from slotlab.nn.encoders.vit import vit_blocks
+from tests.shared_dir import ASSETS, FIXTURES
 
-ASSETS = Path("/work/shared/assets/cifar_resnet")
-FIXTURES = Path("/work/shared/fixtures")
-CIFAR_WEIGHTS = {"resnet20": ASSETS / "resnet20-12fca82f.th", "resnet56": ASSETS / "resnet56-4bfd9763.th"}
+CIFAR_WEIGHTS = {"resnet20": ASSETS / "cifar_resnet" / "resnet20-12fca82f.th", "resnet56": ASSETS / "cifar_resnet" / "resnet56-4bfd9763.th"}
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

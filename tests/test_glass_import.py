@@ -15,8 +15,9 @@ from slotlab.io.importers.glass_checkpoint import SLOT_ATTENTION_DIR, UNET_DIR, 
 from slotlab.methods import ObjectCentricModel
 from slotlab.nn.encoders import build_encoder, encoder_config
 from tests.test_diffusion_decoder import SlotDiffusionDecoder, tiny_config, write_tiny_sd_directory
+from tests.shared_dir import PARITY
 
-CASE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity" / "glass" / "glass_sa"
+CASE = PARITY / "glass" / "glass_sa"
 pytestmark = pytest.mark.skipif(not CASE.with_suffix(".json").is_file(), reason=f"GLASS parity fixture {CASE} is absent")
 
 

@@ -15,8 +15,8 @@ from slotlab.train.evaluate import evaluate_model
 from slotlab.train.trainer import build_model
 from slotlab.methods.glass import PAPER_TWIN_OVERRIDES
 from slotlab.metrics.protocols import get_protocol
+from tests.shared_dir import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 # The shared samples in their native layouts; the preset's own options (geometry, crowds) are kept.
 SAMPLES = {
     "coco": (FIXTURES / "coco_instances_sample", {"annotations": "instances.json", "images": "images"}, "split"),

@@ -20,8 +20,8 @@ from slotlab.data.sample import Sample, collate
 from slotlab.metrics.evaluation import evaluate_masks
 from slotlab.metrics.protocol import Protocol
 from slotlab.metrics.protocols import get_protocol
+from tests.shared_dir import PARITY
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "parity"
 pytestmark = pytest.mark.skipif(not PARITY.is_dir(), reason=f"parity fixtures {PARITY} are absent")
 
 

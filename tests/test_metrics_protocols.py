@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,8 @@ from slotlab.metrics.masks import ari, mbo, miou, slot_binding
 from slotlab.metrics.evaluation import ProtocolMetrics, evaluate_masks
 from slotlab.metrics.protocol import Protocol
 from slotlab.metrics.protocols import PROTOCOLS, get_protocol
+from tests.shared_dir import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 def make_sample(instance: torch.Tensor, classes: list[int], ignore: torch.Tensor | None = None, semantic=None) -> Sample:
