@@ -32,7 +32,8 @@ from PIL import Image
 from report import emit, machine_info
 from torch import Tensor, nn
 
-from slotlab.ops.resize import resize_image
+from slotlab.data.imageio import read_image
+from slotlab.ops.resize import center_crop, resize_image
 from slotlab.nn.autoencoders import TinyAutoencoder
 from slotlab.diffusion.config import DiffusionDecoderConfig, cpu_config
 from slotlab.diffusion.decoder import SlotDiffusionDecoder
@@ -148,11 +149,10 @@ def bench_sd21(args) -> dict:
 
 
 def load_photo(path: Path, size: int) -> Tensor:
-    image = Image.open(path).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+    """The photo's centred square, resized to ``size`` (bicubic), as (3, size, size) in [0, 1]."""
+    image = read_image(path)
+    side = min(image.shape[-2:])
+    return resize_image(center_crop(image, (side, side)), (size, size), mode="bicubic").clamp(0, 1)
 
 
 def bench_taesd_latent_stats(args) -> dict:
