@@ -19,7 +19,6 @@ from slotlab.data.sample_transforms import CenterCrop, Compose, RandomCrop, Rand
 from tests.shared_dir import FIXTURES
 
 
-
 @pytest.fixture()
 def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"

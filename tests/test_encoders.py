@@ -18,7 +18,8 @@ from slotlab.nn.encoders.cifar_resnet import CifarResNet, cifar_resnet_blocks_pe
 from slotlab.nn.encoders.vit import vit_blocks
 from tests.shared_dir import ASSETS, FIXTURES
 
-CIFAR_WEIGHTS = {"resnet20": ASSETS / "cifar_resnet" / "resnet20-12fca82f.th", "resnet56": ASSETS / "cifar_resnet" / "resnet56-4bfd9763.th"}
+CIFAR_DIR = ASSETS / "cifar_resnet"
+CIFAR_WEIGHTS = {"resnet20": CIFAR_DIR / "resnet20-12fca82f.th", "resnet56": CIFAR_DIR / "resnet56-4bfd9763.th"}
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

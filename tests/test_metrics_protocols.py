@@ -19,7 +19,6 @@ from slotlab.metrics.protocols import PROTOCOLS, get_protocol
 from tests.shared_dir import FIXTURES
 
 
-
 def make_sample(instance: torch.Tensor, classes: list[int], ignore: torch.Tensor | None = None, semantic=None) -> Sample:
     height, width = instance.shape
     lookup = torch.tensor([0, *classes])

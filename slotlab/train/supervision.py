@@ -56,7 +56,6 @@ PROMPTS = {
 }
 
 
-
 def _dataset(spec: str) -> str:
     try:
         return parse_spec(spec).name
