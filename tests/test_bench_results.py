@@ -1,4 +1,4 @@
-"""Stored benchmark results name no folder of the machine that produced them."""
+"""Stored benchmark results name no folder of the machine that produced them, and every demo row says what supervision it saw."""
 
 import json
 import re
@@ -44,3 +44,11 @@ def test_stored_results_name_no_machine_folder():
     assert files, "benchmarks/results holds no JSON"
     found = [(f.name, s) for f in files for s in strings(json.loads(f.read_text())) if MACHINE_PATH.search(s)]
     assert not found, f"results naming a folder of the machine that produced them: {found[:5]}"
+
+
+def test_every_method_row_of_a_stored_demo_result_names_its_supervision():
+    demos = [(f, json.loads(f.read_text())) for f in sorted((BENCHMARKS / "results").glob("*.json"))]
+    demos = [(f, d) for f, d in demos if isinstance(d, dict) and str(d.get("benchmark", "")).startswith("slotlab demo")]
+    assert demos, "benchmarks/results holds no demo result"
+    missing = [(f.name, method) for f, d in demos for method, row in d["metrics"].items() if "supervision" not in row]
+    assert not missing, f"demo rows that do not say what supervision they saw: {missing[:5]}"
